@@ -1,0 +1,128 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to skunkworks.erlang_ec2
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The cluster contract shared by the inventory plugin, cluster_instances and the bootstrap.
+
+Tag names, roles, node names and the user-data format live here only (docs/design.md).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+
+TAG_CLUSTER = "erlang-cluster"
+TAG_ROLE = "erlang-role"
+TAG_NODE_NAME = "erlang-node-name"
+
+ROLE_BOOT_SERVER = "boot_server"
+ROLE_WORKER = "worker"
+ROLES = (ROLE_BOOT_SERVER, ROLE_WORKER)
+
+DEFAULT_NODE_NAMES = {ROLE_BOOT_SERVER: "boot", ROLE_WORKER: "worker"}
+
+GROUP_BOOT_SERVERS = "erlang_boot_servers"
+GROUP_WORKERS = "erlang_workers"
+GROUP_BY_ROLE = {ROLE_BOOT_SERVER: GROUP_BOOT_SERVERS, ROLE_WORKER: GROUP_WORKERS}
+GROUP_CLUSTER_PREFIX = "erlang_cluster_"
+
+USER_DATA_MARKER = "# erlang-ec2 user-data v1"
+USER_DATA_MAX_BYTES = 16 * 1024
+
+CLUSTER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+NODE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+USER_DATA_VALUE_RE = re.compile(r"^[A-Za-z0-9@._:,/-]*$")
+USER_DATA_KEY_RE = re.compile(r"^ERLANG_[A-Z0-9_]+$")
+IPV4_RE = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
+
+
+class ClusterContractError(ValueError):
+    """Input that breaks the cluster contract."""
+
+
+def validate_cluster_name(name):
+    if not isinstance(name, str) or not CLUSTER_NAME_RE.match(name):
+        raise ClusterContractError(
+            "invalid cluster name %r: use 1-63 characters of a-z, 0-9, '_' or '-', starting with a letter or digit" % (name,)
+        )
+    return name
+
+
+def validate_node_name(name):
+    if not isinstance(name, str) or not NODE_NAME_RE.match(name):
+        raise ClusterContractError(
+            "invalid Erlang node name %r: use a letter, then up to 63 of A-Z, a-z, 0-9, '_' or '-'" % (name,)
+        )
+    return name
+
+
+def is_ipv4(value):
+    return isinstance(value, str) and bool(IPV4_RE.match(value))
+
+
+def sanitize_group_part(name):
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def cluster_group(cluster):
+    return GROUP_CLUSTER_PREFIX + sanitize_group_part(cluster)
+
+
+def default_node_name(role):
+    return DEFAULT_NODE_NAMES[role]
+
+
+def node_id(name, private_ip):
+    """The full Erlang node name, `name@ip` (long names: workers are addressed by IP)."""
+    return "%s@%s" % (name, private_ip)
+
+
+def render_user_data(cluster, role, node_name, boot_server_ip=None, boot_node_name=None, extra=None):
+    """Render the user-data file; raises ClusterContractError on bad input or size > 16 KB."""
+    validate_cluster_name(cluster)
+    if role not in ROLES:
+        raise ClusterContractError("invalid role %r: expected one of %s" % (role, ", ".join(ROLES)))
+    validate_node_name(node_name)
+    pairs = [("ERLANG_CLUSTER", cluster), ("ERLANG_ROLE", role), ("ERLANG_NODE_NAME", node_name)]
+    if boot_server_ip:
+        if not is_ipv4(boot_server_ip):
+            raise ClusterContractError("boot server address %r is not a dotted-quad IPv4 address" % (boot_server_ip,))
+        pairs.append(("ERLANG_BOOT_SERVER_IP", boot_server_ip))
+        pairs.append(("ERLANG_BOOT_NODE", node_id(boot_node_name or default_node_name(ROLE_BOOT_SERVER), boot_server_ip)))
+    for key, value in sorted((extra or {}).items()):
+        key = "ERLANG_" + key.upper() if not key.upper().startswith("ERLANG_") else key.upper()
+        pairs.append((key, value))
+    lines = [USER_DATA_MARKER]
+    for key, value in pairs:
+        value = str(value)
+        if not USER_DATA_KEY_RE.match(key):
+            raise ClusterContractError("invalid user-data key %r" % (key,))
+        if not USER_DATA_VALUE_RE.match(value):
+            raise ClusterContractError("invalid user-data value for %s: only A-Z a-z 0-9 @ . _ : , / - are allowed" % key)
+        if "COOKIE" in key or "SECRET" in key or "PASSWORD" in key:
+            raise ClusterContractError("user data must not carry secrets (%s)" % key)
+        lines.append("%s=%s" % (key, value))
+    text = "\n".join(lines) + "\n"
+    if len(text.encode("utf-8")) > USER_DATA_MAX_BYTES:
+        raise ClusterContractError("user data is %d bytes; EC2 allows at most %d" % (len(text.encode("utf-8")), USER_DATA_MAX_BYTES))
+    return text
+
+
+def parse_user_data(text):
+    """Parse user data rendered by render_user_data; returns a dict or None if it is not ours."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != USER_DATA_MARKER:
+        return None
+    result = {}
+    for line in lines[1:]:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not USER_DATA_KEY_RE.match(key) or not USER_DATA_VALUE_RE.match(value):
+            raise ClusterContractError("malformed user-data line: %r" % line)
+        result[key] = value
+    return result
