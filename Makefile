@@ -10,7 +10,8 @@ PYTHON      := $(VENV)/bin/python
 STAMPS      := $(ROOT)/.stamps
 COLLECTIONS := $(ROOT)/.collections
 COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/skunkworks/erlang_ec2
-SANITY_TREE := $(ROOT)/build/ansible_collections/skunkworks/erlang_ec2
+# Outside the git work tree: inside it, ansible-test would only see tracked files of the outer repo.
+SANITY_TREE := $(or $(TMPDIR),/tmp)/skunkworks-erlang_ec2-test/ansible_collections/skunkworks/erlang_ec2
 
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PATH := $(VENV)/bin:$(PATH)
