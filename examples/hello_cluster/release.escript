@@ -1,0 +1,41 @@
+#!/usr/bin/env escript
+%% -*- erlang -*-
+%% Writes releases/<Vsn>/hello_cluster.rel and sys.config under OutDir.
+%% ERTS and OTP application versions are read from the OTP running this script,
+%% so the release matches the OTP the cluster runs (the boot server requires the same ERTS).
+%% Usage: release.escript Vsn OutDir HttpPort SyncNodes SyncTimeoutMs DistMin DistMax
+%%   SyncNodes: comma-separated node names or ""; DistMin/DistMax: "" to leave unset.
+main([Vsn, OutDir, HttpPort, SyncNodes, SyncTimeout, DistMin, DistMax]) ->
+    Apps = [kernel, stdlib, sasl, inets],
+    [ok = load(App) || App <- Apps],
+    Loaded = application:loaded_applications(),
+    AppVsns = [{App, element(3, lists:keyfind(App, 1, Loaded))} || App <- Apps],
+    Rel = {release, {"hello_cluster", Vsn}, {erts, erlang:system_info(version)},
+           AppVsns ++ [{hello_cluster, Vsn}]},
+    Dir = filename:join([OutDir, "releases", Vsn]),
+    ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    ok = write_term(filename:join(Dir, "hello_cluster.rel"), Rel),
+    Kernel = sync_nodes(SyncNodes, SyncTimeout) ++ dist_ports(DistMin, DistMax),
+    SysConfig = [{hello_cluster, [{http_port, list_to_integer(HttpPort)}]}, {kernel, Kernel}],
+    ok = write_term(filename:join(Dir, "sys.config"), SysConfig);
+main(_) ->
+    io:format(standard_error, "usage: release.escript Vsn OutDir HttpPort SyncNodes SyncTimeoutMs DistMin DistMax~n", []),
+    halt(2).
+
+load(App) ->
+    case application:load(App) of
+        ok -> ok;
+        {error, {already_loaded, App}} -> ok
+    end.
+
+sync_nodes("", _) -> [];
+sync_nodes(Nodes, Timeout) ->
+    [{sync_nodes_optional, [list_to_atom(N) || N <- string:lexemes(Nodes, ",")]},
+     {sync_nodes_timeout, list_to_integer(Timeout)}].
+
+dist_ports("", _) -> [];
+dist_ports(Min, Max) ->
+    [{inet_dist_listen_min, list_to_integer(Min)}, {inet_dist_listen_max, list_to_integer(Max)}].
+
+write_term(File, Term) ->
+    file:write_file(File, io_lib:format("~tp.~n", [Term])).
