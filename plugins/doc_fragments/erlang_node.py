@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to skunkworks.erlang_ec2
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # Options of every module that calls a running Erlang node (module_utils/erlang_node.py).
+    DOCUMENTATION = r"""
+options:
+  node:
+    description:
+      - The Erlang node to call, C(name@host), for example C(worker@172.31.0.5).
+      - A host part with a dot (an IP address or a fully qualified name) is called with long names
+        (C(erl_call -name)), one without a dot with short names (C(erl_call -sname)).
+    type: str
+    required: true
+  cookie:
+    description:
+      - The cluster's Erlang cookie.
+      - It is written to a private temporary C(.erlang.cookie) (directory mode 0700, file mode 0400) that C(erl_call)
+        reads; it is never put on a command line, in a log or in the module's result.
+      - Mutually exclusive with O(cookie_file).
+    type: str
+  cookie_file:
+    description:
+      - A file holding the cookie (its first line), read on the host the module runs on.
+      - Defaults to C(~/.erlang.cookie) of the user running the module when O(cookie) is not set.
+      - Mutually exclusive with O(cookie).
+    type: path
+  timeout:
+    description:
+      - Seconds allowed for each call to a node (C(erl_call -timeout)).
+    type: int
+    default: 10
+  erl_call:
+    description:
+      - Path of the C(erl_call) program. Defaults to the one found on E(PATH) (Debian C(erlang-base): C(/usr/bin/erl_call)).
+    type: path
+notes:
+  - The module calls the node with C(erl_call) from the host it runs on, which must reach the node's epmd (TCP 4369)
+    and distribution port.
+  - C(erl_call) cannot use TLS distribution (C(-proto_dist inet_tls)).
+requirements:
+  - C(erl_call) (Erlang/OTP C(erl_interface); Debian package C(erlang-base)).
+"""

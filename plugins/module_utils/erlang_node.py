@@ -1,0 +1,578 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to skunkworks.erlang_ec2
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Call a running Erlang node through erl_call; the one layer every Erlang module uses.
+
+- The cookie reaches erl_call only through a cookie FILE in a private temporary HOME
+  (erl_call reads ``$HOME/.erlang.cookie`` when ``-c`` is absent): never a command line.
+- The node evaluates ``base64:encode_to_string(term_to_binary(Result))`` so that results are
+  decoded exactly (Erlang external term format) instead of parsing erl_call's printed terms.
+- Every Erlang literal put into an expression is built by ``literal()``.
+- erl_call failures become ``ErlangNodeError`` with a ``kind`` and a clear message.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import base64
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+import zlib
+
+# What erl_call accepts as a node name: name@host (host: DNS name or IPv4 address).
+NODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}@[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+EPMD_PORT = 4369
+COOKIE_FILE_NAME = ".erlang.cookie"
+
+# Failure kinds, one per cause a caller may act on.
+KIND_BAD_ARGUMENT = "bad_argument"
+KIND_NO_COOKIE = "no_cookie"
+KIND_UNREACHABLE = "unreachable"      # host down, or no epmd there
+KIND_NOT_RUNNING = "not_running"      # host answers, node name not registered with epmd
+KIND_AUTH = "auth"                    # node registered but refused us: wrong cookie
+KIND_TIMEOUT = "timeout"
+KIND_BADRPC = "badrpc"                # the expression raised on the node
+KIND_SYNTAX = "syntax"
+KIND_ERL_CALL = "erl_call"            # erl_call missing or failing otherwise
+KIND_DECODE = "decode"
+UNAVAILABLE_KINDS = (KIND_UNREACHABLE, KIND_NOT_RUNNING, KIND_TIMEOUT)
+
+
+class ErlangNodeError(Exception):
+    """A call to a node failed; ``kind`` is one of the KIND_* constants."""
+
+    def __init__(self, kind, message, details=None):
+        super(ErlangNodeError, self).__init__(message)
+        self.kind = kind
+        self.message = message
+        self.details = details
+
+    def to_dict(self):
+        return {"kind": self.kind, "message": self.message}
+
+
+# ---------------------------------------------------------------------------
+# Erlang external term format decoder (strict: anything unknown is an error)
+# ---------------------------------------------------------------------------
+
+class EtfError(ValueError):
+    pass
+
+
+class Atom(str):
+    """An Erlang atom (true/false decode to Python booleans)."""
+
+    def __repr__(self):
+        return "Atom(%s)" % str.__repr__(self)
+
+
+class Opaque(str):
+    """A pid, reference, port or fun: only usable as an opaque identity string."""
+
+    def __repr__(self):
+        return "Opaque(%s)" % str.__repr__(self)
+
+
+VERSION_MAGIC = 131
+_NEW_FLOAT, _FLOAT, _SMALL_INT, _INT = 70, 99, 97, 98
+_SMALL_BIG, _LARGE_BIG = 110, 111
+_ATOM, _SMALL_ATOM, _ATOM_UTF8, _SMALL_ATOM_UTF8 = 100, 115, 118, 119
+_SMALL_TUPLE, _LARGE_TUPLE, _MAP = 104, 105, 116
+_NIL, _STRING, _LIST = 106, 107, 108
+_BINARY, _BIT_BINARY = 109, 77
+_PID, _NEW_PID, _PORT, _NEW_PORT, _V4_PORT = 103, 88, 102, 89, 120
+_NEW_REF, _NEWER_REF, _REF = 114, 90, 101
+_EXPORT, _NEW_FUN = 113, 112
+_COMPRESSED = 80
+
+
+class _Reader(object):
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def take(self, count):
+        if count < 0 or self.pos + count > len(self.data):
+            raise EtfError("truncated term at byte %d (wanted %d more)" % (self.pos, count))
+        chunk = self.data[self.pos:self.pos + count]
+        self.pos += count
+        return chunk
+
+    def unpack(self, fmt):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+
+def decode_etf(data):
+    """Decode one term produced by term_to_binary/1; the whole input must be used."""
+    if isinstance(data, str):
+        raise EtfError("decode_etf wants bytes")
+    reader = _Reader(bytes(data))
+    (magic,) = reader.unpack(">B")
+    if magic != VERSION_MAGIC:
+        raise EtfError("not an Erlang external term (first byte %d, expected %d)" % (magic, VERSION_MAGIC))
+    if reader.data[reader.pos:reader.pos + 1] == bytes([_COMPRESSED]):
+        reader.take(1)
+        (size,) = reader.unpack(">I")
+        inflated = zlib.decompress(reader.data[reader.pos:])
+        if len(inflated) != size:
+            raise EtfError("compressed term: size %d, expected %d" % (len(inflated), size))
+        reader = _Reader(inflated)
+    else:
+        size = None
+    term = _decode(reader)
+    if reader.pos != len(reader.data):
+        raise EtfError("%d trailing bytes after the term" % (len(reader.data) - reader.pos))
+    return term
+
+
+def _atom(name):
+    if name == "true":
+        return True
+    if name == "false":
+        return False
+    return Atom(name)
+
+
+def _decode_atom_only(reader):
+    value = _decode(reader)
+    if not isinstance(value, (Atom, bool)):
+        raise EtfError("expected an atom (node name) at byte %d" % reader.pos)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _decode(reader):
+    (tag,) = reader.unpack(">B")
+    if tag == _SMALL_INT:
+        return reader.unpack(">B")[0]
+    if tag == _INT:
+        return reader.unpack(">i")[0]
+    if tag == _NEW_FLOAT:
+        return reader.unpack(">d")[0]
+    if tag == _FLOAT:
+        return float(reader.take(31).rstrip(b"\x00").decode("ascii"))
+    if tag in (_SMALL_BIG, _LARGE_BIG):
+        (count,) = reader.unpack(">B" if tag == _SMALL_BIG else ">I")
+        (sign,) = reader.unpack(">B")
+        value = int.from_bytes(reader.take(count), "little")
+        return -value if sign else value
+    if tag in (_ATOM_UTF8, _ATOM):
+        (length,) = reader.unpack(">H")
+        return _atom(reader.take(length).decode("utf-8" if tag == _ATOM_UTF8 else "latin-1"))
+    if tag in (_SMALL_ATOM_UTF8, _SMALL_ATOM):
+        (length,) = reader.unpack(">B")
+        return _atom(reader.take(length).decode("utf-8" if tag == _SMALL_ATOM_UTF8 else "latin-1"))
+    if tag in (_SMALL_TUPLE, _LARGE_TUPLE):
+        (arity,) = reader.unpack(">B" if tag == _SMALL_TUPLE else ">I")
+        return tuple(_decode(reader) for dummy in range(arity))
+    if tag == _NIL:
+        return []
+    if tag == _STRING:
+        # A list of small integers sent compactly: still a list, not a text.
+        (length,) = reader.unpack(">H")
+        return list(bytearray(reader.take(length)))
+    if tag == _LIST:
+        (length,) = reader.unpack(">I")
+        items = [_decode(reader) for dummy in range(length)]
+        tail = _decode(reader)
+        if tail != [] or isinstance(tail, bool):
+            raise EtfError("improper lists are not supported")
+        return items
+    if tag == _BINARY:
+        (length,) = reader.unpack(">I")
+        return reader.take(length)
+    if tag == _BIT_BINARY:
+        raise EtfError("bitstrings that are not binaries are not supported")
+    if tag == _MAP:
+        (arity,) = reader.unpack(">I")
+        result = {}
+        for dummy in range(arity):
+            key = _decode(reader)
+            value = _decode(reader)
+            try:
+                result[key] = value
+            except TypeError:
+                raise EtfError("map key of an unhashable type (%s)" % type(key).__name__)
+        return result
+    if tag in (_PID, _NEW_PID):
+        node = _decode_atom_only(reader)
+        ident, serial = reader.unpack(">II")
+        reader.take(1 if tag == _PID else 4)
+        return Opaque("<%s.%d.%d>" % (node, ident, serial))
+    if tag in (_PORT, _NEW_PORT, _V4_PORT):
+        node = _decode_atom_only(reader)
+        (ident,) = reader.unpack(">Q" if tag == _V4_PORT else ">I")
+        reader.take(1 if tag == _PORT else 4)
+        return Opaque("#Port<%s.%d>" % (node, ident))
+    if tag in (_NEW_REF, _NEWER_REF):
+        (count,) = reader.unpack(">H")
+        node = _decode_atom_only(reader)
+        reader.take(1 if tag == _NEW_REF else 4)
+        ids = reader.unpack(">%dI" % count)
+        return Opaque("#Ref<%s.%s>" % (node, ".".join(str(i) for i in ids)))
+    if tag == _REF:
+        node = _decode_atom_only(reader)
+        (ident,) = reader.unpack(">I")
+        reader.take(1)
+        return Opaque("#Ref<%s.%d>" % (node, ident))
+    if tag == _EXPORT:
+        module, function, arity = _decode(reader), _decode(reader), _decode(reader)
+        return Opaque("fun %s:%s/%s" % (module, function, arity))
+    if tag == _NEW_FUN:
+        (size,) = reader.unpack(">I")
+        reader.take(size - 4)
+        return Opaque("#Fun<>")
+    raise EtfError("unsupported external term tag %d at byte %d" % (tag, reader.pos - 1))
+
+
+def to_text(term):
+    """Binaries -> str (UTF-8), Atom -> str, tuples -> lists, recursively: JSON-friendly facts."""
+    if isinstance(term, bytes):
+        return term.decode("utf-8", "replace")
+    if isinstance(term, (list, tuple)):
+        return [to_text(item) for item in term]
+    if isinstance(term, dict):
+        return dict((str(to_text(key)), to_text(value)) for key, value in term.items())
+    if isinstance(term, (Atom, Opaque)):
+        return str(term)
+    return term
+
+
+# ---------------------------------------------------------------------------
+# Erlang literals: ONE quoting function for everything put into an expression
+# ---------------------------------------------------------------------------
+
+def _escape(text, quote):
+    out = []
+    for char in text:
+        code = ord(char)
+        if char == "\\" or char == quote:
+            out.append("\\" + char)
+        elif 0x20 <= code <= 0x7E:
+            out.append(char)
+        else:
+            out.append("\\x{%X}" % code)
+    return "".join(out)
+
+
+def literal(value):
+    """The Erlang source text for a Python value.
+
+    Atom -> quoted atom; str -> binary (<<"..."/utf8>>); bytes -> binary; bool -> true/false;
+    int; float; None -> undefined; list -> list; tuple -> tuple; dict -> map.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "undefined"
+    if isinstance(value, Atom):
+        return "'%s'" % _escape(str(value), "'")
+    if isinstance(value, str):
+        return '<<"%s"/utf8>>' % _escape(value, '"')
+    if isinstance(value, bytes):
+        return "<<%s>>" % ",".join(str(byte) for byte in bytearray(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[%s]" % ", ".join(literal(item) for item in value)
+    if isinstance(value, tuple):
+        return "{%s}" % ", ".join(literal(item) for item in value)
+    if isinstance(value, dict):
+        return "#{%s}" % ", ".join("%s => %s" % (literal(k), literal(v)) for k, v in value.items())
+    raise TypeError("no Erlang literal for %r" % (value,))
+
+
+def ip_tuple(address):
+    """'10.0.0.1' -> (10, 0, 0, 1) (callers validate the address first)."""
+    return tuple(int(part) for part in address.split("."))
+
+
+# ---------------------------------------------------------------------------
+# Node names, epmd, cookie
+# ---------------------------------------------------------------------------
+
+def validate_node(node):
+    if not isinstance(node, str) or not NODE_RE.match(node):
+        raise ErlangNodeError(
+            KIND_BAD_ARGUMENT,
+            "invalid node name %r: expected name@host, e.g. worker@172.31.0.5 (name: letters, digits, '_' or '-')" % (node,),
+        )
+    name, host = node.split("@", 1)
+    if ".." in host or host.endswith("."):
+        raise ErlangNodeError(KIND_BAD_ARGUMENT, "invalid host part in node name %r" % (node,))
+    return name, host
+
+
+def name_flag(node):
+    """-name for a host part with a dot (long names, e.g. an IP), -sname otherwise."""
+    return "-name" if "." in validate_node(node)[1] else "-sname"
+
+
+def epmd_lookup(host, name, timeout=2.0, port=None):
+    """Ask epmd on host whether name is registered: True / False; raises OSError if epmd is unreachable."""
+    port = port or int(os.environ.get("ERL_EPMD_PORT", EPMD_PORT))
+    encoded = name.encode("utf-8")
+    request = struct.pack(">HB", len(encoded) + 1, 122) + encoded   # PORT_PLEASE2_REQ
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.sendall(request)
+        reply = b""
+        while len(reply) < 2:
+            chunk = sock.recv(64)
+            if not chunk:
+                break
+            reply += chunk
+    finally:
+        sock.close()
+    if len(reply) < 2 or reply[0:1] != b"w":
+        raise OSError("unexpected epmd reply from %s" % host)
+    return bytearray(reply)[1] == 0
+
+
+def diagnose_connect_failure(node, timeout=2.0):
+    """erl_call says only 'failed to connect' for every cause: ask epmd which one it is."""
+    name, host = validate_node(node)
+    try:
+        registered = epmd_lookup(host, name, timeout=timeout)
+    except (OSError, socket.error) as exc:
+        return ErlangNodeError(
+            KIND_UNREACHABLE,
+            "node %s is not reachable: epmd on %s does not answer (%s); the host is down, unreachable, "
+            "or runs no Erlang node" % (node, host, getattr(exc, "strerror", None) or exc),
+        )
+    if not registered:
+        return ErlangNodeError(
+            KIND_NOT_RUNNING,
+            "node %s is not running: epmd on %s has no node named %r" % (node, host, name),
+        )
+    return ErlangNodeError(
+        KIND_AUTH,
+        "node %s is running but refused the connection: the cookie does not match the node's "
+        "(check cookie/cookie_file)" % node,
+    )
+
+
+def default_cookie_file():
+    return os.path.join(os.path.expanduser("~"), COOKIE_FILE_NAME)
+
+
+def check_cookie(cookie):
+    """The cookie as Erlang's auth accepts it; the message never contains the cookie."""
+    cookie = cookie.strip() if cookie is not None else ""
+    if not cookie:
+        raise ErlangNodeError(KIND_NO_COOKIE, "the cookie is empty")
+    if any(not 0x21 <= ord(char) <= 0x7E for char in cookie) or len(cookie) > 255:
+        raise ErlangNodeError(KIND_NO_COOKIE, "the cookie must be 1-255 printable ASCII characters without spaces")
+    return cookie
+
+
+def read_cookie_file(path):
+    try:
+        with open(path, "r") as handle:
+            first_line = handle.readline()
+    except (IOError, OSError) as exc:
+        raise ErlangNodeError(
+            KIND_NO_COOKIE,
+            "cannot read cookie file %s (%s): set cookie or cookie_file" % (path, exc.strerror or exc),
+        )
+    return check_cookie(first_line)
+
+
+# ---------------------------------------------------------------------------
+# Calling a node
+# ---------------------------------------------------------------------------
+
+# Variable names unlikely to clash with a caller's body.
+_WRAPPER = (
+    "SkwResult__ = try {ok, begin %s end} catch SkwClass__:SkwReason__ -> "
+    "{exception, SkwClass__, SkwReason__, unicode:characters_to_binary(io_lib:format(\"~0tp\", [SkwReason__]))} end, "
+    "base64:encode_to_string(term_to_binary(SkwResult__)).\n"
+)
+_OUTPUT_RE = re.compile(r"^\{(ok|error),\s*(.*)\}\s*$", re.S)
+
+
+def parse_erl_call_output(stdout):
+    """erl_call -e prints {ok, Result} or {error, Message}; Result is our base64 string
+    (printed as "..." or, when long, as a list of character codes)."""
+    match = _OUTPUT_RE.match(stdout.strip())
+    if not match:
+        raise ErlangNodeError(KIND_DECODE, "unexpected erl_call output: %r" % stdout[:300])
+    status, payload = match.group(1), match.group(2).strip()
+    if status == "error":
+        text = payload[1:-1] if payload.startswith('"') and payload.endswith('"') else payload
+        text = text.replace('\\n', " ").replace('\\"', '"')
+        text = re.sub(r"\s+", " ", text)
+        if "syntax error" in text or "illegal" in text or "Incomplete form" in text:
+            raise ErlangNodeError(KIND_SYNTAX, "the node could not parse the expression: %s" % text)
+        raise ErlangNodeError(KIND_BADRPC, "evaluation failed on the node: %s" % text)
+    if payload.startswith('"') and payload.endswith('"'):
+        encoded = payload[1:-1]
+    elif payload.startswith("[") and payload.endswith("]"):
+        codes = payload[1:-1].split(",") if payload[1:-1].strip() else []
+        try:
+            encoded = "".join(chr(int(code)) for code in codes)
+        except ValueError:
+            raise ErlangNodeError(KIND_DECODE, "unexpected erl_call result (not a list of character codes)")
+    else:
+        raise ErlangNodeError(KIND_DECODE, "unexpected erl_call result: %r" % payload[:300])
+    try:
+        return decode_etf(base64.b64decode(encoded.encode("ascii"), validate=True))
+    except (ValueError, TypeError, EtfError) as exc:
+        raise ErlangNodeError(KIND_DECODE, "cannot decode the node's answer: %s" % exc)
+
+
+class ErlangNode(object):
+    """One node to call; ``with ErlangNode(...) as node: node.call(body)``.
+
+    The private HOME holding the cookie copy lives as long as the object (until close()).
+    """
+
+    def __init__(self, node, cookie=None, cookie_file=None, timeout=10, erl_call=None):
+        validate_node(node)
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
+            raise ErlangNodeError(KIND_BAD_ARGUMENT, "timeout must be a whole number of seconds >= 1, got %r" % (timeout,))
+        self.node = node
+        self.timeout = timeout
+        self.erl_call = find_erl_call(erl_call)
+        if cookie is not None:
+            self._cookie = check_cookie(cookie)
+        else:
+            self._cookie = read_cookie_file(cookie_file or default_cookie_file())
+        self._home = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _private_home(self):
+        if self._home is None:
+            home = tempfile.mkdtemp(prefix="erlang-node-")
+            os.chmod(home, 0o700)
+            path = os.path.join(home, COOKIE_FILE_NAME)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            try:
+                os.write(fd, self._cookie.encode("ascii"))
+            finally:
+                os.close(fd)
+            self._home = home
+        return self._home
+
+    def close(self):
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+            self._home = None
+
+    def for_node(self, node):
+        """Another node of the same cluster (same cookie and settings)."""
+        other = ErlangNode.__new__(ErlangNode)
+        validate_node(node)
+        other.node, other.timeout, other.erl_call = node, self.timeout, self.erl_call
+        other._cookie, other._home = self._cookie, None
+        return other
+
+    def run_erl_call(self, expression, timeout=None):
+        """Run erl_call -e with expression on stdin: (returncode, stdout, stderr, seconds)."""
+        timeout = timeout or self.timeout
+        argv = [self.erl_call, "-R", name_flag(self.node), self.node, "-timeout", str(timeout), "-e"]
+        env = dict(os.environ)
+        env["HOME"] = self._private_home()
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        except OSError as exc:
+            raise ErlangNodeError(KIND_ERL_CALL, "cannot run %s: %s" % (self.erl_call, exc.strerror or exc))
+        try:
+            stdout, stderr = proc.communicate(expression.encode("utf-8"), timeout=timeout + 5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise ErlangNodeError(KIND_TIMEOUT, "call to %s timed out after %ds" % (self.node, timeout))
+        return proc.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"), time.monotonic() - started
+
+    def call(self, body, timeout=None):
+        """Evaluate the Erlang expression sequence body on the node; returns the decoded result.
+
+        Raises ErlangNodeError (kind badrpc, with details=(Class, Reason)) if it raises there.
+        """
+        timeout = timeout or self.timeout
+        returncode, stdout, stderr, dummy = self.run_erl_call(_WRAPPER % body, timeout)
+        if returncode != 0:
+            raise self.map_failure(returncode, stdout, stderr, timeout)
+        result = parse_erl_call_output(stdout)
+        if isinstance(result, tuple) and len(result) == 2 and result[0] == "ok":
+            return result[1]
+        if isinstance(result, tuple) and len(result) == 4 and result[0] == "exception":
+            raise ErlangNodeError(
+                KIND_BADRPC,
+                "{badrpc, %s}: %s:%s" % (self.node, result[1], to_text(result[3])),
+                details=(result[1], result[2]),
+            )
+        raise ErlangNodeError(KIND_DECODE, "unexpected answer shape from %s" % self.node)
+
+    def map_failure(self, returncode, stdout, stderr, timeout):
+        return map_erl_call_failure(self.node, returncode, stdout, stderr, timeout)
+
+
+def map_erl_call_failure(node, returncode, stdout, stderr, timeout):
+    """Turn a failed erl_call run into an ErlangNodeError (as erl_call reports on OTP 25)."""
+    text = (stderr + " " + stdout).strip()
+    # -timeout is implemented with alarm(): erl_call dies of SIGALRM.
+    if returncode in (-14, 142) or "Alarm clock" in text:
+        return ErlangNodeError(KIND_TIMEOUT, "node %s did not answer within %ds" % (node, timeout))
+    if "failed to connect to node" in text:
+        return diagnose_connect_failure(node)
+    if "ei_gethostbyname" in text:
+        return ErlangNodeError(KIND_UNREACHABLE, "node %s is not reachable: cannot resolve host %r" % (node, node.split("@", 1)[1]))
+    if "get_cookie" in text or "cookie" in text.lower():
+        return ErlangNodeError(KIND_NO_COOKIE, "erl_call could not read the cookie file")
+    return ErlangNodeError(KIND_ERL_CALL, "erl_call failed (exit %s): %s" % (returncode, text[:500] or "no output"))
+
+
+def find_erl_call(path=None):
+    if path:
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise ErlangNodeError(KIND_ERL_CALL, "erl_call %s is not an executable file" % path)
+        return path
+    found = shutil.which("erl_call")
+    if not found:
+        for candidate in ("/usr/bin/erl_call", "/usr/local/bin/erl_call"):
+            if os.access(candidate, os.X_OK):
+                return candidate
+        raise ErlangNodeError(
+            KIND_ERL_CALL,
+            "erl_call not found on PATH: install Erlang (Debian: erlang-base) or set the erl_call option",
+        )
+    return found
+
+
+def module_node(module):
+    """An ErlangNode from the doc fragment options of an AnsibleModule (fails the module on bad input)."""
+    params = module.params
+    try:
+        return ErlangNode(
+            params["node"], cookie=params.get("cookie"), cookie_file=params.get("cookie_file"),
+            timeout=params.get("timeout") or 10, erl_call=params.get("erl_call"),
+        )
+    except ErlangNodeError as exc:
+        module.fail_json(msg=exc.message, error=exc.to_dict())
+
+
+def argument_spec():
+    """The options of doc fragment skunkworks.erlang_ec2.erlang_node."""
+    return dict(
+        node=dict(type="str", required=True),
+        cookie=dict(type="str", no_log=True),
+        cookie_file=dict(type="path"),
+        timeout=dict(type="int", default=10),
+        erl_call=dict(type="path"),
+    )
