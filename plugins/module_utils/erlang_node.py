@@ -567,6 +567,9 @@ def module_node(module):
         module.fail_json(msg=exc.message, error=exc.to_dict())
 
 
+MUTUALLY_EXCLUSIVE = [("cookie", "cookie_file")]
+
+
 def argument_spec():
     """The options of doc fragment skunkworks.erlang_ec2.erlang_node."""
     return dict(

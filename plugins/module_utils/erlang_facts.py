@@ -1,0 +1,56 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to skunkworks.erlang_ec2
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Facts about a running node: one expression shared by node_info and node_restart."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import to_text
+
+# Evaluated on the node; every string becomes a binary so that it decodes as text.
+# `incarnation` (the application controller's pid) changes with every init:restart/0.
+FACTS_EXPRESSION = r"""
+SkwArg = fun(Key) ->
+    case init:get_argument(Key) of
+        {ok, Values} -> [unicode:characters_to_binary(V) || V <- lists:append(Values)];
+        error -> []
+    end
+end,
+{SkwRelName, SkwRelVsn} = init:script_id(),
+{SkwStatus, _} = init:get_status(),
+#{node => node(),
+  otp_release => list_to_binary(erlang:system_info(otp_release)),
+  erts_version => list_to_binary(erlang:system_info(version)),
+  release_name => unicode:characters_to_binary(SkwRelName),
+  release_version => unicode:characters_to_binary(SkwRelVsn),
+  applications => [#{name => SkwA, description => unicode:characters_to_binary(SkwD), version => unicode:characters_to_binary(SkwV)}
+                   || {SkwA, SkwD, SkwV} <- application:which_applications(5000)],
+  connected_nodes => lists:sort(nodes()),
+  loader => case SkwArg(loader) of [] -> <<"efile">>; [SkwL | _] -> SkwL end,
+  boot_hosts => SkwArg(hosts),
+  uptime_ms => element(1, erlang:statistics(wall_clock)),
+  init_status => SkwStatus,
+  incarnation => whereis(application_controller)}
+"""
+
+# The cheap subset polled (every ~75 ms) while a node restarts.
+PROBE_EXPRESSION = r"""
+{SkwRelName, SkwRelVsn} = init:script_id(),
+{SkwStatus, _} = init:get_status(),
+#{release_name => unicode:characters_to_binary(SkwRelName),
+  release_version => unicode:characters_to_binary(SkwRelVsn),
+  connected_nodes => lists:sort(nodes()),
+  init_status => SkwStatus,
+  incarnation => whereis(application_controller)}
+"""
+
+
+def gather(node, timeout=None, expression=FACTS_EXPRESSION):
+    """Facts of an ErlangNode as a JSON-friendly dict (raises ErlangNodeError)."""
+    return to_text(node.call(expression, timeout=timeout))
+
+
+def probe(node, timeout=None):
+    return gather(node, timeout=timeout, expression=PROBE_EXPRESSION)
