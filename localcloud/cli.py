@@ -1,0 +1,260 @@
+"""python -m localcloud up|down|status|env|images|ssh (see docs/localcloud.md)."""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import urllib.request
+
+from localcloud import config, images, network
+from localcloud.errors import LocalcloudError
+from localcloud.podman import Podman, preflight, write_containers_conf
+
+START_TIMEOUT = 60
+
+
+def _podman(paths):
+    return Podman(write_containers_conf(paths.containers_conf))
+
+
+def daemon_pid(paths):
+    """The pid of the running daemon, or None (a stale pid file, e.g. after a crash, counts as none)."""
+    try:
+        pid = int(paths.pid.read_text().split()[0])
+        cmdline = open("/proc/%d/cmdline" % pid, "rb").read().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return None
+    if b"localcloud" in cmdline and b"serve" in cmdline:
+        return pid
+    return None
+
+
+def daemon_info(paths):
+    try:
+        return json.loads(paths.info.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def api_answers(url):
+    try:
+        urllib.request.urlopen(url + "/moto-api/data.json", timeout=3).read()  # nosec - loopback only
+        return True
+    except OSError:
+        return False
+
+
+def ensure_ssh_key(paths):
+    if not paths.ssh_key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "localcloud", "-f", str(paths.ssh_key)], check=True)
+    return paths.ssh_key
+
+
+def cmd_up(args, paths):
+    preflight()
+    paths.ensure()
+    podman = _podman(paths)
+    pid = daemon_pid(paths)
+    if pid is not None:
+        info = daemon_info(paths)
+        if api_answers(info.get("endpoint_url", "")):
+            print("localcloud: already running (pid %d, %s)" % (pid, info.get("endpoint_url")), file=sys.stderr)
+            return 0
+        raise LocalcloudError("localcloud daemon pid %d is running but its API does not answer; see %s or run `python -m localcloud down`" % (pid, paths.log))
+    # Leftovers of a crashed daemon: its instances died with it (moto keeps state in memory), so remove their hosts.
+    leftovers = podman.containers("%s=instance" % config.LABEL)
+    if leftovers:
+        print("localcloud: removing %d host(s) left by a previous run" % len(leftovers), file=sys.stderr)
+        podman.run("rm", "-f", "-t", "0", *[c["Id"] for c in leftovers], check=False)
+    paths.pid.unlink(missing_ok=True)
+    paths.info.unlink(missing_ok=True)
+    if not args.no_images:
+        preflight(need_debootstrap=not podman.image_exists(images.base_image_ref()))
+        images.ensure_images(paths, podman)
+    ensure_ssh_key(paths)
+    network.ensure_network(podman)
+    network.ensure_imds_address()
+    port = args.port or config.port()
+    with open(paths.log, "ab") as logfile:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "localcloud", "serve", "--port", str(port)],
+            cwd=str(config.REPO_ROOT),
+            env=dict(os.environ, LOCALCLOUD_STATE_DIR=str(paths.root), PYTHONPATH=str(config.REPO_ROOT)),
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    url = config.endpoint_url(port)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LocalcloudError("localcloud daemon exited (%d); last lines of %s:\n%s" % (proc.returncode, paths.log, _tail(paths.log)))
+        if paths.info.exists() and api_answers(url):
+            print("localcloud: up (pid %d): EC2 API %s, IMDS %s, network %s %s" % (proc.pid, url, config.IMDS_ADDRESS, config.NETWORK_NAME, config.NETWORK_SUBNET), file=sys.stderr)
+            print('localcloud: eval "$(python -m localcloud env)" to use it', file=sys.stderr)
+            return 0
+        time.sleep(0.2)
+    raise LocalcloudError("localcloud daemon did not answer within %d s; see %s" % (START_TIMEOUT, paths.log))
+
+
+def _tail(path, lines=20):
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def cmd_down(args, paths):
+    preflight()
+    podman = _podman(paths)
+    pid = daemon_pid(paths)
+    if pid is not None:
+        os.kill(pid, 15)
+        for _ in range(100):
+            if daemon_pid(paths) is None or not os.path.exists("/proc/%d" % pid):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, 9)
+    removed = podman.containers(config.LABEL)
+    if removed:
+        podman.run("rm", "-f", "-t", "3", *[c["Id"] for c in removed], check=False)
+    had_network = network.remove_network(podman)
+    had_address = network.remove_imds_address()
+    paths.pid.unlink(missing_ok=True)
+    paths.info.unlink(missing_ok=True)
+    print(
+        "localcloud: down (daemon %s, %d host(s), network %s, %s %s)"
+        % (
+            "stopped" if pid else "not running",
+            len(removed),
+            "removed" if had_network else "absent",
+            config.IMDS_ADDRESS,
+            "removed" if had_address else "absent",
+        ),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_status(args, paths):
+    podman = _podman(paths)
+    pid = daemon_pid(paths)
+    info = daemon_info(paths)
+    answers = pid is not None and api_answers(info.get("endpoint_url", ""))
+    print("daemon:   %s" % ("running, pid %d, %s%s" % (pid, info.get("endpoint_url"), "" if answers else " (API NOT ANSWERING)") if pid else "not running"))
+    print("network:  %s" % ("%s %s" % (config.NETWORK_NAME, config.NETWORK_SUBNET) if podman.network_exists(config.NETWORK_NAME) else "absent"))
+    print("imds:     %s" % ("%s on %s" % (config.IMDS_ADDRESS, config.IMDS_INTERFACE) if network.imds_address_present() else "absent"))
+    print("state:    %s" % paths.root)
+    hosts = podman.containers("%s=instance" % config.LABEL)
+    print("hosts:    %d" % len(hosts))
+    for c in hosts:
+        labels = c.get("Labels") or {}
+        ips = [n for n in (c.get("Networks") or [])]
+        print("  %-22s %-10s %s %s" % (labels.get(config.LABEL_INSTANCE_ID, "?"), c.get("State"), c.get("Image"), ",".join(ips)))
+    return 0 if (pid is None or answers) else 1
+
+
+def env_lines(paths):
+    info = daemon_info(paths)
+    region = config.region()
+    values = [
+        ("AWS_ENDPOINT_URL", info.get("endpoint_url") or config.endpoint_url()),
+        ("AWS_REGION", region),
+        ("AWS_DEFAULT_REGION", region),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("CONTAINERS_CONF", str(paths.containers_conf)),
+        ("LOCALCLOUD_STATE_DIR", str(paths.root)),
+    ]
+    if paths.ssh_key.exists():
+        values.append(("LOCALCLOUD_SSH_KEY", str(paths.ssh_key)))
+        values.append(("LOCALCLOUD_KEY_NAME", config.DEFAULT_KEY_NAME))
+    return ["export %s=%s" % (k, shlex.quote(v)) for k, v in values] + ["unset AWS_SESSION_TOKEN AWS_PROFILE"]
+
+
+def cmd_env(args, paths):
+    print("\n".join(env_lines(paths)))
+    return 0
+
+
+def cmd_images(args, paths):
+    podman = _podman(paths)
+    if args.action == "build":
+        preflight(need_debootstrap=True)
+        paths.ensure()
+        refs = images.ensure_images(paths, podman)
+        images.prune_old(podman)
+        print(json.dumps(refs, indent=2))
+        return 0
+    if args.action == "map":
+        if not args.ami_id or not args.image:
+            raise LocalcloudError("usage: python -m localcloud images map AMI_ID IMAGE")
+        if not args.ami_id.startswith("ami-"):
+            raise LocalcloudError("not an AMI id: %r" % args.ami_id)
+        if not podman.image_exists(args.image):
+            raise LocalcloudError("no such podman image: %r" % args.image)
+        paths.ensure()
+        mapping = json.loads(paths.ami_map.read_text()) if paths.ami_map.exists() else {}
+        mapping[args.ami_id] = args.image
+        paths.ami_map.write_text(json.dumps(mapping, indent=2, sort_keys=True) + "\n")
+        print("%s -> %s" % (args.ami_id, args.image))
+        return 0
+    rows = [
+        (config.BASE_AMI_ID, config.BASE_IMAGE_NAME, images.base_image_ref()),
+        (config.BAKED_AMI_ID, config.BAKED_IMAGE_NAME, images.baked_image_ref()),
+    ]
+    if paths.ami_map.exists():
+        rows += [(ami, "", ref) for ami, ref in sorted(json.loads(paths.ami_map.read_text()).items())]
+    rows.append(("(any other AMI)", "", images.base_image_ref()))
+    for ami, name, ref in rows:
+        print("%-22s %-28s %s%s" % (ami, name, ref, "" if ami.startswith("(") or podman.image_exists(ref) else "  (not built)"))
+    return 0
+
+
+def cmd_ssh(args, paths):
+    key = ensure_ssh_key(paths) if args.identity is None else args.identity
+    cmd = ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+           "%s@%s" % (args.user, args.host)] + args.command
+    os.execvp("ssh", cmd)
+
+
+def cmd_serve(args, paths):
+    from localcloud.serve import serve  # moto is imported only by the daemon
+
+    preflight()
+    return serve(paths.ensure(), args.port or config.port())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m localcloud", description="A local EC2 whose instances are real hosts (podman containers).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start localcloud (or reuse the running one)")
+    up.add_argument("--port", type=int, help="EC2 API port on 127.0.0.1 (default $LOCALCLOUD_PORT or %d)" % config.DEFAULT_PORT)
+    up.add_argument("--no-images", action="store_true", help="do not build missing images")
+    sub.add_parser("down", help="remove everything localcloud made (hosts, network, address, daemon)")
+    sub.add_parser("status", help="show what runs")
+    sub.add_parser("env", help="print export lines for eval")
+    img = sub.add_parser("images", help="list the AMI -> image map; `build` builds the images; `map AMI IMAGE` adds to it")
+    img.add_argument("action", nargs="?", choices=["list", "build", "map"], default="list")
+    img.add_argument("ami_id", nargs="?")
+    img.add_argument("image", nargs="?")
+    ssh = sub.add_parser("ssh", help="ssh to a host with localcloud's default key pair")
+    ssh.add_argument("host", help="private IP")
+    ssh.add_argument("command", nargs="*")
+    ssh.add_argument("-l", "--user", default="admin")
+    ssh.add_argument("-i", "--identity")
+    serve = sub.add_parser("serve", help="run the daemon in the foreground (what `up` starts)")
+    serve.add_argument("--port", type=int)
+    args = parser.parse_args(argv)
+    paths = config.Paths()
+    handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env, "images": cmd_images, "ssh": cmd_ssh, "serve": cmd_serve}
+    try:
+        return handlers[args.command](args, paths)
+    except LocalcloudError as exc:
+        print("localcloud: error: %s" % exc, file=sys.stderr)
+        return 1

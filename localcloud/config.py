@@ -1,0 +1,70 @@
+"""Names, addresses and paths shared by every part of localcloud (one concept, one name)."""
+
+import os
+import pathlib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# The container network is moto's default VPC (172.31.0.0/16) so an instance's private IP is its container's IP.
+NETWORK_NAME = "localcloud"
+NETWORK_SUBNET = "172.31.0.0/16"
+NETWORK_GATEWAY = "172.31.0.1"  # the VPC router's address on EC2; moto never assigns it
+# 169.254.169.254 lives on a dummy interface of its own: netavark deletes the bridge with its last
+# container, which would take the address (and the IMDS socket) with it. Containers reach it through
+# their default route (the bridge gateway); the host accepts it because the address is local.
+IMDS_INTERFACE = "localcloud-imds"
+IMDS_ADDRESS = "169.254.169.254"
+IMDS_PORT = 80
+
+LABEL = "io.localcloud"  # every container and network localcloud makes carries this label
+LABEL_INSTANCE_ID = "io.localcloud.instance-id"
+CONTAINER_PREFIX = "localcloud-"
+
+DEFAULT_PORT = 5050
+DEFAULT_REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"  # moto's default account
+DEFAULT_KEY_NAME = "localcloud"  # key pair imported into every region at start
+
+# AMIs localcloud registers in every region (fixed ids, so docs and tests can name them).
+BASE_IMAGE_NAME = "localcloud-debian-12"
+BAKED_IMAGE_NAME = "localcloud-debian-12-erlang"
+BASE_AMI_ID = "ami-0deb1200000000000"
+BAKED_AMI_ID = "ami-0deb120000000e71a"
+
+
+def state_dir():
+    return pathlib.Path(os.environ.get("LOCALCLOUD_STATE_DIR") or REPO_ROOT / ".state" / "localcloud").resolve()
+
+
+def port():
+    return int(os.environ.get("LOCALCLOUD_PORT") or DEFAULT_PORT)
+
+
+def region():
+    return os.environ.get("LOCALCLOUD_REGION") or DEFAULT_REGION
+
+
+def endpoint_url(port_number=None):
+    return "http://127.0.0.1:%d" % (port_number or port())
+
+
+class Paths:
+    """Files under the state directory."""
+
+    def __init__(self, root=None):
+        self.root = pathlib.Path(root) if root else state_dir()
+        self.containers_conf = self.root / "containers.conf"
+        self.pid = self.root / "serve.pid"
+        self.log = self.root / "serve.log"
+        self.info = self.root / "serve.json"  # port and region of the running daemon
+        self.images = self.root / "images"
+        self.ami_map = self.root / "ami-map.json"
+        self.ssh_dir = self.root / "ssh"
+        self.ssh_key = self.ssh_dir / "id_ed25519"
+        self.known_hosts = self.ssh_dir / "known_hosts"
+
+    def ensure(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.images.mkdir(exist_ok=True)
+        self.ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        return self

@@ -1,0 +1,164 @@
+"""What localcloud changes in moto's EC2, in-process (the daemon only; moto elsewhere is untouched).
+
+- An instance launched without a subnet goes to the default VPC's default subnet of its zone, as on EC2
+  (moto would give it a random 10.x address, outside the container network).
+- Instance states follow the hosts as on EC2: pending -> running (when sshd answers), stopping -> stopped,
+  shutting-down -> terminated; the reconciler makes the second step once the container has followed.
+- Every region has localcloud's AMIs (fixed ids) and the default key pair `localcloud`.
+- CreateImage commits the instance's container to a new image mapped to the new AMI id.
+"""
+
+import base64
+import functools
+import ipaddress
+import threading
+
+from moto.core.types import Base64EncodedString
+from moto.ec2.models import EC2Backend, ec2_backends
+from moto.ec2.models.amis import Ami
+from moto.ec2.models.instances import StateReason
+
+from localcloud import config
+
+STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
+_lock = threading.RLock()  # guards state changes made outside moto's request handling
+_installed = []
+
+
+def set_state(instance, name, only_from=None, reason=None):
+    """Move `instance` to state `name` (if it is still in one of `only_from`); True if it moved."""
+    with _lock:
+        if only_from is not None and instance._state.name not in only_from:
+            return False
+        instance._state.name = name
+        instance._state.code = STATE_CODES[name]
+        if reason:
+            instance._reason = reason
+            instance.state_reason = StateReason("Server.InternalError: %s" % reason, "Server.InternalError")
+        return True
+
+
+def user_data_bytes(instance):
+    data = instance.user_data
+    if data is None:
+        return None
+    if isinstance(data, Base64EncodedString):
+        return base64.b64decode(data.as_bytes())
+    if isinstance(data, bytes):
+        data = data.decode()
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:
+        return str(data).encode()
+
+
+def all_instances():
+    """Every instance of every created EC2 backend (all accounts, all regions): [(region, instance)]."""
+    found = []
+    for _ in range(3):  # a backend created meanwhile changes the dicts; retry the snapshot
+        try:
+            found = []
+            for _account, regions in list(ec2_backends.items()):
+                for region, backend in list(regions.items()):
+                    for reservation in list(backend.reservations.values()):
+                        found.extend((region, instance) for instance in list(reservation.instances))
+            return found
+        except RuntimeError:
+            continue
+    return found
+
+
+def in_network(ip):
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    network = ipaddress.ip_network(config.NETWORK_SUBNET)
+    return address in network and address not in (network.network_address, network.broadcast_address, ipaddress.ip_address(config.NETWORK_GATEWAY))
+
+
+def install(reconciler, default_public_key=None):
+    """Patch moto's EC2 backend; `reconciler.wake()` is called after every change of instance state."""
+    if _installed:
+        return
+    _installed.append(True)
+
+    original_init = EC2Backend.__init__
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        for ami_id, name, description in (
+            (config.BASE_AMI_ID, config.BASE_IMAGE_NAME, "localcloud: Debian 12 (bookworm), systemd, sshd, python3, user admin"),
+            (config.BAKED_AMI_ID, config.BAKED_IMAGE_NAME, "localcloud: Debian 12 (bookworm) with Debian's Erlang/OTP"),
+        ):
+            self.amis[ami_id] = Ami(
+                self,
+                ami_id=ami_id,
+                name=name,
+                description=description,
+                owner_alias="localcloud",
+                public=True,
+                virtualization_type="hvm",
+                architecture="x86_64",
+                hypervisor="xen",
+                root_device_type="ebs",
+                root_device_name="/dev/xvda",
+                region_name=self.region_name,
+            )
+        if default_public_key and config.DEFAULT_KEY_NAME not in self.key_pairs:
+            self.import_key_pair(config.DEFAULT_KEY_NAME, default_public_key.encode(), tags={})
+
+    EC2Backend.__init__ = __init__
+
+    original_run = EC2Backend.run_instances
+
+    @functools.wraps(original_run)
+    def run_instances(self, image_id, count, user_data, security_group_names, **kwargs):
+        nics = kwargs.get("nics") or []
+        if not kwargs.get("subnet_id") and not any("SubnetId" in n or "NetworkInterfaceId" in n for n in nics):
+            zone = kwargs.get("placement") or self.region_name + "a"
+            subnet = self.get_default_subnets().get(zone)
+            if subnet is not None:  # EC2: the default subnet of the zone; moto: a random 10.x address
+                kwargs["subnet_id"] = subnet.id
+                if kwargs.get("associate_public_ip") is False:
+                    kwargs["associate_public_ip"] = None  # the subnet's map-public-ip-on-launch decides, as on EC2
+        reservation = original_run(self, image_id, count, user_data, security_group_names, **kwargs)
+        for instance in reservation.instances:
+            key = self.key_pairs.get(instance.key_name) if instance.key_name else None
+            # EC2 copies the public key at launch: deleting the key pair later does not change the instance.
+            instance.localcloud_public_key = key.public_key.strip() if key is not None else None
+            set_state(instance, "pending")
+        reconciler.wake()
+        return reservation
+
+    EC2Backend.run_instances = run_instances
+
+    def _follow(method_name, transient, unless):
+        original = getattr(EC2Backend, method_name)
+
+        @functools.wraps(original)
+        def wrapper(self, instance_ids, *args, **kwargs):
+            changed = original(self, instance_ids, *args, **kwargs)
+            for instance, previous in changed:
+                if previous.name not in unless:
+                    set_state(instance, transient)
+            reconciler.wake()
+            return changed
+
+        setattr(EC2Backend, method_name, wrapper)
+
+    _follow("start_instances", "pending", unless=("running", "pending", "terminated", "shutting-down"))
+    _follow("stop_instances", "stopping", unless=("stopped", "terminated", "shutting-down"))
+    _follow("terminate_instances", "shutting-down", unless=("terminated",))
+
+    original_create_image = EC2Backend.create_image
+
+    @functools.wraps(original_create_image)
+    def create_image(self, instance_id, *args, **kwargs):
+        ami = original_create_image(self, instance_id, *args, **kwargs)
+        ami.state = "pending"
+        reconciler.create_image(self.get_instance(instance_id), ami)
+        return ami
+
+    EC2Backend.create_image = create_image

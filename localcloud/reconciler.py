@@ -1,0 +1,277 @@
+"""Makes the hosts (podman containers) follow the instances in moto's in-process EC2 backend."""
+
+import concurrent.futures
+import json
+import logging
+import socket
+import threading
+import time
+
+from localcloud import config, ec2
+from localcloud.errors import LocalcloudError
+
+log = logging.getLogger("localcloud.reconciler")
+
+SSH_WAIT_SECONDS = 90  # how long a booting host may take before its instance is reported anyway
+RESYNC_SECONDS = 15  # re-read the containers from podman now and then (someone may remove one by hand)
+
+
+def container_name(instance_id):
+    return config.CONTAINER_PREFIX + instance_id
+
+
+def hostname(ip):
+    return "ip-" + ip.replace(".", "-")
+
+
+def wait_for_ssh(ip, deadline):
+    """True once something accepts TCP connections on ip:22 (sshd starts after localcloud-init)."""
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((ip, 22), timeout=1) as sock:
+                sock.settimeout(2)
+                if sock.recv(4).startswith(b"SSH-"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+class Reconciler:
+    def __init__(self, podman, paths, images):
+        self.podman = podman
+        self.paths = paths
+        self.images = images  # {"base": ref, "baked": ref}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._busy = set()  # instance ids with an action in flight
+        self._failed = {}  # instance id -> reason (never retried)
+        self.containers = {}  # instance id -> "running" | "stopped"
+        self.by_ip = {}  # private IP -> instance (hosts only), for IMDS
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="host")
+        self._last_sync = 0.0
+
+    # -- AMI -> image ------------------------------------------------------
+    def ami_map(self):
+        mapping = {config.BASE_AMI_ID: self.images["base"], config.BAKED_AMI_ID: self.images["baked"]}
+        try:
+            mapping.update(json.loads(self.paths.ami_map.read_text()))
+        except FileNotFoundError:
+            pass
+        except ValueError as exc:
+            log.error("ignoring %s: %s", self.paths.ami_map, exc)
+        return mapping
+
+    def image_for(self, ami_id):
+        return self.ami_map().get(ami_id, self.images["base"])  # moto's own AMIs: the base image
+
+    def record_ami(self, ami_id, image_ref):
+        with self._lock:
+            mapping = {}
+            try:
+                mapping = json.loads(self.paths.ami_map.read_text())
+            except (FileNotFoundError, ValueError):
+                pass
+            mapping[ami_id] = image_ref
+            tmp = self.paths.ami_map.with_suffix(".tmp")
+            tmp.write_text(json.dumps(mapping, indent=2, sort_keys=True) + "\n")
+            tmp.replace(self.paths.ami_map)
+
+    # -- loop ----------------------------------------------------------------
+    def wake(self):
+        self._wake.set()
+
+    def stop(self):
+        self._stop.set()
+        self._wake.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def sync_containers(self):
+        found = {}
+        for c in self.podman.containers("%s=instance" % config.LABEL):
+            iid = (c.get("Labels") or {}).get(config.LABEL_INSTANCE_ID)
+            if iid:
+                found[iid] = "running" if c.get("State") == "running" else "stopped"
+        with self._lock:
+            busy = set(self._busy)
+            for iid in list(self.containers):
+                if iid not in busy:
+                    self.containers.pop(iid)
+            for iid, state in found.items():
+                if iid not in busy:
+                    self.containers[iid] = state
+        self._last_sync = time.monotonic()
+
+    def run(self):
+        self.sync_containers()
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                if time.monotonic() - self._last_sync > RESYNC_SECONDS:
+                    self.sync_containers()
+                self.reconcile()
+            except Exception:  # keep the daemon alive; the next pass retries
+                log.exception("reconcile pass failed")
+
+    def reconcile(self):
+        live = {}
+        by_ip = {}
+        for _region, instance in ec2.all_instances():
+            live[instance.id] = instance
+            if instance._state.name not in ("terminated",) and instance.id in self.containers:
+                by_ip[instance.private_ip] = instance
+            elif instance._state.name == "pending":
+                by_ip.setdefault(instance.private_ip, instance)
+        self.by_ip = by_ip
+        with self._lock:
+            containers = dict(self.containers)
+            busy = set(self._busy)
+        for iid, instance in live.items():
+            if iid in busy or iid in self._failed:
+                continue
+            state = instance._state.name
+            container = containers.get(iid)
+            action = None
+            if state in ("pending", "running"):
+                if container is None:
+                    action = self._launch
+                elif container == "stopped":
+                    action = self._start
+                elif state == "pending":
+                    action = self._report_running
+            elif state in ("stopping", "stopped"):
+                if container == "running":
+                    action = self._stop_host
+                elif state == "stopping":
+                    action = self._report_stopped
+            elif state in ("shutting-down", "terminated"):
+                if container is not None:
+                    action = self._remove
+                elif state == "shutting-down":
+                    action = self._report_terminated
+            if action is not None:
+                self._submit(action, instance)
+        # Containers whose instance is gone (moto reset, a previous daemon): remove them.
+        for iid in set(containers) - set(live) - busy:
+            self._submit(self._remove_orphan, iid)
+
+    def _submit(self, action, subject):
+        iid = subject if isinstance(subject, str) else subject.id
+        with self._lock:
+            self._busy.add(iid)
+
+        def run():
+            try:
+                action(subject)
+            except Exception as exc:  # one host's failure must not stop the others
+                log.exception("%s %s failed", action.__name__, iid)
+                if not isinstance(subject, str):
+                    self._fail(subject, str(exc))
+            finally:
+                with self._lock:
+                    self._busy.discard(iid)
+                self.wake()
+
+        self._pool.submit(run)
+
+    def _fail(self, instance, reason):
+        """As EC2 does when an instance cannot start: it goes to terminated, with a reason."""
+        self._failed[instance.id] = reason
+        log.error("instance %s cannot have a host: %s", instance.id, reason)
+        self.podman.run("rm", "-f", "-t", "0", container_name(instance.id), check=False)
+        with self._lock:
+            self.containers.pop(instance.id, None)
+        ec2.set_state(instance, "terminated", reason="localcloud: %s" % reason[:200])
+
+    # -- actions -------------------------------------------------------------
+    def _launch(self, instance):
+        ip = instance.private_ip
+        if not ec2.in_network(ip):
+            raise LocalcloudError("private IP %s is outside localcloud's network %s" % (ip, config.NETWORK_SUBNET))
+        for other_ip, other in self.by_ip.items():
+            if other_ip == ip and other.id != instance.id and other.id in self.containers:
+                raise LocalcloudError("private IP %s is already used by %s (another region or account?)" % (ip, other.id))
+        image = self.image_for(instance.image_id)
+        name = container_name(instance.id)
+        started = time.monotonic()
+        self.podman.run("rm", "-f", "-t", "0", name, check=False)
+        self.podman.run(
+            "run", "--detach", "--name", name,
+            "--label", "%s=instance" % config.LABEL,
+            "--label", "%s=%s" % (config.LABEL_INSTANCE_ID, instance.id),
+            "--network", config.NETWORK_NAME, "--ip", ip,
+            "--hostname", hostname(ip),
+            "--systemd", "always",
+            image, "/sbin/init",
+        )
+        with self._lock:
+            self.containers[instance.id] = "running"
+        self.by_ip[ip] = instance
+        self._await_ssh(instance, started)
+
+    def _start(self, instance):
+        started = time.monotonic()
+        self.podman.run("start", container_name(instance.id))
+        with self._lock:
+            self.containers[instance.id] = "running"
+        self._await_ssh(instance, started)
+
+    def _await_ssh(self, instance, started):
+        if not wait_for_ssh(instance.private_ip, time.monotonic() + SSH_WAIT_SECONDS):
+            log.warning("%s: sshd not answering on %s after %d s; reporting running anyway", instance.id, instance.private_ip, SSH_WAIT_SECONDS)
+        if ec2.set_state(instance, "running", only_from=("pending",)):
+            log.info("%s running at %s (%.1f s)", instance.id, instance.private_ip, time.monotonic() - started)
+
+    def _report_running(self, instance):
+        self._await_ssh(instance, time.monotonic())
+
+    def _stop_host(self, instance):
+        self.podman.run("stop", "-t", "10", container_name(instance.id))
+        with self._lock:
+            self.containers[instance.id] = "stopped"
+        self._report_stopped(instance)
+
+    def _report_stopped(self, instance):
+        if ec2.set_state(instance, "stopped", only_from=("stopping",)):
+            log.info("%s stopped", instance.id)
+
+    def _remove(self, instance):
+        self.podman.run("rm", "-f", "-t", "5", container_name(instance.id))
+        with self._lock:
+            self.containers.pop(instance.id, None)
+        self._report_terminated(instance)
+
+    def _report_terminated(self, instance):
+        if ec2.set_state(instance, "terminated", only_from=("shutting-down",)):
+            log.info("%s terminated", instance.id)
+
+    def _remove_orphan(self, instance_id):
+        log.info("removing container of unknown instance %s", instance_id)
+        self.podman.run("rm", "-f", "-t", "0", container_name(instance_id), check=False)
+        with self._lock:
+            self.containers.pop(instance_id, None)
+
+    # -- CreateImage -----------------------------------------------------------
+    def create_image(self, instance, ami):
+        """Commit the instance's container to an image for the new AMI (no reboot: like NoReboot=true)."""
+        ref = "localhost/localcloud-ami:%s" % ami.id
+
+        def commit():
+            try:
+                if instance.id in self.containers:
+                    self.podman.run("commit", "--change", "CMD=/sbin/init", "--change", "STOPSIGNAL=SIGRTMIN+3", container_name(instance.id), ref, timeout=900)
+                    self.record_ami(ami.id, ref)
+                else:  # no host (e.g. launched before the daemon started): the AMI boots what its source booted
+                    self.record_ami(ami.id, self.image_for(instance.image_id))
+                ami.state = "available"
+                log.info("%s: image %s from %s", ami.id, ref, instance.id)
+            except Exception:
+                log.exception("CreateImage %s from %s failed", ami.id, instance.id)
+                ami.state = "failed"
+
+        self._pool.submit(commit)
