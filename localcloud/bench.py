@@ -1,0 +1,66 @@
+"""Launch-to-SSH time on localcloud: RunInstances of N instances until `ssh admin@<private ip> true` works on all.
+
+Usage: python -m localcloud.bench [--count 5] [--ami ami-...]   (starts localcloud if it is not running)
+"""
+
+import argparse
+import concurrent.futures
+import os
+import subprocess
+import sys
+import time
+
+import boto3
+
+from localcloud import cli, config
+
+
+def ssh_ok(ip, key):
+    return subprocess.run(
+        ["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=2", "admin@" + ip, "true"],
+        capture_output=True,
+    ).returncode == 0
+
+
+def wait_ssh(ip, key, started, deadline):
+    while time.monotonic() < deadline:
+        if ssh_ok(ip, key):
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise TimeoutError("no SSH on %s" % ip)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m localcloud.bench")
+    parser.add_argument("--count", type=int, default=5)
+    parser.add_argument("--ami", default=config.BASE_AMI_ID)
+    parser.add_argument("--instance-type", default="t3.micro")
+    args = parser.parse_args(argv)
+    paths = config.Paths()
+    if cli.cmd_up(argparse.Namespace(port=None, no_images=False), paths) != 0:
+        return 1
+    info = cli.daemon_info(paths)
+    client = boto3.client(
+        "ec2", endpoint_url=info["endpoint_url"], region_name=config.region(),
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+    key = str(paths.ssh_key)
+    started = time.monotonic()
+    reservation = client.run_instances(ImageId=args.ami, InstanceType=args.instance_type, MinCount=args.count, MaxCount=args.count, KeyName=config.DEFAULT_KEY_NAME)
+    ids = [i["InstanceId"] for i in reservation["Instances"]]
+    ips = [i["PrivateIpAddress"] for i in reservation["Instances"]]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(ips)) as pool:
+            times = list(pool.map(lambda ip: wait_ssh(ip, key, started, started + 120), ips))
+        total = time.monotonic() - started
+        print("launch-to-SSH, %d instances (%s, %s): all answered ssh in %.1f s (first %.1f s, median %.1f s)"
+              % (args.count, args.ami, os.uname().nodename, total, min(times), sorted(times)[len(times) // 2]))
+    finally:
+        client.terminate_instances(InstanceIds=ids)
+        client.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
