@@ -1,0 +1,433 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to skunkworks.erlang_ec2
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+name: ec2
+short_description: EC2 inventory of Erlang clusters (boot servers and workers)
+version_added: 0.1.0
+description:
+  - Builds an inventory of every Erlang cluster node running on Amazon EC2, from the instance tags
+    C(erlang-cluster) (cluster name) and C(erlang-role) (V(boot_server) or V(worker)) that
+    M(skunkworks.erlang_ec2.cluster_instances) sets.
+  - Groups hosts into C(erlang_boot_servers), C(erlang_workers) and one C(erlang_cluster_<name>) group per
+    cluster (name sanitized, non C([A-Za-z0-9_]) characters become C(_)).
+  - The inventory hostname of a host is its EC2 instance id (unique across regions and stable for the life of
+    the instance); C(ansible_host) is the address chosen by O(ansible_host_source).
+  - "Host variables: C(erlang_cluster), C(erlang_role), C(erlang_node) (C(<node name>@<private IP>)),
+    C(erlang_boot_server_ip) and C(erlang_boot_node) (the cluster's boot server, on every host of the cluster),
+    C(ec2_instance_id), C(ec2_region), C(ec2_private_ip), C(ec2_state), C(ec2_instance_type),
+    C(ec2_availability_zone), C(ec2_tags) (a dict) and C(ansible_host)."
+  - "A cluster with no boot server, with more than one, or whose boot server has no private IP address is
+    reported with a warning, and every host of that cluster gets C(erlang_cluster_problem) (for example
+    C(no boot server) or C(2 boot servers: i-0a, i-0b)) with C(erlang_boot_server_ip) and C(erlang_boot_node)
+    set to null. Hosts of a sound cluster have no C(erlang_cluster_problem)."
+  - Instances are found with server-side filters (C(tag:erlang-cluster), C(tag:erlang-role),
+    C(instance-state-name)); all regions are scanned concurrently. Only the few fields listed above are kept.
+  - The inventory file is a YAML configuration file named C(erlang_ec2.yml), C(erlang_ec2.yaml), or ending in
+    C(.erlang_ec2.yml) or C(.erlang_ec2.yaml), for example C(prod.erlang_ec2.yml).
+  - With O(cache) on, a cache hit makes no AWS request at all (no STS, no DescribeRegions) and does not import
+    boto3. The cache key covers the credentials' identity (profile, access key id, O(assume_role_arn)), the
+    endpoint, the regions, O(clusters), O(instance_states) and O(filters); changing any of them misses the cache.
+extends_documentation_fragment:
+  - inventory_cache
+  - constructed
+  - amazon.aws.boto3
+  - amazon.aws.common.plugins
+  - amazon.aws.region.plugins
+  - amazon.aws.assume_role.plugins
+notes:
+  - A region that cannot be described (permissions, a disabled region, an unreachable endpoint, throttling that
+    outlasts O(retries)) fails the whole source unless O(allow_partial_regions=true), in which case it is named
+    in a warning and the inventory is not cached. Ansible reports a failed source as a warning and goes on
+    with the other sources; set C(ANSIBLE_INVENTORY_UNPARSED_FAILED=true) (as AWX does) to make it fatal.
+  - If no credentials are provided and the control node has an associated IAM instance profile then the role
+    will be used for authentication.
+author:
+  - skunkworks.erlang_ec2 developers
+options:
+  plugin:
+    description: The name of this plugin; it must always be set to V(skunkworks.erlang_ec2.ec2).
+    required: true
+    type: str
+    choices: ['skunkworks.erlang_ec2.ec2']
+  regions:
+    description:
+      - The regions to scan, concurrently (see O(max_concurrency)).
+      - If empty, every region that C(DescribeRegions) lists in O(region) (as M(amazon.aws.aws_ec2) does).
+    type: list
+    elements: str
+    default: []
+  clusters:
+    description:
+      - Names of the clusters to include (server-side filter on the C(erlang-cluster) tag). Empty means every cluster.
+    type: list
+    elements: str
+    default: []
+  instance_states:
+    description:
+      - The instance states to include (server-side filter C(instance-state-name)).
+    type: list
+    elements: str
+    default: [pending, running]
+    choices: [pending, running, shutting-down, terminated, stopping, stopped]
+  filters:
+    description:
+      - More EC2 C(DescribeInstances) filters, as in M(amazon.aws.aws_ec2), for example C(vpc-id) or C(tag:env).
+      - They narrow the search further; they cannot replace the plugin's own C(tag:erlang-cluster), C(tag-key)
+        and C(instance-state-name) filters (use O(clusters) and O(instance_states)).
+    type: dict
+    default: {}
+  ansible_host_source:
+    description:
+      - The instance address to set as C(ansible_host).
+      - A host without that address (for example no public IP) gets no C(ansible_host), and a warning names it.
+    type: str
+    default: private_ip_address
+    choices: [private_ip_address, public_ip_address, private_dns_name, public_dns_name]
+  node_name_template:
+    description:
+      - How to build the name part of C(erlang_node) (C(<name>@<private IP>)).
+      - If unset, the C(erlang-node-name) tag, else the role's default (C(boot) or C(worker)).
+      - If set, a Python format string over C({cluster}), C({role}), C({instance_id}), C({region}) and
+        C({default}) (the role's default name), for example C({cluster}_{role}); the tag is then ignored.
+      - The result must be a valid Erlang node name (a letter, then letters, digits, C(_) or C(-)).
+    type: str
+  max_concurrency:
+    description: How many regions are described at the same time.
+    type: int
+    default: 8
+  retries:
+    description:
+      - How many times a throttled or otherwise retryable request is retried, with exponential backoff and jitter
+        (botocore's standard retry mode; per request, so a throttled page does not restart a region).
+    type: int
+    default: 10
+  allow_partial_regions:
+    description:
+      - If a region cannot be described, warn and build the inventory from the other regions instead of failing.
+      - A partial result is never cached.
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+# prod.erlang_ec2.yml: every Erlang cluster in two regions, private IPs
+plugin: skunkworks.erlang_ec2.ec2
+regions:
+  - eu-west-1
+  - us-east-1
+
+---
+# One cluster, reached over its public DNS names, cached for 5 minutes
+plugin: skunkworks.erlang_ec2.ec2
+regions: [eu-west-1]
+clusters: [payments]
+ansible_host_source: public_dns_name
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: ~/.cache/erlang_ec2_inventory
+cache_timeout: 300
+
+---
+# Node names from a template, extra EC2 filters and constructed groups
+plugin: skunkworks.erlang_ec2.ec2
+regions: [us-east-1]
+profile: ops
+assume_role_arn: arn:aws:iam::123456789012:role/inventory-read
+filters:
+  vpc-id: vpc-0123456789abcdef0
+node_name_template: "{cluster}_{role}"
+keyed_groups:
+  - key: ec2_availability_zone
+    prefix: az
+groups:
+  erlang_problems: erlang_cluster_problem is defined
+"""
+
+import hashlib
+import json
+import os
+
+from ansible.errors import AnsibleError, AnsibleParserError
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import cluster as contract
+
+# Index of each field in a compact instance record (plugin_utils/ec2_scan.py builds them;
+# repeated here so that a cache hit does not import it, and with it boto3).
+REC_ID, REC_PRIVATE_IP, REC_PUBLIC_IP, REC_PRIVATE_DNS, REC_PUBLIC_DNS, REC_STATE, REC_TYPE, REC_ZONE, REC_TAGS = range(9)
+CACHE_FORMAT = 1
+
+ADDRESS_FIELDS = {
+    "private_ip_address": REC_PRIVATE_IP,
+    "public_ip_address": REC_PUBLIC_IP,
+    "private_dns_name": REC_PRIVATE_DNS,
+    "public_dns_name": REC_PUBLIC_DNS,
+}
+TEMPLATE_FIELDS = ("cluster", "role", "instance_id", "region", "default")
+# Options that may hold templates, as amazon.aws's AWSInventoryBase.TemplatedOptions lists them.
+TEMPLATABLE_OPTIONS = ("access_key", "secret_key", "session_token", "profile", "endpoint_url", "assume_role_arn", "region", "regions", "filters")
+# The options that decide which instances a query returns (and so the cache key).
+QUERY_OPTIONS = ("profile", "assume_role_arn", "endpoint_url", "region", "regions", "clusters", "instance_states", "filters")
+OWN_FILTERS = ("tag:" + contract.TAG_CLUSTER, "tag-key", "instance-state-name")
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+    NAME = "skunkworks.erlang_ec2.ec2"
+    INVENTORY_FILE_SUFFIXES = (".erlang_ec2.yml", ".erlang_ec2.yaml")
+    INVENTORY_FILE_NAMES = ("erlang_ec2.yml", "erlang_ec2.yaml")
+
+    def verify_file(self, path):
+        if not super().verify_file(path):
+            return False
+        return os.path.basename(path) in self.INVENTORY_FILE_NAMES or path.endswith(self.INVENTORY_FILE_SUFFIXES)
+
+    # -- options -----------------------------------------------------------
+    def _templated(self, name):
+        """An option's value with templates rendered (the options AWSInventoryBase templates)."""
+        value = self.get_option(name)
+        if not value or name not in TEMPLATABLE_OPTIONS:
+            return value
+        if isinstance(value, dict):
+            return dict((k, self.templar.template(v)) for k, v in value.items())
+        if isinstance(value, list):
+            return [self.templar.template(v) for v in value]
+        return self.templar.template(value)
+
+    def _check_config(self, config):
+        known = set()
+        for name, definition in self.option_definitions.items():
+            known.add(name)
+            known.update(definition.get("aliases") or ())
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise AnsibleParserError("%s: unknown option(s): %s" % (self.NAME, ", ".join(unknown)))
+        for name in ("max_concurrency", "retries"):
+            if self.get_option(name) < (1 if name == "max_concurrency" else 0):
+                raise AnsibleParserError("%s: %s must be at least %d" % (self.NAME, name, 1 if name == "max_concurrency" else 0))
+        filters = self._templated("filters") or {}
+        clash = sorted(set(filters) & set(OWN_FILTERS))
+        if clash:
+            raise AnsibleParserError(
+                "%s: filters must not set %s: use the clusters and instance_states options" % (self.NAME, ", ".join(clash))
+            )
+        for name in self.get_option("clusters"):
+            try:
+                contract.validate_cluster_name(name)
+            except contract.ClusterContractError as e:
+                raise AnsibleParserError("%s: clusters: %s" % (self.NAME, e))
+        template = self.get_option("node_name_template")
+        if template:
+            try:
+                template.format(**dict((k, "x") for k in TEMPLATE_FIELDS))
+            except (KeyError, IndexError, ValueError) as e:
+                raise AnsibleParserError(
+                    "%s: node_name_template %r is not a format string over {%s}: %s"
+                    % (self.NAME, template, "}, {".join(TEMPLATE_FIELDS), e)
+                )
+
+    def _server_filters(self):
+        filters = {"tag:" + contract.TAG_ROLE: list(contract.ROLES), "instance-state-name": self.get_option("instance_states")}
+        clusters = self.get_option("clusters")
+        if clusters:
+            filters["tag:" + contract.TAG_CLUSTER] = clusters
+        else:
+            filters["tag-key"] = contract.TAG_CLUSTER
+        return filters
+
+    # -- cache ---------------------------------------------------------------
+    def _query_identity(self):
+        """What decides the query's answer: account/role, endpoint, regions and filters."""
+        identity = dict((name, self._templated(name)) for name in QUERY_OPTIONS)
+        access_key = self._templated("access_key")
+        # The access key id names the IAM user (and so the account); keep only a digest of it.
+        identity["access_key"] = hashlib.sha256(access_key.encode("utf-8")).hexdigest() if access_key else None
+        if not identity["endpoint_url"]:
+            # boto3 reads these itself when no endpoint_url is given.
+            identity["env_endpoint_url"] = [os.environ.get("AWS_ENDPOINT_URL_EC2"), os.environ.get("AWS_ENDPOINT_URL")]
+        return identity
+
+    def get_cache_key(self, path):
+        identity = json.dumps(self._query_identity(), sort_keys=True, default=str)
+        return "%s_%s" % (super().get_cache_key(path), hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16])
+
+    def _cached_records(self, cache_key):
+        try:
+            payload = self._cache[cache_key]
+        except KeyError:
+            return None
+        if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
+            return None
+        return payload.get("regions")
+
+    # -- main ----------------------------------------------------------------
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache=cache)
+        config = self._read_config_data(path)
+        self._check_config(config)
+
+        use_cache = self.get_option("cache")
+        cache_key = self.get_cache_key(path) if use_cache else None
+        records = self._cached_records(cache_key) if (use_cache and cache) else None
+        if records is None:
+            records, complete = self._fetch()
+            if use_cache and complete:
+                self._cache[cache_key] = {"format": CACHE_FORMAT, "regions": records}
+        self._populate(records)
+
+    def _fetch(self):
+        # Imported here: a cache hit never loads boto3.
+        from ansible_collections.skunkworks.erlang_ec2.plugins.plugin_utils import ec2_scan
+
+        records, errors = ec2_scan.fetch(
+            self,
+            self._server_filters(),
+            self._templated("filters"),
+            retries=self.get_option("retries"),
+            max_concurrency=self.get_option("max_concurrency"),
+        )
+        if errors:
+            detail = "; ".join("%s: %s" % (region, errors[region]) for region in sorted(errors))
+            if not self.get_option("allow_partial_regions"):
+                raise AnsibleError(
+                    "%s: could not describe instances in %d region(s), the inventory would be incomplete: %s"
+                    % (self.NAME, len(errors), detail)
+                )
+            self.display.warning(
+                "%s: inventory is PARTIAL, skipped %d region(s) (allow_partial_regions is on; not cached): %s"
+                % (self.NAME, len(errors), detail)
+            )
+        return records, not errors
+
+    def _node_namer(self):
+        """A function (cluster, role, instance_id, region, tags) -> node name part."""
+        template = self.get_option("node_name_template")
+        defaults = contract.DEFAULT_NODE_NAMES
+        valid = {}
+
+        def checked(name):
+            ok = valid.get(name)
+            if ok is None:
+                ok = valid[name] = bool(contract.NODE_NAME_RE.match(name))
+            return ok
+
+        if template:
+            def from_template(cluster, role, instance_id, region, tags):
+                name = template.format(cluster=cluster, role=role, instance_id=instance_id, region=region, default=defaults[role])
+                if not checked(name):
+                    raise AnsibleError(
+                        "%s: node_name_template %r gives %r for %s, not a valid Erlang node name" % (self.NAME, template, name, instance_id)
+                    )
+                return name
+            return from_template
+
+        bad_tags = []
+
+        def from_tag(cluster, role, instance_id, region, tags):
+            name = tags.get(contract.TAG_NODE_NAME)
+            if name is None:
+                return defaults[role]
+            if checked(name):
+                return name
+            bad_tags.append("%s (%r)" % (instance_id, name))
+            return defaults[role]
+        from_tag.bad_tags = bad_tags
+        return from_tag
+
+    def _populate(self, records_by_region):
+        """Add the hosts, groups and hostvars. Two passes over the records, no copies of them."""
+        namer = self._node_namer()
+        address_field = ADDRESS_FIELDS[self.get_option("ansible_host_source")]
+        tag_cluster, tag_role = contract.TAG_CLUSTER, contract.TAG_ROLE
+        roles = contract.ROLES
+
+        # Pass 1: who is in which cluster, who is its boot server.
+        hosts = []
+        boot_servers = {}  # cluster -> [(instance_id, private_ip, node name)]
+        for region in sorted(records_by_region):
+            for record in records_by_region[region]:
+                tags = record[REC_TAGS]
+                cluster_name, role = tags.get(tag_cluster), tags.get(tag_role)
+                if not cluster_name or role not in roles:
+                    continue  # the server-side filters keep these out; defensive
+                node_name = namer(cluster_name, role, record[REC_ID], region, tags)
+                hosts.append((record, region, cluster_name, role, node_name))
+                servers = boot_servers.setdefault(cluster_name, [])
+                if role == contract.ROLE_BOOT_SERVER:
+                    servers.append((record[REC_ID], record[REC_PRIVATE_IP], node_name))
+        hosts.sort(key=lambda host: host[0][REC_ID])
+
+        # Per cluster: its boot server, or what is wrong with it.
+        boot = {}
+        for cluster_name, servers in boot_servers.items():
+            problem = None
+            if not servers:
+                problem = "no boot server"
+            elif len(servers) > 1:
+                problem = "%d boot servers: %s" % (len(servers), ", ".join(sorted(server[0] for server in servers)))
+            elif not servers[0][1]:
+                problem = "boot server %s has no private IP address" % servers[0][0]
+            if problem:
+                self.display.warning("%s: Erlang cluster %r: %s" % (self.NAME, cluster_name, problem))
+                boot[cluster_name] = (None, None, problem)
+            else:
+                instance_id, ip, node_name = servers[0]
+                boot[cluster_name] = (ip, contract.node_id(node_name, ip), None)
+        bad_tags = getattr(namer, "bad_tags", None)
+        if bad_tags:
+            self.display.warning(
+                "%s: ignored invalid %s tag on %d instance(s), using the role's default name: %s"
+                % (self.NAME, contract.TAG_NODE_NAME, len(bad_tags), ", ".join(bad_tags[:10]))
+            )
+
+        # Pass 2: hosts, groups, hostvars.
+        inventory = self.inventory
+        add_host, set_variable = inventory.add_host, inventory.set_variable
+        role_groups = dict((role, inventory.add_group(contract.GROUP_BY_ROLE[role])) for role in roles)
+        cluster_groups = dict((name, inventory.add_group(contract.cluster_group(name))) for name in sorted(boot))
+        strict = self.get_option("strict")
+        compose, groups, keyed_groups = self.get_option("compose"), self.get_option("groups"), self.get_option("keyed_groups")
+        constructed = bool(compose or groups or keyed_groups)
+        no_address = []
+        for record, region, cluster_name, role, node_name in hosts:
+            instance_id, private_ip = record[REC_ID], record[REC_PRIVATE_IP]
+            boot_ip, boot_node, problem = boot[cluster_name]
+            hostvars = {
+                "erlang_cluster": cluster_name,
+                "erlang_role": role,
+                "erlang_node": contract.node_id(node_name, private_ip) if private_ip else None,
+                "erlang_boot_server_ip": boot_ip,
+                "erlang_boot_node": boot_node,
+                "ec2_instance_id": instance_id,
+                "ec2_region": region,
+                "ec2_private_ip": private_ip,
+                "ec2_state": record[REC_STATE],
+                "ec2_instance_type": record[REC_TYPE],
+                "ec2_availability_zone": record[REC_ZONE],
+                "ec2_tags": record[REC_TAGS],
+            }
+            if problem:
+                hostvars["erlang_cluster_problem"] = problem
+            address = record[address_field]
+            if address:
+                hostvars["ansible_host"] = address
+            else:
+                no_address.append(instance_id)
+            add_host(instance_id, group=role_groups[role])
+            add_host(instance_id, group=cluster_groups[cluster_name])
+            for key, value in hostvars.items():
+                set_variable(instance_id, key, value)
+            if constructed:
+                self._set_composite_vars(compose, hostvars, instance_id, strict=strict)
+                self._add_host_to_composed_groups(groups, hostvars, instance_id, strict=strict)
+                self._add_host_to_keyed_groups(keyed_groups, hostvars, instance_id, strict=strict)
+        if no_address:
+            self.display.warning(
+                "%s: %d host(s) have no %s, so no ansible_host: %s"
+                % (self.NAME, len(no_address), self.get_option("ansible_host_source"), ", ".join(no_address[:10]))
+            )
