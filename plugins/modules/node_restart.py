@@ -1,0 +1,348 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to skunkworks.erlang_ec2
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: node_restart
+short_description: Restart an Erlang node with init:restart/0 and wait until it is back
+version_added: 0.1.0
+description:
+  - Calls C(init:restart/0) on O(node): the node stops its applications and boots again in the same VM.
+    A diskless node (C(-loader inet)) fetches the boot file and all code again from its boot server,
+    so this is how a worker moves to the release the boot server now serves.
+  - Then polls the node (every O(poll_interval_ms)) until it answers again from a new boot, has
+    re-joined the cluster (is connected to O(expected_nodes)) and, if O(expected_version) is set,
+    runs that release version.
+  - Fails within O(restart_timeout) seconds with what was and was not true if the node does not come back.
+    A diskless node whose boot server is unreachable never exits: it hangs in the loader and stops answering.
+author:
+  - skunkworks.erlang_ec2 developers
+extends_documentation_fragment:
+  - skunkworks.erlang_ec2.erlang_node
+options:
+  restart_timeout:
+    description:
+      - Overall seconds allowed from the restart call until the node is back as expected.
+      - O(timeout) still bounds each single call to the node.
+    type: int
+    default: 60
+  expected_nodes:
+    description:
+      - Nodes the restarted node must be connected to again.
+      - Default is the nodes it was connected to before the restart, keeping only those still running
+        (registered with epmd on their host) while waiting.
+      - Use an empty list to not wait for any connection.
+    type: list
+    elements: str
+  expected_version:
+    description:
+      - Release version (from C(init:script_id/0)) the node must run after the restart.
+      - A node that comes back with another version fails at once.
+    type: str
+  poll_interval_ms:
+    description:
+      - Milliseconds between two probes while waiting; also the resolution of RV(downtime_ms).
+    type: int
+    default: 75
+attributes:
+  check_mode:
+    support: full
+    description: Reads the node's facts and reports what it would do; nothing is restarted.
+  diff_mode:
+    support: none
+    description: No diff.
+notes:
+  - The node keeps answering while it shuts down (bounded by its C(-shutdown_time)), so the module
+    waits for a new boot (the application controller's pid changes), not just for an answer.
+  - Re-joining relies on the node itself, for example kernel C(sync_nodes_optional) in its C(sys.config);
+    the module only observes it.
+"""
+
+EXAMPLES = r"""
+- name: Move a worker to the release the boot server now serves
+  skunkworks.erlang_ec2.node_restart:
+    node: worker@172.31.0.5
+    expected_version: 2.0.0
+    restart_timeout: 60
+  register: restarted
+
+- name: Report the measured downtime
+  ansible.builtin.debug:
+    msg: "{{ restarted.after.release_version }} after {{ restarted.downtime_ms }} ms unavailable"
+
+- name: Rolling restart, one worker at a time
+  skunkworks.erlang_ec2.node_restart:
+    node: "{{ erlang_node }}"
+    expected_version: "{{ release_version }}"
+  throttle: 1
+"""
+
+RETURN = r"""
+before:
+  description: Facts before the restart (as returned by M(skunkworks.erlang_ec2.node_info)).
+  returned: always
+  type: dict
+  sample: {"release_version": "1.0.0", "connected_nodes": ["boot@172.31.0.4"], "loader": "inet"}
+after:
+  description: Facts once the node is back.
+  returned: success, not in check mode
+  type: dict
+  sample: {"release_version": "2.0.0", "connected_nodes": ["boot@172.31.0.4"], "loader": "inet"}
+downtime_ms:
+  description: Measured unavailability, from the last successful answer before the node stopped
+    answering to its first answer from the new boot (resolution O(poll_interval_ms)).
+    0 if no probe ever failed.
+  returned: success, not in check mode
+  type: int
+  sample: 880
+elapsed_ms:
+  description: Milliseconds from the restart call until the node was back as expected (or the module gave up).
+  returned: always, except in check mode
+  type: int
+  sample: 1950
+expected_nodes:
+  description: The nodes waited for.
+  returned: always
+  type: list
+  elements: str
+  sample: ["boot@172.31.0.4"]
+state:
+  description: On failure, what was true when the module gave up.
+  returned: failure after the restart
+  type: dict
+  contains:
+    answered_again:
+      description: Whether the node answered from a new boot.
+      type: bool
+    init_status:
+      description: Last init status seen (C(started), C(starting), C(stopping)).
+      type: str
+    release_version:
+      description: Last release version seen.
+      type: str
+    missing_nodes:
+      description: Expected nodes not connected at the last probe.
+      type: list
+      elements: str
+    last_error:
+      description: The last probe error.
+      type: str
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import (
+    MUTUALLY_EXCLUSIVE,
+    UNAVAILABLE_KINDS,
+    ErlangNodeError,
+    argument_spec,
+    epmd_lookup,
+    module_node,
+    validate_node,
+)
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import gather, probe
+
+# init:restart/0 replies ok before the node goes down; a call cut by the restart is fine too.
+RESTART = "init:restart()"
+
+
+def now_ms():
+    return int(time.monotonic() * 1000)
+
+
+def node_alive(name):
+    """A node counts as running while epmd on its host knows its name."""
+    short, host = name.split("@", 1)
+    try:
+        return epmd_lookup(host, short, timeout=1.0)
+    except (OSError, IOError):
+        return False
+
+
+class Waiter(object):
+    """Polls a restarting node and keeps what was seen, for the result or the failure message."""
+
+    def __init__(self, node, incarnation, expected_nodes, expected_version, poll_ms):
+        self.node = node
+        self.incarnation = incarnation
+        self.expected_nodes = list(expected_nodes)
+        self.expected_version = expected_version
+        self.poll_ms = poll_ms
+        self.last_ok_ms = now_ms()
+        self.back_ms = None
+        self.last = None
+        self.last_error = None
+        self.missing = list(expected_nodes)
+        self.dead_nodes = []
+        self._next_liveness_ms = 0
+
+    def answered_again(self):
+        return self.back_ms is not None
+
+    def step(self):
+        """One probe: True when done, raises ValueError for a definitive wrong outcome."""
+        try:
+            seen = probe(self.node, timeout=1)
+        except ErlangNodeError as exc:
+            if exc.kind not in UNAVAILABLE_KINDS + ("badrpc",):
+                raise
+            self.last_error = exc.message
+            return False
+        moment = now_ms()
+        self.last = seen
+        if seen.get("incarnation") == self.incarnation or seen.get("init_status") != "started":
+            # Still the old boot shutting down, or the new one starting.
+            if self.back_ms is None and seen.get("incarnation") == self.incarnation:
+                self.last_ok_ms = moment
+            elif self.back_ms is None:
+                self.back_ms = moment
+            return False
+        if self.back_ms is None:
+            self.back_ms = moment
+        if self.expected_version and seen.get("release_version") != self.expected_version:
+            raise ValueError(
+                "node %s came back running release %s %s, expected version %s"
+                % (self.node.node, seen.get("release_name"), seen.get("release_version"), self.expected_version)
+            )
+        connected = set(seen.get("connected_nodes") or [])
+        self.missing = [n for n in self.expected_nodes if n not in connected]
+        if self.missing and moment >= self._next_liveness_ms:
+            # Only wait for nodes that still run (checked at most once a second).
+            self._next_liveness_ms = moment + 1000
+            gone = [n for n in self.missing if not node_alive(n)]
+            self.dead_nodes.extend(gone)
+            self.expected_nodes = [n for n in self.expected_nodes if n not in gone]
+            self.missing = [n for n in self.missing if n not in gone]
+        return not self.missing
+
+    def downtime_ms(self):
+        if self.back_ms is None:
+            return None
+        return self.back_ms - self.last_ok_ms
+
+    def state(self):
+        last = self.last or {}
+        return dict(
+            answered_again=self.answered_again(),
+            init_status=last.get("init_status") if self.answered_again() else None,
+            release_version=last.get("release_version") if self.answered_again() else None,
+            missing_nodes=self.missing,
+            last_error=self.last_error,
+        )
+
+
+def hang_hint(before):
+    if before.get("loader") == "inet":
+        hosts = ", ".join(before.get("boot_hosts") or []) or "?"
+        return (
+            "; a diskless node whose boot server %s is unreachable hangs in the loader (its VM never exits and "
+            "ignores SIGTERM: stop it with SIGKILL), and a release whose applications fail to start makes the VM exit" % hosts
+        )
+    return "; a release whose applications fail to start makes the VM exit"
+
+
+def main():
+    spec = argument_spec()
+    spec.update(
+        restart_timeout=dict(type="int", default=60),
+        expected_nodes=dict(type="list", elements="str"),
+        expected_version=dict(type="str"),
+        poll_interval_ms=dict(type="int", default=75),
+    )
+    module = AnsibleModule(argument_spec=spec, mutually_exclusive=MUTUALLY_EXCLUSIVE, supports_check_mode=True)
+    params = module.params
+    if params["restart_timeout"] < 1:
+        module.fail_json(msg="restart_timeout must be at least 1 second")
+    if not 10 <= params["poll_interval_ms"] <= 5000:
+        module.fail_json(msg="poll_interval_ms must be between 10 and 5000")
+    for name in params["expected_nodes"] or []:
+        try:
+            validate_node(name)
+        except ErlangNodeError as exc:
+            module.fail_json(msg="expected_nodes: %s" % exc.message)
+    node = module_node(module)
+    try:
+        run(module, node)
+    finally:
+        node.close()
+
+
+def run(module, node):
+    params = module.params
+    try:
+        before = gather(node)
+    except ErlangNodeError as exc:
+        module.fail_json(msg="cannot restart %s: %s" % (node.node, exc.message), error=exc.to_dict())
+    if params["expected_nodes"] is None:
+        expected = list(before.get("connected_nodes") or [])
+    else:
+        expected = list(params["expected_nodes"])
+    if module.check_mode:
+        module.exit_json(
+            changed=True, before=before, expected_nodes=expected,
+            msg="would restart %s (running %s %s) with init:restart/0 and wait up to %ds for it to answer again%s%s"
+            % (node.node, before.get("release_name"), before.get("release_version"), params["restart_timeout"],
+               ", connected to %s" % ", ".join(expected) if expected else "",
+               ", running version %s" % params["expected_version"] if params["expected_version"] else ""),
+        )
+    started = now_ms()
+    deadline = started + params["restart_timeout"] * 1000
+    waiter = Waiter(node, before.get("incarnation"), expected, params["expected_version"], params["poll_interval_ms"])
+    try:
+        node.call(RESTART)
+    except ErlangNodeError as exc:
+        if exc.kind not in UNAVAILABLE_KINDS:
+            module.fail_json(msg="init:restart/0 failed on %s: %s" % (node.node, exc.message), before=before, error=exc.to_dict())
+    failure = None
+    done = False
+    while not done:
+        tick = now_ms()
+        try:
+            done = waiter.step()
+        except ValueError as exc:
+            failure = str(exc)
+            break
+        except ErlangNodeError as exc:
+            failure = "node %s: %s" % (node.node, exc.message)
+            break
+        if done:
+            break
+        if now_ms() >= deadline:
+            break
+        time.sleep(max(0, waiter.poll_ms - (now_ms() - tick)) / 1000.0)
+    elapsed = now_ms() - started
+    state = waiter.state()
+    if not done:
+        if failure is None:
+            if not waiter.answered_again():
+                failure = "node %s did not answer again within %ds%s (last error: %s)" % (
+                    node.node, params["restart_timeout"], hang_hint(before), waiter.last_error)
+            elif state["init_status"] != "started":
+                failure = "node %s answered again but did not finish starting within %ds (init status %s)" % (
+                    node.node, params["restart_timeout"], state["init_status"])
+            else:
+                failure = "node %s is back (release %s) but did not re-join %s within %ds" % (
+                    node.node, state["release_version"], ", ".join(waiter.missing), params["restart_timeout"])
+        module.fail_json(msg=failure, changed=True, before=before, state=state, elapsed_ms=elapsed,
+                         expected_nodes=waiter.expected_nodes, downtime_ms=waiter.downtime_ms())
+    try:
+        after = gather(node)
+    except ErlangNodeError as exc:
+        module.fail_json(msg="node %s is back but its facts could not be read: %s" % (node.node, exc.message),
+                         changed=True, before=before, state=state, elapsed_ms=elapsed)
+    module.exit_json(
+        changed=True, before=before, after=after, downtime_ms=waiter.downtime_ms(), elapsed_ms=elapsed,
+        expected_nodes=waiter.expected_nodes, dead_nodes=waiter.dead_nodes,
+    )
+
+
+if __name__ == "__main__":
+    main()
