@@ -124,7 +124,7 @@ class AwsConnection(AWSInventoryBase):
         params.update(self._frozen_credentials)
         profile = params.pop("profile_name", None)
         config = botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": retries + 1},
+            retries={"mode": "standard", "total_max_attempts": retries + 1},
             max_pool_connections=max_pool_connections,
         )
         user_config = params.pop("aws_config", None)
