@@ -1,0 +1,115 @@
+"""up/down of THE localcloud: reuse, what listens, recovery after a crash, and `down` leaving nothing behind.
+
+Runs last (file name): the crash and `down` tests take the cloud away from anyone using it, then bring it
+back up if it was running before the session. Set LOCALCLOUD_TEST_KEEP_CLOUD=1 to skip those two.
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import Launcher, cloud_running, localcloud, podman_state, wait_ssh
+from localcloud import cli, config
+
+destructive = pytest.mark.skipif(os.environ.get("LOCALCLOUD_TEST_KEEP_CLOUD") == "1", reason="LOCALCLOUD_TEST_KEEP_CLOUD=1")
+
+
+def listening(pid):
+    """The local addresses (tcp and udp) on which process `pid` listens."""
+    out = subprocess.run(["ss", "-H", "-lntup"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[4] for line in out.splitlines() if "pid=%d," % pid in line}
+
+
+def localcloud_leftovers():
+    """Whatever localcloud may make, if present: containers, network, IMDS device, daemon."""
+    left = []
+    podman = ["podman"]
+    env = dict(os.environ, CONTAINERS_CONF=str(config.Paths().containers_conf))
+    ids = subprocess.run(podman + ["ps", "-aq", "--filter", "label=%s" % config.LABEL], capture_output=True, text=True, env=env).stdout.split()
+    if ids:
+        left.append("containers %s" % ids)
+    if subprocess.run(podman + ["network", "exists", config.NETWORK_NAME], env=env).returncode == 0:
+        left.append("network %s" % config.NETWORK_NAME)
+    if subprocess.run(["ip", "link", "show", config.IMDS_INTERFACE], capture_output=True).returncode == 0:
+        left.append("device %s" % config.IMDS_INTERFACE)
+    if config.IMDS_ADDRESS in subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout:
+        left.append("address %s" % config.IMDS_ADDRESS)
+    procs = subprocess.run(["pgrep", "-f", "-a", "localcloud serve"], capture_output=True, text=True).stdout.strip()
+    if procs:
+        left.append("processes %s" % procs)
+    return left
+
+
+def test_second_up_reuses_the_running_cloud(cloud):
+    pid = cli.daemon_pid(cloud.paths)
+    proc = localcloud("up")
+    assert "already running" in proc.stderr
+    assert cli.daemon_pid(cloud.paths) == pid
+
+
+def test_daemon_listens_only_on_loopback_and_the_imds_address(cloud):
+    pid = cli.daemon_pid(cloud.paths)
+    port = cli.daemon_info(cloud.paths)["port"]
+    assert listening(pid) == {"127.0.0.1:%d" % port, "%s:%d" % (config.IMDS_ADDRESS, config.IMDS_PORT)}
+
+
+def test_env_exports_what_clients_need(cloud):
+    lines = localcloud("env").stdout.splitlines()
+    exports = dict(line[len("export "):].split("=", 1) for line in lines if line.startswith("export "))
+    assert exports["AWS_ENDPOINT_URL"] == cloud.endpoint_url
+    assert exports["AWS_REGION"] == exports["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert exports["AWS_ACCESS_KEY_ID"] == exports["AWS_SECRET_ACCESS_KEY"] == "testing"
+    assert exports["CONTAINERS_CONF"] == str(cloud.paths.containers_conf)
+    # The exported settings are the ones that make plain podman work on these hosts.
+    out = subprocess.run(["bash", "-c", 'eval "$(%s -m localcloud env)"; podman info --format "{{.Host.OCIRuntime.Name}}"' % cli.sys.executable],
+                         cwd=str(config.REPO_ROOT), capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "runc"
+
+
+@destructive
+def test_up_after_a_crash_removes_the_dead_instances_hosts(cloud):
+    ec2 = cloud.client()
+    instance = Launcher(ec2).run()[0]
+    assert podman_state(instance["InstanceId"]) == "running"
+    old_pid = cli.daemon_pid(cloud.paths)
+    os.kill(old_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while os.path.exists("/proc/%d" % old_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not cloud_running(cloud.paths)
+
+    proc = localcloud("up")
+    assert "left by a previous run" in proc.stderr
+    assert cli.daemon_pid(cloud.paths) not in (None, old_pid)
+    assert podman_state(instance["InstanceId"]) is None
+    # The new cloud works.
+    launcher = Launcher(cloud.client())
+    try:
+        fresh = launcher.run(KeyName=config.DEFAULT_KEY_NAME)[0]
+        wait_ssh(fresh["PrivateIpAddress"], cloud.paths.ssh_key)
+    finally:
+        launcher.cleanup()
+
+
+@destructive
+def test_down_leaves_nothing_behind(cloud):
+    launcher = Launcher(cloud.client())
+    launcher.run(MinCount=2)
+    pid = cli.daemon_pid(cloud.paths)
+    port = cli.daemon_info(cloud.paths)["port"]
+    try:
+        proc = localcloud("down")
+        assert "2 host(s)" in proc.stderr or "host(s)" in proc.stderr
+        assert localcloud_leftovers() == []
+        assert not os.path.exists("/proc/%d" % pid)
+        ss = subprocess.run(["ss", "-H", "-lnt"], capture_output=True, text=True).stdout
+        assert "127.0.0.1:%d " % port not in ss and "%s:80 " % config.IMDS_ADDRESS not in ss
+        assert localcloud("status").stdout.startswith("daemon:   not running")
+        # A second down has nothing to do and says so.
+        assert "not running, 0 host(s), network absent" in localcloud("down").stderr
+    finally:
+        if not cloud.started_here:  # it was running before the tests: leave it as found
+            localcloud("up")
