@@ -1,6 +1,8 @@
 """python -m localcloud up|down|status|env|images|ssh (see docs/localcloud.md)."""
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -53,9 +55,22 @@ def ensure_ssh_key(paths):
     return paths.ssh_key
 
 
+@contextlib.contextmanager
+def cli_lock(paths):
+    """One up or down at a time (several people may run `up` at once)."""
+    paths.ensure()
+    with open(paths.lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def cmd_up(args, paths):
     preflight()
-    paths.ensure()
+    with cli_lock(paths):
+        return _up(args, paths)
+
+
+def _up(args, paths):
     podman = _podman(paths)
     pid = daemon_pid(paths)
     if pid is not None:
@@ -110,12 +125,17 @@ def _tail(path, lines=20):
 
 def cmd_down(args, paths):
     preflight()
+    with cli_lock(paths):
+        return _down(args, paths)
+
+
+def _down(args, paths):
     podman = _podman(paths)
     pid = daemon_pid(paths)
     if pid is not None:
         os.kill(pid, 15)
         for _ in range(100):
-            if daemon_pid(paths) is None or not os.path.exists("/proc/%d" % pid):
+            if daemon_pid(paths) is None:  # gone, or a zombie waiting for init
                 break
             time.sleep(0.1)
         else:
@@ -154,8 +174,7 @@ def cmd_status(args, paths):
     print("hosts:    %d" % len(hosts))
     for c in hosts:
         labels = c.get("Labels") or {}
-        ips = [n for n in (c.get("Networks") or [])]
-        print("  %-22s %-10s %s %s" % (labels.get(config.LABEL_INSTANCE_ID, "?"), c.get("State"), c.get("Image"), ",".join(ips)))
+        print("  %-22s %-15s %-8s %s" % (labels.get(config.LABEL_INSTANCE_ID, "?"), labels.get(config.LABEL_PRIVATE_IP, "?"), c.get("State"), c.get("Image")))
     return 0 if (pid is None or answers) else 1
 
 

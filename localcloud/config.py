@@ -18,6 +18,7 @@ IMDS_PORT = 80
 
 LABEL = "io.localcloud"  # every container and network localcloud makes carries this label
 LABEL_INSTANCE_ID = "io.localcloud.instance-id"
+LABEL_PRIVATE_IP = "io.localcloud.private-ip"
 CONTAINER_PREFIX = "localcloud-"
 
 DEFAULT_PORT = 5050
@@ -57,6 +58,7 @@ class Paths:
         self.pid = self.root / "serve.pid"
         self.log = self.root / "serve.log"
         self.info = self.root / "serve.json"  # port and region of the running daemon
+        self.lock = self.root / "cli.lock"  # serialises up and down
         self.images = self.root / "images"
         self.ami_map = self.root / "ami-map.json"
         self.ssh_dir = self.root / "ssh"

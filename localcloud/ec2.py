@@ -152,6 +152,17 @@ def install(reconciler, default_public_key=None):
     _follow("stop_instances", "stopping", unless=("stopped", "terminated", "shutting-down"))
     _follow("terminate_instances", "shutting-down", unless=("terminated",))
 
+    original_reboot = EC2Backend.reboot_instances
+
+    @functools.wraps(original_reboot)
+    def reboot_instances(self, instance_ids):
+        rebooted = original_reboot(self, instance_ids)
+        for instance in rebooted:
+            reconciler.reboot(instance)
+        return rebooted
+
+    EC2Backend.reboot_instances = reboot_instances
+
     original_create_image = EC2Backend.create_image
 
     @functools.wraps(original_create_image)

@@ -49,6 +49,11 @@ def imds_address_present():
 def ensure_imds_address():
     if not imds_address_present():
         _ip("link", "add", config.IMDS_INTERFACE, "type", "bridge")  # no dummy driver on these kernels; a port-less bridge holds the address as well
+        try:  # no IPv6 link-local address: the device holds 169.254.169.254 and nothing else
+            with open("/proc/sys/net/ipv6/conf/%s/disable_ipv6" % config.IMDS_INTERFACE, "w") as f:
+                f.write("1")
+        except OSError:
+            pass
     addrs = _ip("-o", "addr", "show", "dev", config.IMDS_INTERFACE).stdout
     if " %s/32 " % config.IMDS_ADDRESS not in addrs:
         _ip("addr", "add", "%s/32" % config.IMDS_ADDRESS, "dev", config.IMDS_INTERFACE)

@@ -13,7 +13,7 @@ from localcloud.errors import LocalcloudError
 log = logging.getLogger("localcloud.reconciler")
 
 SSH_WAIT_SECONDS = 90  # how long a booting host may take before its instance is reported anyway
-RESYNC_SECONDS = 15  # re-read the containers from podman now and then (someone may remove one by hand)
+RESYNC_SECONDS = 5  # re-read the containers from podman now and then (a host may power itself off)
 
 
 def container_name(instance_id):
@@ -137,13 +137,18 @@ class Reconciler:
             state = instance._state.name
             container = containers.get(iid)
             action = None
-            if state in ("pending", "running"):
+            if state == "pending":
                 if container is None:
                     action = self._launch
                 elif container == "stopped":
                     action = self._start
-                elif state == "pending":
+                else:
                     action = self._report_running
+            elif state == "running":
+                if container is None:
+                    action = self._host_lost
+                elif container == "stopped":
+                    action = self._host_shut_down
             elif state in ("stopping", "stopped"):
                 if container == "running":
                     action = self._stop_host
@@ -204,6 +209,7 @@ class Reconciler:
             "run", "--detach", "--name", name,
             "--label", "%s=instance" % config.LABEL,
             "--label", "%s=%s" % (config.LABEL_INSTANCE_ID, instance.id),
+            "--label", "%s=%s" % (config.LABEL_PRIVATE_IP, ip),
             "--network", config.NETWORK_NAME, "--ip", ip,
             "--hostname", hostname(ip),
             "--systemd", "always",
@@ -226,6 +232,29 @@ class Reconciler:
             log.warning("%s: sshd not answering on %s after %d s; reporting running anyway", instance.id, instance.private_ip, SSH_WAIT_SECONDS)
         if ec2.set_state(instance, "running", only_from=("pending",)):
             log.info("%s running at %s (%.1f s)", instance.id, instance.private_ip, time.monotonic() - started)
+
+    def _host_shut_down(self, instance):
+        """The host powered itself off (e.g. `poweroff` inside): EC2 applies the shutdown behaviour."""
+        if instance.instance_initiated_shutdown_behavior == "terminate":
+            if ec2.set_state(instance, "shutting-down", only_from=("running",)):
+                self._remove(instance)
+        elif ec2.set_state(instance, "stopped", only_from=("running",)):
+            log.info("%s stopped from inside the host", instance.id)
+
+    def _host_lost(self, instance):
+        """The container of a running instance is gone (removed by hand): report the instance terminated."""
+        log.warning("%s: its container is gone", instance.id)
+        ec2.set_state(instance, "terminated", only_from=("running",), reason="localcloud: the host's container was removed outside localcloud")
+
+    def reboot(self, instance):
+        if instance.id in self.containers:
+            self._submit(self._reboot, instance)
+
+    def _reboot(self, instance):
+        self.podman.run("restart", "-t", "10", container_name(instance.id))
+        with self._lock:
+            self.containers[instance.id] = "running"
+        log.info("%s rebooted", instance.id)
 
     def _report_running(self, instance):
         self._await_ssh(instance, time.monotonic())
