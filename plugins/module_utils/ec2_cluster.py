@@ -32,7 +32,8 @@ NOT_SERVING_STATES = ("stopping", "stopped")
 
 DESCRIBE_PAGE_SIZE = 1000
 TERMINATE_BATCH = 1000
-WAIT_DELAY_SECONDS = 5
+# Poll after 1, 2, 4 seconds, then every 5: fast when the instances are quick, cheap when not.
+WAIT_MAX_DELAY_SECONDS = 5
 
 NEWEST_FIRST = "newest_first"
 OLDEST_FIRST = "oldest_first"
@@ -277,7 +278,7 @@ def terminate(client, instance_ids):
 
 
 def wait_for(client, cluster, want_running, want_gone, timeout, known_states=None,
-             delay=WAIT_DELAY_SECONDS, sleep=time.sleep, clock=time.monotonic):
+             max_delay=WAIT_MAX_DELAY_SECONDS, sleep=time.sleep, clock=time.monotonic):
     """Poll the cluster until every id in `want_running` runs and every id in `want_gone` is terminated.
 
     `known_states` ({id: state}, from the RunInstances/TerminateInstances answers) saves polls when
@@ -289,11 +290,13 @@ def wait_for(client, cluster, want_running, want_gone, timeout, known_states=Non
     not_gone = set(i for i in want_gone if known_states.get(i) != "terminated")
     deadline = clock() + timeout
     instances = None
+    attempt = 0
     while not_running or not_gone:
         remaining = deadline - clock()
         if remaining <= 0:
             raise WaitTimeout(not_running, not_gone, timeout)
-        sleep(min(delay, remaining))
+        sleep(min(2 ** attempt, max_delay, remaining))
+        attempt += 1
         instances = describe_cluster(client, cluster, ALIVE_STATES)
         states = dict((i["InstanceId"], i["State"]["Name"]) for i in instances)
         not_running = set(i for i in not_running if states.get(i) != "running")
