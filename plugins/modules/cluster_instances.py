@@ -333,7 +333,7 @@ def preflight(module):
         if p["count"] > 0:
             missing = [k for k in ("image_id", "instance_type") if not p[k]]
             if missing:
-                raise contract.ClusterContractError("%s required when count > 0" % " and ".join(missing) + (" is" if len(missing) == 1 else " are"))
+                raise contract.ClusterContractError("%s %s required when count > 0" % (" and ".join(missing), "is" if len(missing) == 1 else "are"))
         if p["boot_server_ip"] is not None and not contract.is_ipv4(p["boot_server_ip"]):
             raise contract.ClusterContractError("boot_server_ip %r is not a dotted-quad IPv4 address" % p["boot_server_ip"])
         if p["boot_server_ip"] and p["role"] == contract.ROLE_BOOT_SERVER:

@@ -239,7 +239,7 @@ BAD_ARGS = [
     (args(WORKERS, count=1, user_data_extra={"big": "x" * 17000}), "EC2 allows at most 16384"),
     (args(WORKERS, count=1, user_data_extra={"motd": "hello world"}), "invalid user-data value"),
     (args(WORKERS, count=1, tags={"erlang-role": "boot_server"}), "tags may not set erlang-role"),
-    (args(WORKERS, count=1, image_id=None), "image_id required when count > 0"),
+    (args(WORKERS, count=1, image_id=None), "image_id is required when count > 0"),
     (args(WORKERS, count=1, node_name="1bad"), "invalid Erlang node name"),
 ]
 

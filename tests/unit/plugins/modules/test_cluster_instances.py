@@ -1,0 +1,72 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+pytest.importorskip("boto3")
+
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import cluster as contract  # noqa: E402
+from ansible_collections.skunkworks.erlang_ec2.plugins.modules import cluster_instances  # noqa: E402
+
+
+class Failed(Exception):
+    pass
+
+
+class ParamsOnly:
+    """Just what preflight() reads: params and fail_json (preflight makes no API call by design)."""
+
+    def __init__(self, **params):
+        self.params = dict((k, v.get("default")) for k, v in cluster_instances.ARGUMENT_SPEC.items())
+        self.params.update(image_id="ami-1", instance_type="t3.micro")
+        self.params.update(params)
+
+    def fail_json(self, msg, **kwargs):
+        raise Failed(msg)
+
+
+def preflight(**params):
+    return cluster_instances.preflight(ParamsOnly(**params))
+
+
+def test_defaults_give_the_contract_node_names():
+    assert preflight(cluster="demo", role="worker", count=3) == "worker"
+    assert preflight(cluster="demo", role="boot_server", count=1) == "boot"
+    assert preflight(cluster="demo", role="worker", count=1, node_name="app") == "app"
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(cluster="Demo"), "invalid cluster name"),
+    (dict(count=-1), "count must be 0 or more"),
+    (dict(role="boot_server", count=2), "allow_multiple_boot_servers"),
+    (dict(image_id=None), "image_id is required"),
+    (dict(image_id=None, instance_type=None), "image_id and instance_type are required"),
+    (dict(boot_server_ip="10.0.0"), "not a dotted-quad IPv4"),
+    (dict(role="boot_server", boot_server_ip="10.0.0.1"), "boot_server_ip is for workers"),
+    (dict(tags={"erlang-cluster": "other"}), "tags may not set erlang-cluster"),
+    (dict(user_data_extra={"erlang_cookie": "x"}), "must not carry secrets"),
+    (dict(user_data_extra={"big": "x" * (contract.USER_DATA_MAX_BYTES - 150)}), "EC2 allows at most"),
+    (dict(metadata_hop_limit=0), "metadata_hop_limit"),
+])
+def test_bad_input_fails_in_preflight(params, message):
+    base = dict(cluster="demo", role="worker", count=1)
+    base.update(params)
+    with pytest.raises(Failed, match=message):
+        preflight(**base)
+
+
+def test_size_check_counts_the_boot_server_part_not_known_yet():
+    # Fits without a boot server address but not with the longest one a worker could get.
+    size_without_boot = len(contract.render_user_data("demo", "worker", "worker").encode())
+    filler = "x" * (contract.USER_DATA_MAX_BYTES - size_without_boot - len("ERLANG_PAD=\n") - 10)
+    contract.render_user_data("demo", "worker", "worker", extra={"pad": filler})
+    with pytest.raises(Failed, match="EC2 allows at most"):
+        preflight(cluster="demo", role="worker", count=1, user_data_extra={"pad": filler})
+    # a boot server gets no boot server address, so the same data fits
+    assert preflight(cluster="demo", role="boot_server", count=1, user_data_extra={"pad": filler}) == "boot"
+
+
+def test_scale_to_zero_needs_no_image():
+    assert preflight(cluster="demo", role="worker", count=0, image_id=None, instance_type=None) == "worker"
