@@ -188,3 +188,39 @@ def test_up_without_a_tool_fails_clearly_and_changes_nothing(cloud, missing, tmp
     assert "%s not found" % missing in proc.stderr
     assert "Traceback" not in proc.stderr
     assert subprocess.run(["podman", "ps", "-aq"], capture_output=True, text=True).stdout == before
+
+
+def test_power_off_inside_the_host_stops_the_instance(ec2, launcher, key_pair):
+    stays = launcher.run(KeyName=key_pair.name)[0]
+    goes = launcher.run(KeyName=key_pair.name, InstanceInitiatedShutdownBehavior="terminate")[0]
+    for instance in (stays, goes):
+        wait_ssh(instance["PrivateIpAddress"], key_pair.path)
+        ssh(instance["PrivateIpAddress"], key_pair.path, "sudo systemctl --no-block poweroff", check=False)
+    # EC2: a shutdown from inside stops the instance, or terminates it when that is its shutdown behaviour.
+    launcher.wait_state("stopped", [stays["InstanceId"]])
+    launcher.wait_state("terminated", [goes["InstanceId"]])
+    assert podman_state(stays["InstanceId"]) == "exited"
+    assert podman_state(goes["InstanceId"]) is None
+
+
+def test_reboot_restarts_the_host(ec2, launcher, key_pair):
+    instance = launcher.run(KeyName=key_pair.name)[0]
+    ip = instance["PrivateIpAddress"]
+    wait_ssh(ip, key_pair.path)
+    boot_id = ssh(ip, key_pair.path, "cat /proc/sys/kernel/random/boot_id; cat /proc/1/stat").stdout
+    ec2.reboot_instances(InstanceIds=[instance["InstanceId"]])
+    deadline = time.monotonic() + 60
+    while True:  # PID 1 of the container is a new process once the host has restarted
+        proc = ssh(ip, key_pair.path, "cat /proc/sys/kernel/random/boot_id; cat /proc/1/stat", check=False)
+        if proc.returncode == 0 and proc.stdout != boot_id:
+            break
+        assert time.monotonic() < deadline, "host %s did not restart" % ip
+        time.sleep(0.5)
+    assert launcher.describe([instance["InstanceId"]])[0]["State"]["Name"] == "running"
+
+
+def test_a_host_removed_by_hand_terminates_its_instance(launcher):
+    instance = launcher.run()[0]
+    subprocess.run(["podman", "rm", "-f", "-t", "0", config.CONTAINER_PREFIX + instance["InstanceId"]], check=True, capture_output=True)
+    launcher.wait_state("terminated", [instance["InstanceId"]], bound=30)
+    assert "removed outside localcloud" in launcher.describe([instance["InstanceId"]])[0]["StateReason"]["Message"]
