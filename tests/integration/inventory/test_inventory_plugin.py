@@ -4,6 +4,8 @@ Everything is real except throttling (moto cannot throttle; the endpoint injects
 RequestLimitExceeded answers) and the failing region (an injected AuthFailure answer).
 """
 
+import pathlib
+
 FAIL_FATAL = {"ANSIBLE_INVENTORY_UNPARSED_FAILED": "true"}
 
 
@@ -283,3 +285,15 @@ def test_file_name_must_match(inventory, launch):
     assert "could not be verified by inventory plugin 'skunkworks.erlang_ec2.ec2'" in result.warnings
     result = inventory.run(inventory.config(), name="erlang_ec2.yaml")
     assert result.rc == 0 and len(result.hostvars) == 1
+
+
+def test_demo_source_shows_the_clusters(inventory, launch):
+    boot = launch("us-east-1", "demo", "boot_server")[0]
+    workers = launch("us-east-1", "demo", "worker", 3)
+    demo = (pathlib.Path(__file__).resolve().parents[3] / "inventory" / "demo.erlang_ec2.yml").read_text()
+    result = inventory.run(None, "--graph", raw=demo, name="demo.erlang_ec2.yml", env=FAIL_FATAL)
+    assert result.rc == 0, result.stderr
+    graph = result.stdout
+    assert "@erlang_cluster_demo:" in graph and "@erlang_boot_servers:" in graph and "@erlang_workers:" in graph
+    for host in [boot] + workers:
+        assert "|--" + host in graph
