@@ -5,6 +5,7 @@
 - Instance states follow the hosts as on EC2: pending -> running (when sshd answers), stopping -> stopped,
   shutting-down -> terminated; the reconciler makes the second step once the container has followed.
 - Every region has localcloud's AMIs (fixed ids) and the default key pair `localcloud`.
+- RunInstances honours ClientToken (idempotent launch), which moto ignores.
 - CreateImage commits the instance's container to a new image mapped to the new AMI id.
 """
 
@@ -21,6 +22,7 @@ from moto.ec2.models.instances import StateReason
 from localcloud import config
 
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
+MOTO_NO_CLIENT_TOKEN = "ABCDE"  # what moto's RunInstances passes when the request has no ClientToken
 _lock = threading.RLock()  # guards state changes made outside moto's request handling
 _installed = []
 
@@ -115,6 +117,11 @@ def install(reconciler, default_public_key=None):
 
     @functools.wraps(original_run)
     def run_instances(self, image_id, count, user_data, security_group_names, **kwargs):
+        token = kwargs.get("client_token")
+        if token and token != MOTO_NO_CLIENT_TOKEN:  # EC2: a retried RunInstances with the same ClientToken returns the first launch (moto ignores it)
+            for reservation in list(self.reservations.values()):
+                if reservation.instances and all(i.client_token == token for i in reservation.instances):
+                    return reservation
         nics = kwargs.get("nics") or []
         if not kwargs.get("subnet_id") and not any("SubnetId" in n or "NetworkInterfaceId" in n for n in nics):
             zone = kwargs.get("placement") or self.region_name + "a"

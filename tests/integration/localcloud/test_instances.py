@@ -224,3 +224,19 @@ def test_a_host_removed_by_hand_terminates_its_instance(launcher):
     subprocess.run(["podman", "rm", "-f", "-t", "0", config.CONTAINER_PREFIX + instance["InstanceId"]], check=True, capture_output=True)
     launcher.wait_state("terminated", [instance["InstanceId"]], bound=30)
     assert "removed outside localcloud" in launcher.describe([instance["InstanceId"]])[0]["StateReason"]["Message"]
+
+
+def test_run_instances_with_the_same_client_token_launches_once(ec2, launcher):
+    token = "localcloud-test-%d" % time.monotonic_ns()
+    first = ec2.run_instances(ImageId=config.BASE_AMI_ID, MinCount=2, MaxCount=2, ClientToken=token)
+    launcher.ids.extend(i["InstanceId"] for i in first["Instances"])
+    again = ec2.run_instances(ImageId=config.BASE_AMI_ID, MinCount=2, MaxCount=2, ClientToken=token)
+    assert again["ReservationId"] == first["ReservationId"]
+    assert sorted(i["InstanceId"] for i in again["Instances"]) == sorted(launcher.ids)
+    launched = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"] if i.get("ClientToken") == token]
+    assert len(launched) == 2
+    # Without a token every call launches.
+    one = ec2.run_instances(ImageId=config.BASE_AMI_ID, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    two = ec2.run_instances(ImageId=config.BASE_AMI_ID, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    launcher.ids.extend([one, two])
+    assert one != two
