@@ -25,12 +25,12 @@ description:
   - New instances get user data (a C(KEY=value) file, see the collection's C(docs/design.md)) naming
     their cluster, role, node name and, for workers, the boot server address. It never carries the
     Erlang cookie or another secret, and is checked to be at most 16 KB before any API call.
-  - Only the number of members is enforced: existing instances are never modified or replaced
+  - Only the number of members is enforced. Existing instances are never modified or replaced
     when O(image_id), O(instance_type), tags or user data change.
   - An unchanged run makes one paginated DescribeInstances request (one per 1000 instances of
     the cluster) and no other request.
 author:
-  - skunkworks.erlang_ec2 developers
+  - skunkworks.erlang_ec2 developers (@skunkworks)
 options:
   cluster:
     description:
@@ -101,7 +101,7 @@ options:
   user_data_extra:
     description:
       - Extra C(KEY=value) pairs for the user data. Keys are upper-cased and prefixed with C(ERLANG_).
-      - Values may only use C(A-Z a-z 0-9 @ . _ : , / -). Keys naming a cookie, secret or password are refused.
+      - "Values may only use C(A-Z a-z 0-9 @ . _ : , / -). Keys naming a cookie, secret or password are refused."
     type: dict
     default: {}
   metadata_tokens:
