@@ -237,8 +237,10 @@ def cmd_images(args, paths):
 
 def cmd_ssh(args, paths):
     key = ensure_ssh_key(paths) if args.identity is None else args.identity
+    remote = args.remote_command[1:] if args.remote_command[:1] == ["--"] else args.remote_command
+    # Host keys are new with every instance and addresses are reused: do not record them.
     cmd = ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-           "%s@%s" % (args.user, args.host)] + args.command
+           "%s@%s" % (args.user, args.host)] + remote
     os.execvp("ssh", cmd)
 
 
@@ -264,7 +266,7 @@ def main(argv=None):
     img.add_argument("image", nargs="?")
     ssh = sub.add_parser("ssh", help="ssh to a host with localcloud's default key pair")
     ssh.add_argument("host", help="private IP")
-    ssh.add_argument("command", nargs="*")
+    ssh.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="command")
     ssh.add_argument("-l", "--user", default="admin")
     ssh.add_argument("-i", "--identity")
     serve = sub.add_parser("serve", help="run the daemon in the foreground (what `up` starts)")

@@ -2,6 +2,7 @@
 
 import ipaddress
 import subprocess
+import sys
 import time
 
 import pytest
@@ -35,6 +36,10 @@ def test_import_key_pair_and_default_key(ec2, launcher, tmp_path, cloud):
         imported, default = launcher.run(MinCount=1, KeyName=name)[0], launcher.run(MinCount=1, KeyName=config.DEFAULT_KEY_NAME)[0]
         wait_ssh(imported["PrivateIpAddress"], key)
         wait_ssh(default["PrivateIpAddress"], cloud.paths.ssh_key)
+        # `python -m localcloud ssh` uses the default key pair.
+        out = subprocess.run([sys.executable, "-m", "localcloud", "ssh", default["PrivateIpAddress"], "--", "id", "-un"],
+                             cwd=str(config.REPO_ROOT), capture_output=True, text=True, timeout=30)
+        assert out.stdout.strip() == "admin", out.stderr
         # Each host trusts only its own key pair.
         assert ssh(default["PrivateIpAddress"], key, "true", check=False).returncode != 0
     finally:
