@@ -43,7 +43,7 @@ def daemon_info(paths):
 
 def api_answers(url):
     try:
-        urllib.request.urlopen(url + "/moto-api/data.json", timeout=3).read()  # nosec - loopback only
+        urllib.request.urlopen(url + "/localcloud/health", timeout=10).read()  # nosec - loopback only
         return True
     except OSError:
         return False

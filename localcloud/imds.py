@@ -73,14 +73,20 @@ def _listing(node):
     return "\n".join(names)
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        log.debug("IMDS request from %s failed", client_address[0], exc_info=True)  # e.g. a client gone mid-request
+
+
 class Imds:
     def __init__(self, reconciler, address=config.IMDS_ADDRESS, port=config.IMDS_PORT):
         self.reconciler = reconciler
         self._tokens = {}  # token -> (source ip, expiry)
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"imds": self})
-        self.server = http.server.ThreadingHTTPServer((address, port), handler)
-        self.server.daemon_threads = True
+        self.server = _Server((address, port), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="imds", daemon=True)
 
     def start(self):
