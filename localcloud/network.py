@@ -37,7 +37,11 @@ def remove_network(podman):
     if podman.network_exists(config.NETWORK_NAME):
         labels = podman.json("network", "inspect", config.NETWORK_NAME)[0].get("labels") or {}
         if labels.get(config.LABEL):
-            podman.run("network", "rm", "-f", config.NETWORK_NAME)
+            # Not forced: a container someone else attached to the network stays, and we say so.
+            proc = podman.run("network", "rm", config.NETWORK_NAME, check=False)
+            if proc.returncode != 0:
+                raise LocalcloudError("cannot remove network %s (containers not made by localcloud use it?): %s"
+                                      % (config.NETWORK_NAME, proc.stderr.decode(errors="replace").strip()))
             return True
     return False
 
