@@ -47,7 +47,7 @@ def test_launch_spreads_over_subnets_one_run_instances_per_subnet(playbook, clea
     assert clean_aws.calls("RunInstances") == 3
     assert result["launch_plan"] == [{"subnet_id": subnets[0], "count": 3}, {"subnet_id": subnets[1], "count": 2},
                                      {"subnet_id": subnets[2], "count": 2}]
-    found = members(clean_aws and ec2, "demo", "worker")
+    found = members(ec2, "demo", "worker")
     assert sorted(i["InstanceId"] for i in found) == sorted(result["launched"])
     assert sorted(i["SubnetId"] for i in found) == sorted([subnets[0]] * 3 + [subnets[1]] * 2 + [subnets[2]] * 2)
     for instance in found:
@@ -66,13 +66,12 @@ def test_launch_spreads_over_subnets_one_run_instances_per_subnet(playbook, clea
 
 
 def test_unchanged_rerun_is_one_describe_and_no_mutation(playbook, clean_aws):
-    subnets = None
     first = ok(playbook(args(WORKERS, count=5)))
     assert first["changed"] is True
     clean_aws.reset_counts()
     second = ok(playbook(args(WORKERS, count=5)))
     assert second["changed"] is False
-    assert second["launched"] == [] and second["terminated"] == [] and subnets is None
+    assert second["launched"] == [] and second["terminated"] == [] and second["started"] == []
     assert clean_aws.mutating_calls() == 0
     assert dict(clean_aws.counts()) == {("us-east-1", "DescribeInstances"): 1}
     assert sorted(i["id"] for i in second["instances"]) == sorted(first["launched"])
@@ -164,6 +163,12 @@ def test_throttled_run_instances_is_retried_without_double_launch(playbook, clea
     assert clean_aws.calls("RunInstances") == 3
     assert len(result["launched"]) == 3
     assert len(members(ec2, "demo", "worker")) == 3
+    # a throttled listing is retried too, and the re-run still changes nothing
+    clean_aws.reset_counts()
+    clean_aws.throttle("DescribeInstances", 2)
+    again = ok(playbook(args(WORKERS, count=3)))
+    assert again["changed"] is False and clean_aws.mutating_calls() == 0
+    assert clean_aws.calls("DescribeInstances") == 3
 
 
 def test_partial_launch_failure_converges_on_rerun(playbook, clean_aws, ec2):

@@ -147,6 +147,33 @@ class FakeClock:
         return self.now
 
 
+class PagedClient:
+    """Three pages linked by NextToken, as DescribeInstances returns them past MaxResults."""
+
+    def __init__(self):
+        self.requests = []
+
+    def describe_instances(self, aws_retry=False, **params):
+        self.requests.append(dict(params, aws_retry=aws_retry))
+        page = int(params.get("NextToken", "0"))
+        answer = {"Reservations": [{"Instances": [{"InstanceId": "i-%d" % page, "State": {"Name": "running"}}]}]}
+        if page < 2:
+            answer["NextToken"] = str(page + 1)
+        return answer
+
+
+def test_describe_cluster_follows_pages_one_request_each_with_retry():
+    client = PagedClient()
+    found = ec2_cluster.describe_cluster(client, "demo")
+    assert [i["InstanceId"] for i in found] == ["i-0", "i-1", "i-2"]
+    assert len(client.requests) == 3 and all(r["aws_retry"] for r in client.requests)
+    assert [r.get("NextToken") for r in client.requests] == [None, "1", "2"]
+    first = client.requests[0]
+    assert first["MaxResults"] == 1000
+    assert {"Name": "tag:erlang-cluster", "Values": ["demo"]} in first["Filters"]
+    assert {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]} in first["Filters"]
+
+
 def test_wait_needs_no_poll_when_answers_already_final():
     client, clock = ScriptedClient([{}]), FakeClock()
     assert ec2_cluster.wait_for(client, "c", ["i-1"], ["i-2"], 60, {"i-1": "running", "i-2": "terminated"},
