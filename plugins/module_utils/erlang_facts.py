@@ -9,9 +9,21 @@ __metaclass__ = type
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import to_text
 
+# Loaded applications that are not running, included applications aside: in embedded mode
+# the boot script loads every application of the release before starting it, so this names
+# an application that failed to start (such a node answers for a moment before its VM exits).
+# Not read from the boot file: that goes through the loader, which hangs while a boot server is down.
+NOT_RUNNING = r"""
+SkwNotRunning = fun() ->
+    SkwRunning = [SkwR || {SkwR, _, _} <- application:which_applications(5000)],
+    SkwIncluded = lists:append([SkwI || SkwR <- SkwRunning, {ok, SkwI} <- [application:get_key(SkwR, included_applications)]]),
+    [SkwA || {SkwA, _, _} <- application:loaded_applications(), not lists:member(SkwA, SkwRunning ++ SkwIncluded)]
+end,
+"""
+
 # Evaluated on the node; every string becomes a binary so that it decodes as text.
 # `incarnation` (the application controller's pid) changes with every init:restart/0.
-FACTS_EXPRESSION = r"""
+FACTS_EXPRESSION = NOT_RUNNING + r"""
 SkwArg = fun(Key) ->
     case init:get_argument(Key) of
         {ok, Values} -> [unicode:characters_to_binary(V) || V <- lists:append(Values)];
@@ -32,17 +44,19 @@ end,
   boot_hosts => SkwArg(hosts),
   uptime_ms => element(1, erlang:statistics(wall_clock)),
   init_status => SkwStatus,
+  applications_not_running => case SkwStatus of started -> SkwNotRunning(); _ -> [] end,
   incarnation => whereis(application_controller)}
 """
 
 # The cheap subset polled (every ~75 ms) while a node restarts.
-PROBE_EXPRESSION = r"""
+PROBE_EXPRESSION = NOT_RUNNING + r"""
 {SkwRelName, SkwRelVsn} = init:script_id(),
 {SkwStatus, _} = init:get_status(),
 #{release_name => unicode:characters_to_binary(SkwRelName),
   release_version => unicode:characters_to_binary(SkwRelVsn),
   connected_nodes => lists:sort(nodes()),
   init_status => SkwStatus,
+  applications_not_running => case SkwStatus of started -> SkwNotRunning(); _ -> [] end,
   incarnation => whereis(application_controller)}
 """
 

@@ -38,11 +38,12 @@ KIND_UNREACHABLE = "unreachable"      # host down, or no epmd there
 KIND_NOT_RUNNING = "not_running"      # host answers, node name not registered with epmd
 KIND_AUTH = "auth"                    # node registered but refused us: wrong cookie
 KIND_TIMEOUT = "timeout"
+KIND_CONNECTION_LOST = "connection_lost"  # the node went away during the call
 KIND_BADRPC = "badrpc"                # the expression raised on the node
 KIND_SYNTAX = "syntax"
 KIND_ERL_CALL = "erl_call"            # erl_call missing or failing otherwise
 KIND_DECODE = "decode"
-UNAVAILABLE_KINDS = (KIND_UNREACHABLE, KIND_NOT_RUNNING, KIND_TIMEOUT)
+UNAVAILABLE_KINDS = (KIND_UNREACHABLE, KIND_NOT_RUNNING, KIND_TIMEOUT, KIND_CONNECTION_LOST)
 
 
 class ErlangNodeError(Exception):
@@ -529,6 +530,9 @@ def map_erl_call_failure(node, returncode, stdout, stderr, timeout):
     # -timeout is implemented with alarm(): erl_call dies of SIGALRM.
     if returncode in (-14, 142) or "Alarm clock" in text:
         return ErlangNodeError(KIND_TIMEOUT, "node %s did not answer within %ds" % (node, timeout))
+    if "evaluating input failed" in text or "failed to send" in text or "failed to receive" in text:
+        # The connection broke mid-call; erl_call echoes the whole input, which is not repeated here.
+        return ErlangNodeError(KIND_CONNECTION_LOST, "the connection to node %s broke during the call (the node stopped or restarted)" % node)
     if "failed to connect to node" in text:
         return diagnose_connect_failure(node)
     if "ei_gethostbyname" in text:

@@ -60,7 +60,7 @@ reason:
   type: str
   sample: "node worker@172.31.0.5 is not running: epmd on 172.31.0.5 has no node named 'worker'"
 reason_kind:
-  description: The cause as a keyword, one of C(not_running), C(unreachable), C(timeout).
+  description: The cause as a keyword, one of C(not_running), C(unreachable), C(timeout), C(connection_lost).
   returned: when O(reachable=false)
   type: str
   sample: not_running
@@ -132,6 +132,12 @@ init_status:
   returned: when reachable
   type: str
   sample: started
+applications_not_running:
+  description: Loaded applications that are not running, included applications aside; in embedded mode this names an application of the release that failed to start (empty on a healthy node).
+  returned: when reachable
+  type: list
+  elements: str
+  sample: []
 incarnation:
   description: Identity of the node's current boot (the application controller's pid); it changes with every C(init:restart/0).
   returned: when reachable

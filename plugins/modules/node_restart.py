@@ -130,8 +130,12 @@ state:
       description: Expected nodes not connected at the last probe.
       type: list
       elements: str
+    applications_not_running:
+      description: Applications of the new boot that were not running at the last answer.
+      type: list
+      elements: str
     last_error:
-      description: The last probe error.
+      description: The last probe error (none if the last probe was answered).
       type: str
 """
 
@@ -140,6 +144,9 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import (
+    KIND_BAD_ARGUMENT,
+    KIND_NO_COOKIE,
+    KIND_SYNTAX,
     MUTUALLY_EXCLUSIVE,
     UNAVAILABLE_KINDS,
     ErlangNodeError,
@@ -192,12 +199,15 @@ class Waiter(object):
         try:
             seen = probe(self.node, timeout=1)
         except ErlangNodeError as exc:
-            if exc.kind not in UNAVAILABLE_KINDS + ("badrpc",):
+            # While it restarts anything can fail for a moment (epmd may even list a node that refuses
+            # connections, which looks like a cookie problem); only our own mistakes end the wait.
+            if exc.kind in (KIND_BAD_ARGUMENT, KIND_NO_COOKIE, KIND_SYNTAX):
                 raise
             self.last_error = exc.message
             return False
         moment = now_ms()
         self.last = seen
+        self.last_error = None
         if seen.get("incarnation") == self.incarnation or seen.get("init_status") != "started":
             # Still the old boot shutting down, or the new one starting.
             if self.back_ms is None and seen.get("incarnation") == self.incarnation:
@@ -212,6 +222,8 @@ class Waiter(object):
                 "node %s came back running release %s %s, expected version %s"
                 % (self.node.node, seen.get("release_name"), seen.get("release_version"), self.expected_version)
             )
+        if seen.get("applications_not_running"):
+            return False
         connected = set(seen.get("connected_nodes") or [])
         self.missing = [n for n in self.expected_nodes if n not in connected]
         if self.missing and moment >= self._next_liveness_ms:
@@ -234,6 +246,7 @@ class Waiter(object):
             answered_again=self.answered_again(),
             init_status=last.get("init_status") if self.answered_again() else None,
             release_version=last.get("release_version") if self.answered_again() else None,
+            applications_not_running=last.get("applications_not_running") if self.answered_again() else None,
             missing_nodes=self.missing,
             last_error=self.last_error,
         )
@@ -325,6 +338,15 @@ def run(module, node):
             if not waiter.answered_again():
                 failure = "node %s did not answer again within %ds%s (last error: %s)" % (
                     node.node, params["restart_timeout"], hang_hint(before), waiter.last_error)
+            elif waiter.last_error:
+                failure = ("node %s answered again (release %s, init status %s%s) but then stopped answering (%s); "
+                           "a release whose applications fail to start makes the VM exit" % (
+                               node.node, state["release_version"], state["init_status"],
+                               ", applications not running: %s" % ", ".join(state["applications_not_running"])
+                               if state["applications_not_running"] else "", waiter.last_error))
+            elif state["applications_not_running"]:
+                failure = "node %s booted release %s but its applications %s were not running after %ds" % (
+                    node.node, state["release_version"], ", ".join(state["applications_not_running"]), params["restart_timeout"])
             elif state["init_status"] != "started":
                 failure = "node %s answered again but did not finish starting within %ds (init status %s)" % (
                     node.node, params["restart_timeout"], state["init_status"])

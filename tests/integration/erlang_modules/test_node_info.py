@@ -1,0 +1,73 @@
+"""node_info on real nodes, through Ansible."""
+
+
+def test_facts_of_a_diskless_worker(nodes, boot_server, ansible, node_args):
+    worker = nodes.start_worker("w1")
+    nodes.wait_started(worker, 20)
+    rc, result, output = ansible.run("node_info", node_args(worker))
+    assert rc == 0, output
+    assert result["changed"] is False
+    assert result["reachable"] is True
+    assert result["node"] == worker
+    assert result["release_name"] == "hello_cluster"
+    assert result["release_version"] == "1.0.0"
+    assert result["loader"] == "inet"
+    assert result["boot_hosts"] == ["127.0.0.1"]
+    assert result["otp_release"] == "25"
+    assert result["erts_version"] == nodes.call(boot_server, "list_to_binary(erlang:system_info(version))").decode()
+    assert {"name": "hello_cluster", "version": "1.0.0"}.items() <= [a for a in result["applications"] if a["name"] == "hello_cluster"][0].items()
+    assert boot_server in result["connected_nodes"]
+    assert result["init_status"] == "started"
+    assert result["uptime_ms"] > 0
+    assert result["applications_not_running"] == []
+
+
+def test_boot_server_runs_from_local_disk(nodes, boot_server, ansible, node_args):
+    rc, result, output = ansible.run("node_info", node_args(boot_server), check=True)
+    assert rc == 0, output
+    assert result["loader"] == "efile"
+    assert result["boot_hosts"] == []
+
+
+def test_a_node_that_is_not_running_is_reported_not_failed(nodes, boot_server, ansible, node_args):
+    rc, result, output = ansible.run("node_info", node_args("nobody@127.0.0.1"))
+    assert rc == 0, output
+    assert result["reachable"] is False
+    assert result["reason_kind"] == "not_running"
+    assert "is not running" in result["reason"]
+
+
+def test_wrong_cookie_fails_and_says_so(nodes, boot_server, ansible, node_args):
+    args = {"node": boot_server, "cookie": "not-the-cookie", "timeout": 5}
+    rc, result, output = ansible.run("node_info", args)
+    assert rc != 0
+    assert "cookie does not match" in result["msg"]
+    assert "not-the-cookie" not in output
+
+
+def test_cookie_option_works_and_is_not_shown(env, nodes, boot_server, ansible):
+    rc, result, output = ansible.run("node_info", {"node": boot_server, "cookie": "{{ cluster_cookie }}"},
+                                     extra_vars={"cluster_cookie": env.cookie}, verbosity=3, callback="default")
+    assert rc == 0, output
+    assert '"reachable": true' in output
+    assert env.cookie not in output
+
+
+def test_quick_start_adhoc_form(env, nodes, boot_server, ansible):
+    rc, output = ansible.adhoc("node_info", "node=%s cookie_file=%s" % (boot_server, env.cookie_file), verbosity=3)
+    assert rc == 0, output
+    assert '"reachable": true' in output
+    assert env.cookie not in output
+
+
+def test_missing_cookie_file_is_a_clear_error(env, nodes, boot_server, ansible):
+    rc, result, output = ansible.run("node_info", {"node": boot_server, "cookie_file": env.base + "/no-such-cookie"})
+    assert rc != 0
+    assert "cannot read cookie file" in result["msg"]
+
+
+def test_bad_arguments(nodes, ansible, node_args):
+    rc, result, output = ansible.run("node_info", node_args("no-at-sign"))
+    assert rc != 0 and "invalid node name" in result["msg"]
+    rc, result, output = ansible.run("node_info", {"node": "a@127.0.0.1", "cookie": "some-cookie-value", "cookie_file": "/tmp/x"})
+    assert rc != 0 and "mutually exclusive" in result["msg"]
