@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -252,6 +253,7 @@ def cmd_serve(args, paths):
 
 
 def main(argv=None):
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `status | head` ends quietly
     parser = argparse.ArgumentParser(prog="python -m localcloud", description="A local EC2 whose instances are real hosts (podman containers).")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start localcloud (or reuse the running one)")

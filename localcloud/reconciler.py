@@ -48,6 +48,7 @@ class Reconciler:
         self._lock = threading.Lock()
         self._busy = set()  # instance ids with an action in flight
         self._failed = {}  # instance id -> reason (never retried)
+        self._touched = None  # while sync_containers lists podman's containers: ids acted on meanwhile
         self.containers = {}  # instance id -> "running" | "stopped"
         self.by_ip = {}  # private IP -> instance (hosts only), for IMDS
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="host")
@@ -89,18 +90,24 @@ class Reconciler:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def sync_containers(self):
-        found = {}
-        for c in self.podman.containers("%s=instance" % config.LABEL):
-            iid = (c.get("Labels") or {}).get(config.LABEL_INSTANCE_ID)
-            if iid:
-                found[iid] = "running" if c.get("State") == "running" else "stopped"
+        # Hosts with an action in flight at any time during the (slow) listing keep what the action recorded.
         with self._lock:
-            busy = set(self._busy)
+            self._touched = set(self._busy)
+        found = {}
+        try:
+            for c in self.podman.containers("%s=instance" % config.LABEL):
+                iid = (c.get("Labels") or {}).get(config.LABEL_INSTANCE_ID)
+                if iid:
+                    found[iid] = "running" if c.get("State") == "running" else "stopped"
+        finally:
+            with self._lock:
+                skip, self._touched = self._touched | self._busy, None
+        with self._lock:
             for iid in list(self.containers):
-                if iid not in busy:
+                if iid not in skip and iid not in found:
                     self.containers.pop(iid)
             for iid, state in found.items():
-                if iid not in busy:
+                if iid not in skip:
                     self.containers[iid] = state
         self._last_sync = time.monotonic()
 
@@ -169,6 +176,8 @@ class Reconciler:
         iid = subject if isinstance(subject, str) else subject.id
         with self._lock:
             self._busy.add(iid)
+            if self._touched is not None:
+                self._touched.add(iid)
 
         def run():
             try:
@@ -204,8 +213,7 @@ class Reconciler:
         image = self.image_for(instance.image_id)
         name = container_name(instance.id)
         started = time.monotonic()
-        self.podman.run("rm", "-f", "-t", "0", name, check=False)
-        self.podman.run(
+        run_args = [
             "run", "--detach", "--name", name,
             "--label", "%s=instance" % config.LABEL,
             "--label", "%s=%s" % (config.LABEL_INSTANCE_ID, instance.id),
@@ -213,8 +221,19 @@ class Reconciler:
             "--network", config.NETWORK_NAME, "--ip", ip,
             "--hostname", hostname(ip),
             "--systemd", "always",
+            "--pull", "never",  # images are local only: never reach for a registry
             image, "/sbin/init",
-        )
+        ]
+        for attempt in (1, 2):  # one retry: podman can fail transiently when many hosts start at once
+            self.podman.run("rm", "-f", "-t", "0", name, check=False)
+            try:
+                self.podman.run(*run_args)
+                break
+            except LocalcloudError:
+                if attempt == 2:
+                    raise
+                log.warning("%s: podman run failed, retrying once", instance.id, exc_info=True)
+                time.sleep(1)
         with self._lock:
             self.containers[instance.id] = "running"
         self.by_ip[ip] = instance
@@ -243,6 +262,11 @@ class Reconciler:
 
     def _host_lost(self, instance):
         """The container of a running instance is gone (removed by hand): report the instance terminated."""
+        proc = self.podman.run("inspect", "--format", "{{.State.Status}}", container_name(instance.id), check=False)
+        if proc.returncode == 0:  # only our view was stale
+            with self._lock:
+                self.containers[instance.id] = "running" if proc.stdout.strip() == b"running" else "stopped"
+            return
         log.warning("%s: its container is gone", instance.id)
         ec2.set_state(instance, "terminated", only_from=("running",), reason="localcloud: the host's container was removed outside localcloud")
 
