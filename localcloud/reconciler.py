@@ -51,7 +51,7 @@ class Reconciler:
         self._touched = None  # while sync_containers lists podman's containers: ids acted on meanwhile
         self.containers = {}  # instance id -> "running" | "stopped"
         self.by_ip = {}  # private IP -> instance (hosts only), for IMDS
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="host")
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="host")  # most of them wait for sshd
         self._last_sync = 0.0
 
     # -- AMI -> image ------------------------------------------------------
@@ -183,7 +183,8 @@ class Reconciler:
             try:
                 action(subject)
             except Exception as exc:  # one host's failure must not stop the others
-                log.exception("%s %s failed", action.__name__, iid)
+                if not isinstance(exc, LocalcloudError):
+                    log.exception("%s %s failed", action.__name__, iid)
                 if not isinstance(subject, str):
                     self._fail(subject, str(exc))
             finally:
