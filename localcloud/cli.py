@@ -85,6 +85,7 @@ def _up(args, paths):
     if leftovers:
         print("localcloud: removing %d host(s) left by a previous run" % len(leftovers), file=sys.stderr)
         podman.run("rm", "-f", "-t", "0", *[c["Id"] for c in leftovers], check=False)
+    images.forget_created_images(paths, podman)
     paths.pid.unlink(missing_ok=True)
     paths.info.unlink(missing_ok=True)
     if not args.no_images:
@@ -144,15 +145,17 @@ def _down(args, paths):
     removed = podman.containers(config.LABEL)
     if removed:
         podman.run("rm", "-f", "-t", "3", *[c["Id"] for c in removed], check=False)
+    created_images = images.forget_created_images(paths, podman)
     had_network = network.remove_network(podman)
     had_address = network.remove_imds_address()
     paths.pid.unlink(missing_ok=True)
     paths.info.unlink(missing_ok=True)
     print(
-        "localcloud: down (daemon %s, %d host(s), network %s, %s %s)"
+        "localcloud: down (daemon %s, %d host(s), %d CreateImage image(s), network %s, %s %s)"
         % (
             "stopped" if pid else "not running",
             len(removed),
+            created_images,
             "removed" if had_network else "absent",
             config.IMDS_ADDRESS,
             "removed" if had_address else "absent",

@@ -300,7 +300,11 @@ def ensure_baked_image(paths, podman):
 
 
 def ensure_images(paths, podman):
-    return {"base": ensure_base_image(paths, podman), "baked": ensure_baked_image(paths, podman)}
+    refs = {"base": ensure_base_image(paths, podman), "baked": ensure_baked_image(paths, podman)}
+    # Stable names for tools that cannot ask localcloud (e.g. a molecule.yml): <name>:latest is the current recipe.
+    for ref in refs.values():
+        podman.run("tag", ref, ref.rsplit(":", 1)[0] + ":latest")
+    return refs
 
 
 def prune_old(podman):
@@ -309,5 +313,27 @@ def prune_old(podman):
     for image in podman.json("images", "--format", "json"):
         for name in image.get("Names") or []:
             repo = name.rsplit(":", 1)[0]
-            if repo in ("localhost/" + config.BASE_IMAGE_NAME, "localhost/" + config.BAKED_IMAGE_NAME) and name not in current:
+            if repo in ("localhost/" + config.BASE_IMAGE_NAME, "localhost/" + config.BAKED_IMAGE_NAME) and name not in current and not name.endswith(":latest"):
                 podman.run("rmi", name, check=False)
+
+
+CREATED_IMAGE_REPO = "localhost/localcloud-ami"  # CreateImage results: localhost/localcloud-ami:<ami id>
+
+
+def forget_created_images(paths, podman):
+    """Remove CreateImage results and their AMI map entries: their AMIs died with the daemon's memory."""
+    mapping = {}
+    if paths.ami_map.exists():
+        try:
+            mapping = json.loads(paths.ami_map.read_text())
+        except ValueError:
+            mapping = {}
+    kept = {ami: ref for ami, ref in mapping.items() if not ref.startswith(CREATED_IMAGE_REPO + ":")}
+    if kept != mapping:
+        paths.ami_map.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
+    removed = 0
+    for image in podman.json("images", "--format", "json"):
+        for name in image.get("Names") or []:
+            if name.startswith(CREATED_IMAGE_REPO + ":"):
+                removed += podman.run("rmi", "-f", name, check=False).returncode == 0
+    return removed

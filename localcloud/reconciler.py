@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from localcloud import config, ec2
+from localcloud import config, ec2, images
 from localcloud.errors import LocalcloudError
 
 log = logging.getLogger("localcloud.reconciler")
@@ -313,7 +313,7 @@ class Reconciler:
     # -- CreateImage -----------------------------------------------------------
     def create_image(self, instance, ami):
         """Commit the instance's container to an image for the new AMI (no reboot: like NoReboot=true)."""
-        ref = "localhost/localcloud-ami:%s" % ami.id
+        ref = "%s:%s" % (images.CREATED_IMAGE_REPO, ami.id)
 
         def commit():
             try:

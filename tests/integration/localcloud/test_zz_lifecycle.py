@@ -50,6 +50,9 @@ def localcloud_leftovers():
     procs = subprocess.run(["pgrep", "-f", "-a", "localcloud serve"], capture_output=True, text=True).stdout.strip()
     if procs:
         left.append("processes %s" % procs)
+    created = subprocess.run(podman + ["images", "-q", "--filter", "reference=localhost/localcloud-ami"], capture_output=True, text=True, env=env).stdout.split()
+    if created:
+        left.append("CreateImage images %s" % created)
     return left
 
 
@@ -120,7 +123,7 @@ def test_down_leaves_nothing_behind(cloud):
         assert "127.0.0.1:%d " % port not in ss and "%s:80 " % config.IMDS_ADDRESS not in ss
         assert localcloud("status").stdout.startswith("daemon:   not running")
         # A second down has nothing to do and says so.
-        assert "not running, 0 host(s), network absent" in localcloud("down").stderr
+        assert "not running, 0 host(s), 0 CreateImage image(s), network absent" in localcloud("down").stderr
     finally:
         if not cloud.started_here:  # it was running before the tests: leave it as found
             localcloud("up")
