@@ -2,8 +2,6 @@
 
 import base64
 
-import pytest
-
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import cluster as contract
 from conftest import IMAGE_ID, members
 
