@@ -38,7 +38,7 @@ options:
     default: 10
   erl_call:
     description:
-      - Path of the C(erl_call) program. Defaults to the one found on E(PATH) (Debian C(erlang-base): C(/usr/bin/erl_call)).
+      - Path of the C(erl_call) program. Defaults to the one found on E(PATH) (C(/usr/bin/erl_call) from the Debian package C(erlang-base)).
     type: path
 notes:
   - The module calls the node with C(erl_call) from the host it runs on, which must reach the node's epmd (TCP 4369)

@@ -21,7 +21,6 @@ import re
 import shutil
 import socket
 import struct
-import subprocess
 import tempfile
 import time
 import zlib
@@ -436,8 +435,10 @@ class ErlangNode(object):
     The private HOME holding the cookie copy lives as long as the object (until close()).
     """
 
-    def __init__(self, node, cookie=None, cookie_file=None, timeout=10, erl_call=None):
+    def __init__(self, node, runner, cookie=None, cookie_file=None, timeout=10, erl_call=None):
+        """runner(argv, stdin_bytes, environ_update) -> (returncode, stdout, stderr): module_runner(module) in modules."""
         validate_node(node)
+        self.runner = runner
         if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
             raise ErlangNodeError(KIND_BAD_ARGUMENT, "timeout must be a whole number of seconds >= 1, got %r" % (timeout,))
         self.node = node
@@ -473,32 +474,14 @@ class ErlangNode(object):
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
 
-    def for_node(self, node):
-        """Another node of the same cluster (same cookie and settings)."""
-        other = ErlangNode.__new__(ErlangNode)
-        validate_node(node)
-        other.node, other.timeout, other.erl_call = node, self.timeout, self.erl_call
-        other._cookie, other._home = self._cookie, None
-        return other
-
     def run_erl_call(self, expression, timeout=None):
         """Run erl_call -e with expression on stdin: (returncode, stdout, stderr, seconds)."""
         timeout = timeout or self.timeout
         argv = [self.erl_call, "-R", name_flag(self.node), self.node, "-timeout", str(timeout), "-e"]
-        env = dict(os.environ)
-        env["HOME"] = self._private_home()
         started = time.monotonic()
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        except OSError as exc:
-            raise ErlangNodeError(KIND_ERL_CALL, "cannot run %s: %s" % (self.erl_call, exc.strerror or exc))
-        try:
-            stdout, stderr = proc.communicate(expression.encode("utf-8"), timeout=timeout + 5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise ErlangNodeError(KIND_TIMEOUT, "call to %s timed out after %ds" % (self.node, timeout))
-        return proc.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"), time.monotonic() - started
+        # erl_call enforces -timeout itself (alarm(), it dies of SIGALRM).
+        returncode, stdout, stderr = self.runner(argv, expression.encode("utf-8"), {"HOME": self._private_home()})
+        return returncode, stdout, stderr, time.monotonic() - started
 
     def call(self, body, timeout=None):
         """Evaluate the Erlang expression sequence body on the node; returns the decoded result.
@@ -559,12 +542,23 @@ def find_erl_call(path=None):
     return found
 
 
+def module_runner(module):
+    """A runner for ErlangNode that runs commands through AnsibleModule.run_command."""
+    def run(argv, data, environ_update):
+        try:
+            return module.run_command(argv, data=data, binary_data=True, environ_update=environ_update,
+                                      handle_exceptions=False)
+        except OSError as exc:
+            raise ErlangNodeError(KIND_ERL_CALL, "cannot run %s: %s" % (argv[0], exc.strerror or exc))
+    return run
+
+
 def module_node(module):
     """An ErlangNode from the doc fragment options of an AnsibleModule (fails the module on bad input)."""
     params = module.params
     try:
         return ErlangNode(
-            params["node"], cookie=params.get("cookie"), cookie_file=params.get("cookie_file"),
+            params["node"], module_runner(module), cookie=params.get("cookie"), cookie_file=params.get("cookie_file"),
             timeout=params.get("timeout") or 10, erl_call=params.get("erl_call"),
         )
     except ErlangNodeError as exc:

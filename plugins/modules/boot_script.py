@@ -13,9 +13,9 @@ module: boot_script
 short_description: Build an Erlang boot file (NAME.boot, NAME.script) from a release file
 version_added: 0.1.0
 description:
-  - Runs C(systools:make_script/2) with C([local, {outdir, Dir}, {path, EbinDirs}, silent]) in a local
-    C(erl -noshell) (no distribution, no cookie) to build C(NAME.script) and C(NAME.boot) from C(NAME.rel).
-  - C(local) writes absolute code paths into the boot file, so it is tied to this host's layout:
+  - "Runs C(systools:make_script/2) with C([local, {outdir, Dir}, {path, EbinDirs}, silent]) in a local
+    C(erl -noshell) (no distribution, no cookie) to build C(NAME.script) and C(NAME.boot) from C(NAME.rel)."
+  - C(local) writes absolute code paths into the boot file, so it is tied to this host's layout;
     build it on the boot server that serves it, and run workers with the same OTP install path.
   - Rebuilds only when an input changed. A digest of the C(.rel), of every C(.app) file of the release's
     applications found in O(lib_dirs), of O(lib_dirs) and of the ERTS version is kept with the produced
@@ -23,11 +23,11 @@ description:
     new build differs from what is there.
   - systools errors (missing application, missing C(.app) key, version mismatch) fail the module with systools' message.
 author:
-  - skunkworks.erlang_ec2 developers
+  - Skunkworks developers (@skunkworks)
 options:
   rel_file:
     description:
-      - The release file, C(NAME.rel) (C({release, {Name, Vsn}, {erts, Vsn}, [Apps]})).
+      - "The release file, C(NAME.rel) (C({release, {Name, Vsn}, {erts, Vsn}, [Apps]}))."
     type: path
     required: true
   lib_dirs:
@@ -117,7 +117,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
@@ -138,7 +137,8 @@ INPUTS = r"""
     {ok, _} -> throw({bad_rel, <<"not a release file: expected one term {release, {Name, Vsn}, {erts, Vsn}, [Apps]}">>});
     {error, SkwE} -> throw({bad_rel, unicode:characters_to_binary(file:format_error(SkwE))})
 end,
-SkwAppName = fun(A) when is_tuple(A) -> atom_to_list(element(1, A)); (A) -> throw({bad_rel, iolist_to_binary(io_lib:format("bad application entry ~0p", [A]))}) end,
+SkwAppName = fun(A) when is_tuple(A) -> atom_to_list(element(1, A));
+                (A) -> throw({bad_rel, iolist_to_binary(io_lib:format("bad application entry ~0p", [A]))}) end,
 SkwAppFiles = [F || A <- SkwApps, D <- SkwPath, F <- [filename:join(D, SkwAppName(A) ++ ".app")], filelib:is_regular(F)],
 SkwRead = fun(F) -> case file:read_file(F) of {ok, B} -> B; {error, E} -> throw({read, unicode:characters_to_binary(F), E}) end end,
 {inputs, #{release_name => unicode:characters_to_binary(SkwRelName),
@@ -158,8 +158,10 @@ end
 """
 
 PROGRAM = (
+    "spawn(fun() -> timer:sleep(%(timeout_ms)d), io:format(\"~n" + MARKER + "timeout~n\"), halt(3) end), "
     "SkwRel = %(rel)s, SkwOut = %(out)s, "
-    "SkwPath = lists:append([lists:sort(filelib:wildcard(filename:join([SkwD, \"*\", \"ebin\"]))) || SkwD <- %(libs)s]), "
+    "SkwPath = lists:append([lists:sort(filelib:wildcard(filename:join([SkwD, \"*\", \"ebin\"]))) "
+    "|| SkwD <- %(libs)s]), "
     "SkwResult = try begin %(body)s end catch throw:SkwT -> {error, SkwT}; SkwC:SkwX -> {error, {SkwC, SkwX}} end, "
     "io:format(\"~n" + MARKER + "~s~n\", [base64:encode(term_to_binary(SkwResult))]), halt(0)."
 )
@@ -174,26 +176,23 @@ def erlang_string(path):
     return "unicode:characters_to_list(%s)" % literal(path)
 
 
-def run_erl(erl, rel_file, outdir, lib_dirs, body, timeout):
+def run_erl(module, erl, rel_file, outdir, lib_dirs, body, timeout):
+    """Run the program in a local erl (no distribution); its own watchdog halts it after timeout."""
     program = PROGRAM % dict(
-        rel=erlang_string(rel_file), out=erlang_string(outdir),
+        rel=erlang_string(rel_file), out=erlang_string(outdir), timeout_ms=timeout * 1000,
         libs="[%s]" % ", ".join(erlang_string(d) for d in lib_dirs), body=body,
     )
     argv = [erl, "-noshell", "-noinput", "-boot", "start_clean", "-eval", program]
-    try:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise BootScriptError("erl did not finish within %ds" % timeout)
-    except OSError as exc:
-        raise BootScriptError("cannot run %s: %s" % (erl, exc.strerror or exc))
-    stdout = proc.stdout.decode("utf-8", "replace")
+    returncode, stdout, stderr = module.run_command(argv, errors="surrogate_or_replace")
     for line in stdout.splitlines():
+        if line.strip() == MARKER + "timeout":
+            raise BootScriptError("erl did not finish within %ds" % timeout)
         if line.startswith(MARKER):
             try:
                 return decode_etf(base64.b64decode(line[len(MARKER):].strip()))
             except (ValueError, EtfError) as exc:
                 raise BootScriptError("cannot decode erl's answer: %s" % exc)
-    raise BootScriptError("erl failed (exit %d): %s" % (proc.returncode, (proc.stderr.decode("utf-8", "replace") + stdout)[-800:]))
+    raise BootScriptError("erl failed (exit %d): %s" % (returncode, (stderr + stdout)[-800:]))
 
 
 def describe_error(term):
@@ -284,7 +283,7 @@ def main():
     stamp_path = os.path.join(outdir, ".%s.boot_script.json" % name)
 
     try:
-        answer = run_erl(erl, rel_file, outdir, lib_dirs, INPUTS, params["timeout"])
+        answer = run_erl(module, erl, rel_file, outdir, lib_dirs, INPUTS, params["timeout"])
         if answer[0] == "error":
             module.fail_json(msg=describe_error(answer))
         inputs = answer[1]
@@ -299,7 +298,7 @@ def main():
             module.exit_json(changed=False, **result)
         build_dir = tempfile.mkdtemp(prefix="boot_script-")
         try:
-            built = run_erl(erl, rel_file, build_dir, lib_dirs, BUILD, params["timeout"])
+            built = run_erl(module, erl, rel_file, build_dir, lib_dirs, BUILD, params["timeout"])
             if built[0] == "systools_error":
                 module.fail_json(msg="systools:make_script failed for %s: %s" % (rel_file, to_text(built[1]).strip()), **result)
             if built[0] == "error":

@@ -20,7 +20,7 @@ description:
   - The list lives in the boot server's memory only; keeping it across boot server restarts is the
     job of the boot server role (it persists the allowed addresses in a file).
 author:
-  - skunkworks.erlang_ec2 developers
+  - Skunkworks developers (@skunkworks)
 extends_documentation_fragment:
   - skunkworks.erlang_ec2.erlang_node
 options:

@@ -15,10 +15,10 @@ version_added: 0.1.0
 description:
   - Calls an Erlang node with C(erl_call) and returns its OTP release, ERTS version, running release,
     applications, connected nodes, code loader and boot hosts.
-  - A node that cannot be reached is not a failure; the module returns O(reachable=false) and a RV(reason).
+  - A node that cannot be reached is not a failure; the module returns RV(reachable=false) and a RV(reason).
     A wrong cookie, a bad argument or a missing C(erl_call) are failures.
 author:
-  - skunkworks.erlang_ec2 developers
+  - Skunkworks developers (@skunkworks)
 extends_documentation_fragment:
   - skunkworks.erlang_ec2.erlang_node
 attributes:
@@ -56,12 +56,12 @@ reachable:
   sample: true
 reason:
   description: Why the node did not answer (not running, host unreachable, timeout).
-  returned: when O(reachable=false)
+  returned: when RV(reachable=false)
   type: str
   sample: "node worker@172.31.0.5 is not running: epmd on 172.31.0.5 has no node named 'worker'"
 reason_kind:
   description: The cause as a keyword, one of C(not_running), C(unreachable), C(timeout), C(connection_lost).
-  returned: when O(reachable=false)
+  returned: when RV(reachable=false)
   type: str
   sample: not_running
 node:
@@ -133,7 +133,9 @@ init_status:
   type: str
   sample: started
 applications_not_running:
-  description: Loaded applications that are not running, included applications aside; in embedded mode this names an application of the release that failed to start (empty on a healthy node).
+  description:
+    - Loaded applications that are not running, included applications aside.
+    - In embedded mode this names an application of the release that failed to start (empty on a healthy node).
   returned: when reachable
   type: list
   elements: str

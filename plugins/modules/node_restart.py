@@ -13,16 +13,16 @@ module: node_restart
 short_description: Restart an Erlang node with init:restart/0 and wait until it is back
 version_added: 0.1.0
 description:
-  - Calls C(init:restart/0) on O(node): the node stops its applications and boots again in the same VM.
+  - Calls C(init:restart/0) on O(node); the node stops its applications and boots again in the same VM.
     A diskless node (C(-loader inet)) fetches the boot file and all code again from its boot server,
     so this is how a worker moves to the release the boot server now serves.
   - Then polls the node (every O(poll_interval_ms)) until it answers again from a new boot, has
     re-joined the cluster (is connected to O(expected_nodes)) and, if O(expected_version) is set,
     runs that release version.
   - Fails within O(restart_timeout) seconds with what was and was not true if the node does not come back.
-    A diskless node whose boot server is unreachable never exits: it hangs in the loader and stops answering.
+    A diskless node whose boot server is unreachable never exits; it hangs in the loader and stops answering.
 author:
-  - skunkworks.erlang_ec2 developers
+  - Skunkworks developers (@skunkworks)
 extends_documentation_fragment:
   - skunkworks.erlang_ec2.erlang_node
 options:

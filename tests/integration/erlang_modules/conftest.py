@@ -36,6 +36,14 @@ OTP_LIB = subprocess.run(
 VERSIONS = {"1.0.0": {}, "2.0.0": {}, "3.0.0": {"CRASH": "1"}}
 
 
+def run_command(argv, data, environ_update):
+    """The ErlangNode runner for the tests (modules use AnsibleModule.run_command)."""
+    environ = dict(os.environ)
+    environ.update(environ_update)
+    proc = subprocess.run(argv, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ, timeout=60, check=False)
+    return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -222,7 +230,7 @@ class Nodes(object):
         return node
 
     def client(self, node):
-        return erlang_node.ErlangNode(node, cookie_file=self.env.cookie_file, timeout=3)
+        return erlang_node.ErlangNode(node, run_command, cookie_file=self.env.cookie_file, timeout=3)
 
     def answers(self, node):
         try:

@@ -1,0 +1,89 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import ErlangNodeError
+from ansible_collections.skunkworks.erlang_ec2.plugins.modules import node_restart
+
+
+class FakeNode(object):
+    node = "w1@10.0.0.5"
+    timeout = 5
+
+
+def answer(incarnation, status="started", version="2.0.0", nodes=("boot@10.0.0.4",), not_running=()):
+    return {"incarnation": incarnation, "init_status": status, "release_name": "hello_cluster", "release_version": version,
+            "connected_nodes": list(nodes), "applications_not_running": list(not_running)}
+
+
+def script(monkeypatch, steps, clock):
+    """Feed the Waiter a sequence of probe outcomes, one per step, advancing a fake clock by 100 ms."""
+    outcomes = iter(steps)
+
+    def fake_probe(node, timeout=None):
+        clock[0] += 100
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+    monkeypatch.setattr(node_restart, "probe", fake_probe)
+    monkeypatch.setattr(node_restart, "now_ms", lambda: clock[0])
+    monkeypatch.setattr(node_restart, "node_alive", lambda name: name != "dead@10.0.0.9")
+
+
+def run(waiter, count):
+    return [waiter.step() for dummy in range(count)]
+
+
+def test_waits_for_a_new_boot_and_measures_downtime(monkeypatch):
+    clock = [0]
+    down = ErlangNodeError("not_running", "node w1@10.0.0.5 is not running")
+    script(monkeypatch, [answer("<old>", "stopping", "1.0.0"), down, down, answer("<new>", "starting"), answer("<new>")], clock)
+    waiter = node_restart.Waiter(FakeNode(), "<old>", ["boot@10.0.0.4"], "2.0.0", 75)
+    assert run(waiter, 5) == [False, False, False, False, True]
+    # last answer of the old boot at 100 ms, first answer of the new one at 400 ms
+    assert waiter.downtime_ms() == 300
+    assert waiter.state()["answered_again"] is True
+
+
+def test_a_wrong_version_fails_at_once(monkeypatch):
+    clock = [0]
+    script(monkeypatch, [answer("<new>", version="1.0.0")], clock)
+    waiter = node_restart.Waiter(FakeNode(), "<old>", [], "2.0.0", 75)
+    with pytest.raises(ValueError, match="came back running release hello_cluster 1.0.0, expected version 2.0.0"):
+        waiter.step()
+
+
+def test_waits_for_expected_nodes_and_drops_dead_ones(monkeypatch):
+    clock = [0]
+    script(monkeypatch, [answer("<new>", nodes=()), answer("<new>", nodes=("boot@10.0.0.4",))], clock)
+    waiter = node_restart.Waiter(FakeNode(), "<old>", ["boot@10.0.0.4", "dead@10.0.0.9"], None, 75)
+    assert waiter.step() is False
+    assert waiter.dead_nodes == ["dead@10.0.0.9"] and waiter.missing == ["boot@10.0.0.4"]
+    assert waiter.step() is True
+
+
+def test_applications_not_running_is_not_done(monkeypatch):
+    clock = [0]
+    script(monkeypatch, [answer("<new>", not_running=["hello_cluster"])], clock)
+    waiter = node_restart.Waiter(FakeNode(), "<old>", [], None, 75)
+    assert waiter.step() is False
+    assert waiter.state()["applications_not_running"] == ["hello_cluster"]
+
+
+def test_refused_connections_while_restarting_are_transient_but_own_mistakes_are_not(monkeypatch):
+    clock = [0]
+    script(monkeypatch, [ErlangNodeError("auth", "refused"), ErlangNodeError("syntax", "bad expression")], clock)
+    waiter = node_restart.Waiter(FakeNode(), "<old>", [], None, 75)
+    assert waiter.step() is False and waiter.last_error == "refused"
+    with pytest.raises(ErlangNodeError):
+        waiter.step()
+
+
+def test_hang_hint_names_the_boot_hosts():
+    hint = node_restart.hang_hint({"loader": "inet", "boot_hosts": ["10.0.0.4"]})
+    assert "boot server 10.0.0.4 is unreachable hangs in the loader" in hint
+    assert "loader" not in node_restart.hang_hint({"loader": "efile"})
