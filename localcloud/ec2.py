@@ -10,6 +10,7 @@
 """
 
 import base64
+import copy
 import functools
 import ipaddress
 import threading
@@ -159,6 +160,20 @@ def install(reconciler, default_public_key=None):
     _follow("stop_instances", "stopping", unless=("stopped", "terminated", "shutting-down"))
     _follow("terminate_instances", "shutting-down", unless=("terminated",))
 
+    following_terminate = EC2Backend.terminate_instances
+
+    @functools.wraps(following_terminate)
+    def terminate_instances(self, instance_ids, *args, **kwargs):
+        # EC2 answers a repeated terminate with the instance as it is; moto terminates it again and fails
+        # (InvalidNetworkInterfaceID.NotFound) when its interface was deleted on termination.
+        instances = self.get_multi_instances_by_id(instance_ids) if instance_ids else []
+        done = [i for i in instances if i._state.name == "terminated"]
+        rest = [i.id for i in instances if i._state.name != "terminated"]
+        changed = following_terminate(self, rest, *args, **kwargs) if rest or not instance_ids else []
+        return list(changed) + [(i, copy.copy(i._state)) for i in done]
+
+    EC2Backend.terminate_instances = terminate_instances
+
     original_reboot = EC2Backend.reboot_instances
 
     @functools.wraps(original_reboot)
@@ -173,8 +188,11 @@ def install(reconciler, default_public_key=None):
     original_create_image = EC2Backend.create_image
 
     @functools.wraps(original_create_image)
-    def create_image(self, instance_id, *args, **kwargs):
-        ami = original_create_image(self, instance_id, *args, **kwargs)
+    def create_image(self, instance_id, name, description, tag_specifications, *args, **kwargs):
+        # EC2 tags the new snapshots too; moto raises NotImplementedError for that (a 500): there are no
+        # snapshots here, so those tags are accepted and dropped.
+        tag_specifications = [t for t in tag_specifications or [] if t.get("ResourceType") != "snapshot"]
+        ami = original_create_image(self, instance_id, name, description, tag_specifications, *args, **kwargs)
         ami.state = "pending"
         reconciler.create_image(self.get_instance(instance_id), ami)
         return ami

@@ -50,6 +50,7 @@ class Reconciler:
         self._failed = {}  # instance id -> reason (never retried)
         self._touched = None  # while sync_containers lists podman's containers: ids acted on meanwhile
         self.containers = {}  # instance id -> "running" | "stopped"
+        self.container_ips = {}  # instance id -> the container's IP (from its label)
         self.by_ip = {}  # private IP -> instance (hosts only), for IMDS
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="host")  # most of them wait for sshd
         self._last_sync = 0.0
@@ -99,6 +100,7 @@ class Reconciler:
                 iid = (c.get("Labels") or {}).get(config.LABEL_INSTANCE_ID)
                 if iid:
                     found[iid] = "running" if c.get("State") == "running" else "stopped"
+                    self.container_ips[iid] = (c.get("Labels") or {}).get(config.LABEL_PRIVATE_IP)
         finally:
             with self._lock:
                 skip, self._touched = self._touched | self._busy, None
@@ -201,6 +203,7 @@ class Reconciler:
         self.podman.run("rm", "-f", "-t", "0", container_name(instance.id), check=False)
         with self._lock:
             self.containers.pop(instance.id, None)
+            self.container_ips.pop(instance.id, None)
         ec2.set_state(instance, "terminated", reason="localcloud: %s" % reason[:200])
 
     # -- actions -------------------------------------------------------------
@@ -208,9 +211,7 @@ class Reconciler:
         ip = instance.private_ip
         if not ec2.in_network(ip):
             raise LocalcloudError("private IP %s is outside localcloud's network %s" % (ip, config.NETWORK_SUBNET))
-        for other_ip, other in self.by_ip.items():
-            if other_ip == ip and other.id != instance.id and other.id in self.containers:
-                raise LocalcloudError("private IP %s is already used by %s (another region or account?)" % (ip, other.id))
+        self._wait_for_address(instance, ip)
         image = self.image_for(instance.image_id)
         name = container_name(instance.id)
         started = time.monotonic()
@@ -237,8 +238,29 @@ class Reconciler:
                 time.sleep(1)
         with self._lock:
             self.containers[instance.id] = "running"
+            self.container_ips[instance.id] = ip
         self.by_ip[ip] = instance
         self._await_ssh(instance, started)
+
+    def _wait_for_address(self, instance, ip, bound=60):
+        """moto hands out a terminated instance's IP again at once: wait until that host's container is gone.
+
+        An address held by a live instance (another region or account: every default VPC is 172.31.0.0/16)
+        is a clash: the new instance gets no host.
+        """
+        deadline = time.monotonic() + bound
+        while True:
+            holders = [iid for iid, held in list(self.container_ips.items()) if held == ip and iid != instance.id and iid in self.containers]
+            if not holders:
+                return
+            states = {i.id: i._state.name for _region, i in ec2.all_instances() if i.id in holders}
+            live = [iid for iid in holders if states.get(iid) not in (None, "shutting-down", "terminated")]
+            if live:
+                raise LocalcloudError("private IP %s is already used by %s (another region or account?)" % (ip, live[0]))
+            if time.monotonic() > deadline:
+                raise LocalcloudError("private IP %s is still held by the container of %s" % (ip, holders[0]))
+            self.wake()
+            time.sleep(0.2)
 
     def _start(self, instance):
         started = time.monotonic()
@@ -298,6 +320,7 @@ class Reconciler:
         self.podman.run("rm", "-f", "-t", "5", container_name(instance.id))
         with self._lock:
             self.containers.pop(instance.id, None)
+            self.container_ips.pop(instance.id, None)
         self._report_terminated(instance)
 
     def _report_terminated(self, instance):
@@ -309,6 +332,7 @@ class Reconciler:
         self.podman.run("rm", "-f", "-t", "0", container_name(instance_id), check=False)
         with self._lock:
             self.containers.pop(instance_id, None)
+            self.container_ips.pop(instance_id, None)
 
     # -- CreateImage -----------------------------------------------------------
     def create_image(self, instance, ami):
