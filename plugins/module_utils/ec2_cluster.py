@@ -195,8 +195,11 @@ def instance_tags(cluster, role, node_name, user_tags=None):
 
 def build_run_spec(image_id, instance_type, user_data, tags, security_group_ids=None, key_name=None,
                    instance_profile=None, metadata_tokens="required", metadata_hop_limit=2,
-                   instance_metadata_tags="disabled"):
-    """RunInstances parameters shared by every subnet's call (SubnetId/counts added per call)."""
+                   instance_metadata_tags="disabled", root_volume=None):
+    """RunInstances parameters shared by every subnet's call (SubnetId/counts added per call).
+
+    root_volume: None, or (device name, size GiB, volume type) for the root EBS volume.
+    """
     tag_list = [{"Key": k, "Value": str(v)} for k, v in sorted(tags.items())]
     spec = {
         "ImageId": image_id,
@@ -210,6 +213,9 @@ def build_run_spec(image_id, instance_type, user_data, tags, security_group_ids=
             "InstanceMetadataTags": instance_metadata_tags,
         },
     }
+    if root_volume:
+        device, size, volume_type = root_volume
+        spec["BlockDeviceMappings"] = [{"DeviceName": device, "Ebs": {"VolumeSize": size, "VolumeType": volume_type, "DeleteOnTermination": True}}]
     if security_group_ids:
         spec["SecurityGroupIds"] = list(security_group_ids)
     if key_name:
@@ -221,6 +227,14 @@ def build_run_spec(image_id, instance_type, user_data, tags, security_group_ids=
 
 
 # -- API calls --------------------------------------------------------------
+
+def root_device_name(client, image_id):
+    """The AMI's root device name (needed to size the root volume): one DescribeImages request."""
+    images = client.describe_images(aws_retry=True, ImageIds=[image_id])["Images"]
+    if not images or not images[0].get("RootDeviceName"):
+        raise PlanError("image %s not found or has no root device" % image_id)
+    return images[0]["RootDeviceName"]
+
 
 def describe_cluster(client, cluster, states=COUNTED_STATES):
     """Every instance of `cluster` in `states`: one DescribeInstances request per 1000 instances."""

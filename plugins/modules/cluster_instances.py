@@ -86,6 +86,17 @@ options:
       - C(Name) defaults to C(<cluster>-<role>).
     type: dict
     default: {}
+  volume_size:
+    description:
+      - Size of the root EBS volume of new instances, in GiB. Default is the AMI's.
+      - Costs one DescribeImages request per launching run (to find the AMI's root device name).
+    type: int
+  volume_type:
+    description:
+      - Type of the root EBS volume when O(volume_size) is set.
+    type: str
+    choices: [gp2, gp3, io1, io2, st1, sc1, standard]
+    default: gp3
   node_name:
     description:
       - Name part of the Erlang node name (C(<node_name>@<private-ip>)), stored in the C(erlang-node-name) tag.
@@ -304,6 +315,8 @@ ARGUMENT_SPEC = dict(
     key_name=dict(type="str"),
     instance_profile=dict(type="str"),
     tags=dict(type="dict", default={}),
+    volume_size=dict(type="int"),
+    volume_type=dict(type="str", choices=["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"], default="gp3"),
     node_name=dict(type="str"),
     boot_server_ip=dict(type="str"),
     user_data_extra=dict(type="dict", default={}),
@@ -341,6 +354,8 @@ def preflight(module):
         reserved = sorted(k for k in p["tags"] if k in RESERVED_TAGS)
         if reserved:
             raise contract.ClusterContractError("tags may not set %s: the module sets them from cluster, role and node_name" % ", ".join(reserved))
+        if p["volume_size"] is not None and p["volume_size"] < 1:
+            raise contract.ClusterContractError("volume_size must be at least 1 (GiB), got %d" % p["volume_size"])
         if p["wait_timeout"] < 0 or not 1 <= p["metadata_hop_limit"] <= 64:
             raise contract.ClusterContractError("wait_timeout must be >= 0 and metadata_hop_limit between 1 and 64")
         # The size and secret checks, with the longest boot server part this run could add.
@@ -413,23 +428,29 @@ def run(module, client, node_name):
         result["instances"] = [ec2_cluster.public_record(r) for r in members]
         module.exit_json(**result)
 
+    # From here on, report what was done, not what was planned.
+    result.update(changed=False, started=[], terminated=[])
+    spec = None
+    if plan["launch"]:
+        # Everything the launch needs is resolved before the first change.
+        try:
+            spec = run_spec(module, client, node_name, user_data)
+        except (ec2_cluster.PlanError, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+            module.fail_json(msg="Failed to prepare the launch: %s" % e, **result)
+
     known_states = {}
     try:
         # Terminate first: a surplus never coexists with launches, but forced replacements
         # should free their capacity before new instances take it.
         for change in ec2_cluster.terminate(client, plan["terminate"]):
             known_states[change["InstanceId"]] = change["CurrentState"]["Name"]
+        result.update(terminated=plan["terminate"], changed=result["changed"] or bool(plan["terminate"]))
         for change in ec2_cluster.start(client, plan["start"]):
             known_states[change["InstanceId"]] = change["CurrentState"]["Name"]
+        result.update(started=plan["start"], changed=result["changed"] or bool(plan["start"]))
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         module.fail_json_aws(e, msg="Failed to change the state of instances of cluster %s" % p["cluster"], **result)
 
-    spec = ec2_cluster.build_run_spec(
-        p["image_id"], p["instance_type"], user_data,
-        ec2_cluster.instance_tags(p["cluster"], p["role"], node_name, p["tags"]),
-        p["security_group_ids"], p["key_name"], p["instance_profile"],
-        p["metadata_tokens"], p["metadata_hop_limit"], p["instance_metadata_tags"],
-    ) if plan["launch"] else None
     launched, launch_error = [], None
     try:
         launched = ec2_cluster.launch(client, spec, plan["launch"]) if plan["launch"] else []
@@ -438,6 +459,7 @@ def run(module, client, node_name):
     for instance in launched:
         known_states[instance["InstanceId"]] = instance["State"]["Name"]
     result["launched"] = [i["InstanceId"] for i in launched]
+    result["changed"] = result["changed"] or bool(launched)
     if launch_error:
         result["instances"] = [ec2_cluster.public_record(r) for r in members if r["id"] not in plan["terminate"]]
         result["instances"] += [ec2_cluster.public_record(ec2_cluster.summarize(i)) for i in launched]
@@ -458,6 +480,19 @@ def run(module, client, node_name):
     result["instances"] = final_instances(members, plan, launched, polled, known_states)
     set_diff(result, before_ids, kept + result["launched"])
     module.exit_json(**result)
+
+
+def run_spec(module, client, node_name, user_data):
+    p = module.params
+    root_volume = None
+    if p["volume_size"]:
+        root_volume = (ec2_cluster.root_device_name(client, p["image_id"]), p["volume_size"], p["volume_type"])
+    return ec2_cluster.build_run_spec(
+        p["image_id"], p["instance_type"], user_data,
+        ec2_cluster.instance_tags(p["cluster"], p["role"], node_name, p["tags"]),
+        p["security_group_ids"], p["key_name"], p["instance_profile"],
+        p["metadata_tokens"], p["metadata_hop_limit"], p["instance_metadata_tags"], root_volume,
+    )
 
 
 def final_instances(members, plan, launched, polled, known_states):

@@ -253,3 +253,14 @@ def test_bad_arguments_fail_before_any_api_call(playbook, clean_aws):
     for (bad, expected), result in zip(BAD_ARGS, run.results):
         assert result.get("failed") and expected in result["msg"], (bad, result.get("msg"))
     assert sum(clean_aws.counts().values()) == 0
+
+
+def test_root_volume_size_and_type(playbook, clean_aws, ec2):
+    result = ok(playbook(args(WORKERS, count=1, volume_size=20, volume_type="gp3")))
+    assert clean_aws.calls("DescribeImages") == 1
+    root = ec2.describe_images(ImageIds=[IMAGE_ID])["Images"][0]["RootDeviceName"]
+    volumes = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": result["launched"]}])["Volumes"]
+    sized = [v for v in volumes if v["Attachments"][0]["Device"] == root]
+    assert len(sized) == 1 and sized[0]["Size"] == 20 and sized[0]["VolumeType"] == "gp3"
+    # volume tags carry the cluster too
+    assert {"Key": "erlang-cluster", "Value": "demo"} in sized[0].get("Tags", [])

@@ -194,3 +194,9 @@ def test_wait_timeout_raises_and_names_the_laggards():
         ec2_cluster.wait_for(client, "c", ["i-1", "i-2", "i-3"], [], 20, sleep=clock.sleep, clock=clock.clock)
     assert err.value.not_running == ["i-2", "i-3"]
     assert "i-2, i-3" in str(err.value) and clock.now == 20
+
+
+def test_run_spec_sizes_the_root_volume_only_when_asked():
+    assert "BlockDeviceMappings" not in ec2_cluster.build_run_spec("ami-1", "t3.micro", "ud", {})
+    spec = ec2_cluster.build_run_spec("ami-1", "t3.micro", "ud", {}, root_volume=("/dev/xvda", 30, "gp3"))
+    assert spec["BlockDeviceMappings"] == [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 30, "VolumeType": "gp3", "DeleteOnTermination": True}}]

@@ -49,6 +49,7 @@ def test_defaults_give_the_contract_node_names():
     (dict(user_data_extra={"erlang_cookie": "x"}), "must not carry secrets"),
     (dict(user_data_extra={"big": "x" * (contract.USER_DATA_MAX_BYTES - 150)}), "EC2 allows at most"),
     (dict(metadata_hop_limit=0), "metadata_hop_limit"),
+    (dict(volume_size=0), "volume_size must be at least 1"),
 ])
 def test_bad_input_fails_in_preflight(params, message):
     base = dict(cluster="demo", role="worker", count=1)
