@@ -264,3 +264,13 @@ def test_root_volume_size_and_type(playbook, clean_aws, ec2):
     assert len(sized) == 1 and sized[0]["Size"] == 20 and sized[0]["VolumeType"] == "gp3"
     # volume tags carry the cluster too
     assert {"Key": "erlang-cluster", "Value": "demo"} in sized[0].get("Tags", [])
+
+
+def test_amazon_aws_connection_options_are_honoured(playbook, clean_aws, ec2):
+    # The environment points at a closed loopback port: only the task's endpoint_url can reach moto.
+    dead = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1"}
+    result = ok(playbook(args(WORKERS, count=1, endpoint_url=clean_aws.url, region="us-east-1",
+                              access_key="testing", secret_key="testing"), extra_env=dead))
+    assert len(result["launched"]) == 1
+    assert [i["InstanceId"] for i in members(ec2, "demo", "worker")] == result["launched"]
+    assert clean_aws.calls("RunInstances", region="us-east-1") == 1
