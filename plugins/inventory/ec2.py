@@ -111,6 +111,12 @@ options:
         (botocore's standard retry mode; per request, so a throttled page does not restart a region).
     type: int
     default: 10
+  aws_config:
+    description:
+      - A dictionary of botocore client configuration (U(https://botocore.amazonaws.com/v1/documentation/api/latest/reference/config.html)),
+        as the O(aws_config) option of amazon.aws modules, for example C(read_timeout), C(proxies) or C(retries)
+        (which then replaces O(retries)).
+    type: dict
   allow_partial_regions:
     description:
       - If a region cannot be described, warn and build the inventory from the other regions instead of failing.
