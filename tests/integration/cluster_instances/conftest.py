@@ -3,34 +3,13 @@
 import json
 import os
 import subprocess
-import sys
 
 import boto3
 import pytest
 import yaml
 
 from aws_endpoint import FAKE_CREDENTIALS, client_env
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-# The collection's module_utils (the user-data contract) for checks made by the tests themselves.
-sys.path.insert(0, os.path.join(ROOT, ".collections"))
-BIN = os.path.dirname(sys.executable)
-REGION = "us-east-1"
-IMAGE_ID = "ami-12c6146b"  # one of moto's built-in AMIs
-
-
-class PlaybookRun:
-    def __init__(self, proc, results):
-        self.proc = proc
-        self.rc = proc.returncode
-        self.results = results  # the registered results of every task, in order
-
-    @property
-    def result(self):
-        return self.results[-1]
-
-    def __repr__(self):
-        return "PlaybookRun(rc=%s)\nstdout:\n%s\nstderr:\n%s" % (self.rc, self.proc.stdout[-6000:], self.proc.stderr[-3000:])
+from cluster_instances_helpers import BIN, REGION, ROOT, PlaybookRun
 
 
 @pytest.fixture
@@ -92,14 +71,3 @@ def ec2(clean_aws):
         aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         aws_session_token=FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
     )
-
-
-def members(ec2, cluster, role=None, states=("pending", "running", "stopping", "stopped")):
-    filters = [{"Name": "tag:erlang-cluster", "Values": [cluster]}, {"Name": "instance-state-name", "Values": list(states)}]
-    if role:
-        filters.append({"Name": "tag:erlang-role", "Values": [role]})
-    found = []
-    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
-        for reservation in page["Reservations"]:
-            found.extend(reservation["Instances"])
-    return found

@@ -3,7 +3,7 @@
 import base64
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import cluster as contract
-from conftest import IMAGE_ID, members
+from cluster_instances_helpers import IMAGE_ID, members
 
 WORKERS = {"cluster": "demo", "role": "worker", "image_id": IMAGE_ID, "instance_type": "t3.micro"}
 BOOT = {"cluster": "demo", "role": "boot_server", "count": 1, "image_id": IMAGE_ID, "instance_type": "t3.small"}

@@ -7,7 +7,7 @@ and written to tests/output/cluster_instances_requests.json.
 import json
 import os
 
-from conftest import IMAGE_ID, ROOT, members
+from cluster_instances_helpers import IMAGE_ID, ROOT, members
 
 N = 50
 

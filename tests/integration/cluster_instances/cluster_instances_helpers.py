@@ -1,0 +1,36 @@
+"""Constants and helpers shared by the cluster_instances tests (a unique module name, unlike conftest)."""
+
+import os
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+# The collection's module_utils (the user-data contract) for checks made by the tests themselves.
+sys.path.insert(0, os.path.join(ROOT, ".collections"))
+BIN = os.path.dirname(sys.executable)
+REGION = "us-east-1"
+IMAGE_ID = "ami-12c6146b"  # one of moto's built-in AMIs
+
+
+class PlaybookRun:
+    def __init__(self, proc, results):
+        self.proc = proc
+        self.rc = proc.returncode
+        self.results = results  # the registered results of every task, in order
+
+    @property
+    def result(self):
+        return self.results[-1]
+
+    def __repr__(self):
+        return "PlaybookRun(rc=%s)\nstdout:\n%s\nstderr:\n%s" % (self.rc, self.proc.stdout[-6000:], self.proc.stderr[-3000:])
+
+
+def members(ec2, cluster, role=None, states=("pending", "running", "stopping", "stopped")):
+    filters = [{"Name": "tag:erlang-cluster", "Values": [cluster]}, {"Name": "instance-state-name", "Values": list(states)}]
+    if role:
+        filters.append({"Name": "tag:erlang-role", "Values": [role]})
+    found = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+        for reservation in page["Reservations"]:
+            found.extend(reservation["Instances"])
+    return found
