@@ -403,7 +403,12 @@ def run(module, client, node_name):
             members, p["role"], p["count"], p["subnet_ids"], p["termination_order"],
             p["terminate_instance_ids"], p["allow_boot_server_termination"],
         )
-        boot_ip, boot_node_name = resolve_boot_server(module, records)
+        try:
+            boot_ip, boot_node_name = resolve_boot_server(module, records)
+        except ec2_cluster.PlanError:
+            if plan["launch"]:
+                raise
+            boot_ip, boot_node_name = None, None  # ambiguous, but nothing is launched with it
         user_data = render_user_data(module, node_name, boot_ip, boot_node_name)
     except (ec2_cluster.PlanError, contract.ClusterContractError) as e:
         module.fail_json(msg=str(e), instances=[ec2_cluster.public_record(r) for r in members])

@@ -274,3 +274,14 @@ def test_amazon_aws_connection_options_are_honoured(playbook, clean_aws, ec2):
     assert len(result["launched"]) == 1
     assert [i["InstanceId"] for i in members(ec2, "demo", "worker")] == result["launched"]
     assert clean_aws.calls("RunInstances", region="us-east-1") == 1
+
+
+def test_two_boot_servers_block_worker_launches_only(playbook, clean_aws, ec2):
+    ok(playbook(args(BOOT, count=2, allow_multiple_boot_servers=True)))
+    launch = failed(playbook(args(WORKERS, count=1)))
+    assert "2 boot servers" in launch["msg"] and "boot_server_ip" in launch["msg"]
+    assert members(ec2, "demo", "worker") == []
+    # nothing to launch: no reason to fail
+    assert ok(playbook(args(WORKERS, count=0)))["changed"] is False
+    chosen = ok(playbook(args(WORKERS, count=1, boot_server_ip="10.1.2.3")))
+    assert contract.parse_user_data(chosen["user_data"])["ERLANG_BOOT_SERVER_IP"] == "10.1.2.3"
