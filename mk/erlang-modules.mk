@@ -6,7 +6,7 @@ EXAMPLES_OUT   ?= $(ROOT)/build/examples
 .PHONY: test-erlang-modules examples
 
 test-erlang-modules: bootstrap ## Erlang modules against real nodes on loopback, through Ansible (serial)
-	$(PYTHON) -m pytest -p no:cacheprovider -p no:xdist tests/integration/erlang_modules -v
+	$(PYTHON) -m pytest -p no:cacheprovider -p no:xdist tests/integration/erlang_modules -v -s
 
 examples: bootstrap ## build hello_cluster releases 1.0.0 and 2.0.0 (dirs + tarballs) into build/examples
 	$(MAKE) -C $(ERLANG_EXAMPLE) release VSN=1.0.0 OUT=$(EXAMPLES_OUT)/hello_cluster

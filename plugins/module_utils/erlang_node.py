@@ -120,12 +120,13 @@ def decode_etf(data):
     if reader.data[reader.pos:reader.pos + 1] == bytes([_COMPRESSED]):
         reader.take(1)
         (size,) = reader.unpack(">I")
-        inflated = zlib.decompress(reader.data[reader.pos:])
+        try:
+            inflated = zlib.decompress(reader.data[reader.pos:])
+        except zlib.error as exc:
+            raise EtfError("compressed term: %s" % exc)
         if len(inflated) != size:
             raise EtfError("compressed term: size %d, expected %d" % (len(inflated), size))
         reader = _Reader(inflated)
-    else:
-        size = None
     term = _decode(reader)
     if reader.pos != len(reader.data):
         raise EtfError("%d trailing bytes after the term" % (len(reader.data) - reader.pos))
@@ -181,7 +182,7 @@ def _decode(reader):
         (length,) = reader.unpack(">I")
         items = [_decode(reader) for dummy in range(length)]
         tail = _decode(reader)
-        if tail != [] or isinstance(tail, bool):
+        if not (isinstance(tail, list) and tail == []):
             raise EtfError("improper lists are not supported")
         return items
     if tag == _BINARY:
@@ -469,8 +470,12 @@ class ErlangNode(object):
             self._home = home
         return self._home
 
+    def __del__(self):
+        # Safety net for callers that forget close(): the directory holds the cookie.
+        self.close()
+
     def close(self):
-        if self._home is not None:
+        if getattr(self, "_home", None) is not None:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
 

@@ -71,3 +71,22 @@ def test_bad_arguments(nodes, ansible, node_args):
     assert rc != 0 and "invalid node name" in result["msg"]
     rc, result, output = ansible.run("node_info", {"node": "a@127.0.0.1", "cookie": "some-cookie-value", "cookie_file": "/tmp/x"})
     assert rc != 0 and "mutually exclusive" in result["msg"]
+
+
+def test_round_trip_figures(nodes, boot_server):
+    """Prints the cost of one call through the module layer next to a bare erl_call run (figures, no timing assertion)."""
+    import os
+    import subprocess
+    import time
+    with nodes.client(boot_server) as client:
+        start = time.monotonic()
+        results = [client.call("%d + 1" % i) for i in range(30)]
+        layer_ms = (time.monotonic() - start) * 1000 / 30
+    assert results == [i + 1 for i in range(30)]
+    environ = dict(os.environ, HOME=nodes.env.home)
+    start = time.monotonic()
+    for dummy in range(30):
+        subprocess.run(["erl_call", "-R", "-name", boot_server, "-timeout", "5", "-e"], input=b"1.\n",
+                       stdout=subprocess.DEVNULL, env=environ, check=True)
+    bare_ms = (time.monotonic() - start) * 1000 / 30
+    print("erl_call round trip: module layer %.1f ms, bare erl_call %.1f ms (ratio %.2f)" % (layer_ms, bare_ms, layer_ms / bare_ms))

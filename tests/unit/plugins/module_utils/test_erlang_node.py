@@ -72,6 +72,7 @@ def test_compressed_terms():
     (b"\x83l\x00\x00\x00\x01a\x01a\x02", "improper lists"),
     (b"\x83\x01", "unsupported external term tag 1"),
     (b"\x83m\x00\x00\x00\x05ab", "truncated"),
+    (b"\x83P\x00\x00\x00\x09not-zlib", "compressed term"),
 ])
 def test_rejects_malformed_input(data, message):
     with pytest.raises(en.EtfError, match=message):
@@ -199,6 +200,15 @@ def test_cookie_goes_to_a_private_home_never_to_argv(tmp_path):
     assert call["data"].endswith(b".\n") and b"term_to_binary" in call["data"]
     node.close()
     assert not os.path.exists(call["home"])
+
+
+def test_private_home_is_removed_even_without_close(tmp_path):
+    runner = Recorder()
+    node = en.ErlangNode("w@h", runner, cookie="c", erl_call=fake_erl_call(tmp_path))
+    node.call("ok")
+    home = runner.calls[0]["home"]
+    del node
+    assert not os.path.exists(home)
 
 
 def test_cookie_file_is_read_and_missing_one_is_clear(tmp_path):
