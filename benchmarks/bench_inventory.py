@@ -132,7 +132,7 @@ def shape(path):
 
 
 def median_run(repeat, args, env, out_path):
-    results = [run(args, env, out_path) for _ in range(repeat)]
+    results = [run(args, env, out_path) for _attempt in range(repeat)]
     return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
 
 

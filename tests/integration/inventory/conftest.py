@@ -100,6 +100,7 @@ class InventoryRunner:
             capture_output=True,
             text=True,
             timeout=180,
+            check=False,
             cwd=str(self.tmp_path),
         )
         return Result(proc)
