@@ -39,10 +39,43 @@ def metadata_tree(instance):
     }
     if getattr(instance, "public_ip", None):
         tree["public-ipv4"] = instance.public_ip
+    macs = _interfaces(instance)
+    if macs:
+        primary = [mac for mac, info in macs.items() if info["device-number"] == "0"]
+        tree["mac"] = primary[0] if primary else sorted(macs)[0]
+        tree["network"] = {"interfaces": {"macs": macs}}
     key = getattr(instance, "localcloud_public_key", None)
     if key:
         tree["public-keys"] = {"0=%s" % instance.key_name: {"openssh-key": key}}
     return tree
+
+
+def _interfaces(instance):
+    """network/interfaces/macs/<mac>/..., from moto's network interfaces (the container has the primary one's MAC)."""
+    macs = {}
+    for nic in list(getattr(instance, "nics", {}).values()):
+        try:
+            subnet = nic.subnet
+            vpc = instance.ec2_backend.get_vpc(subnet.vpc_id)
+            groups = list(nic.group_set)
+        except Exception:  # a half-deleted interface: leave it out
+            continue
+        macs[nic.mac_address] = {
+            "device-number": str(nic.device_index or 0),
+            "interface-id": nic.id,
+            "local-hostname": _hostname(instance, instance.region_name),
+            "local-ipv4s": nic.private_ip_address,
+            "mac": nic.mac_address,
+            "owner-id": instance.owner_id,
+            "security-group-ids": "\n".join(g.id for g in groups),
+            "security-groups": "\n".join(g.name for g in groups),
+            "subnet-id": subnet.id,
+            "subnet-ipv4-cidr-block": subnet.cidr_block,
+            "vpc-id": subnet.vpc_id,
+            "vpc-ipv4-cidr-block": vpc.cidr_block,
+            "vpc-ipv4-cidr-blocks": vpc.cidr_block,
+        }
+    return macs
 
 
 def _tags(instance):
@@ -69,7 +102,8 @@ def _lookup(tree, parts):
 def _listing(node):
     names = []
     for key, value in node.items():
-        names.append(key + "/" if isinstance(value, dict) and not key.startswith(tuple("0123456789")) else key)
+        # EC2 lists directories with a slash, except public-keys' "0=<key name>" entries.
+        names.append(key + "/" if isinstance(value, dict) and "=" not in key else key)
     return "\n".join(names)
 
 

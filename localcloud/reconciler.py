@@ -214,6 +214,8 @@ class Reconciler:
         self._wait_for_address(instance, ip)
         image = self.image_for(instance.image_id)
         name = container_name(instance.id)
+        primary = [nic for nic in list(instance.nics.values()) if (nic.device_index or 0) == 0]
+        mac = primary[0].mac_address if primary else None
         started = time.monotonic()
         run_args = [
             "run", "--detach", "--name", name,
@@ -222,6 +224,7 @@ class Reconciler:
             "--label", "%s=%s" % (config.LABEL_PRIVATE_IP, ip),
             "--network", config.NETWORK_NAME, "--ip", ip,
             "--hostname", hostname(ip),
+            *(["--mac-address", mac] if mac else []),  # the primary network interface's MAC, as IMDS reports it
             "--systemd", "always",
             "--pull", "never",  # images are local only: never reach for a registry
             image, "/sbin/init",

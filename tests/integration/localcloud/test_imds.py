@@ -128,3 +128,26 @@ def test_modify_metadata_options_takes_effect(hosts):
     finally:
         hosts.ec2.modify_instance_metadata_options(InstanceId=iid, HttpTokens="optional")
     assert curl(ip, hosts.key, "%s/meta-data/instance-id" % IMDS)[0] == 200
+
+
+def test_network_interfaces_match_the_api(hosts):
+    instance = hosts.optional
+    ip = instance["PrivateIpAddress"]
+    eni = instance["NetworkInterfaces"][0]
+    status, mac = curl(ip, hosts.key, "%s/meta-data/mac" % IMDS)
+    assert status == 200 and mac == eni["MacAddress"]
+    # The host's own interface has that MAC, as on EC2.
+    assert ssh(ip, hosts.key, "cat /sys/class/net/eth0/address").stdout.strip() == mac
+    base = "%s/meta-data/network/interfaces/macs/%s" % (IMDS, mac)
+    subnet = hosts.ec2.describe_subnets(SubnetIds=[instance["SubnetId"]])["Subnets"][0]
+    expected = {
+        "subnet-id": instance["SubnetId"],
+        "vpc-id": instance["VpcId"],
+        "local-ipv4s": ip,
+        "interface-id": eni["NetworkInterfaceId"],
+        "subnet-ipv4-cidr-block": subnet["CidrBlock"],
+        "vpc-ipv4-cidr-block": "172.31.0.0/16",
+        "device-number": "0",
+    }
+    for path, value in expected.items():
+        assert curl(ip, hosts.key, "%s/%s" % (base, path)) == (200, value), path
