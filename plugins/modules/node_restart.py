@@ -16,7 +16,8 @@ description:
   - Calls C(init:restart/0) on O(node); the node stops its applications and boots again in the same VM.
     A diskless node (C(-loader inet)) fetches the boot file and all code again from its boot server,
     so this is how a worker moves to the release the boot server now serves.
-  - Then polls the node (every O(poll_interval_ms)) until it answers again from a new boot, has
+  - Then polls the node (every O(poll_interval_ms)) until it answers again from a new boot, has started
+    every application it loaded (applications that were only loaded before the restart aside), has
     re-joined the cluster (is connected to O(expected_nodes)) and, if O(expected_version) is set,
     runs that release version.
   - Fails within O(restart_timeout) seconds with what was and was not true if the node does not come back.
@@ -177,7 +178,7 @@ def node_alive(name):
 class Waiter(object):
     """Polls a restarting node and keeps what was seen, for the result or the failure message."""
 
-    def __init__(self, node, incarnation, expected_nodes, expected_version, poll_ms):
+    def __init__(self, node, incarnation, expected_nodes, expected_version, poll_ms, loaded_only=()):
         self.node = node
         self.incarnation = incarnation
         self.expected_nodes = list(expected_nodes)
@@ -190,6 +191,8 @@ class Waiter(object):
         self.missing = list(expected_nodes)
         self.dead_nodes = []
         self._next_liveness_ms = 0
+        # Applications already loaded-but-not-running before the restart (e.g. {runtime_tools, load}).
+        self.loaded_only = set(loaded_only)
 
     def answered_again(self):
         return self.back_ms is not None
@@ -222,7 +225,8 @@ class Waiter(object):
                 "node %s came back running release %s %s, expected version %s"
                 % (self.node.node, seen.get("release_name"), seen.get("release_version"), self.expected_version)
             )
-        if seen.get("applications_not_running"):
+        seen["applications_not_running"] = [a for a in seen.get("applications_not_running") or [] if a not in self.loaded_only]
+        if seen["applications_not_running"]:
             return False
         connected = set(seen.get("connected_nodes") or [])
         self.missing = [n for n in self.expected_nodes if n not in connected]
@@ -308,7 +312,8 @@ def run(module, node):
         )
     started = now_ms()
     deadline = started + params["restart_timeout"] * 1000
-    waiter = Waiter(node, before.get("incarnation"), expected, params["expected_version"], params["poll_interval_ms"])
+    waiter = Waiter(node, before.get("incarnation"), expected, params["expected_version"], params["poll_interval_ms"],
+                    loaded_only=before.get("applications_not_running") or [])
     try:
         node.call(RESTART)
     except ErlangNodeError as exc:

@@ -87,3 +87,12 @@ def test_hang_hint_names_the_boot_hosts():
     hint = node_restart.hang_hint({"loader": "inet", "boot_hosts": ["10.0.0.4"]})
     assert "boot server 10.0.0.4 is unreachable hangs in the loader" in hint
     assert "loader" not in node_restart.hang_hint({"loader": "efile"})
+
+
+def test_applications_only_loaded_before_the_restart_are_ignored(monkeypatch):
+    clock = [0]
+    script(monkeypatch, [answer("<new>", not_running=["runtime_tools"]), answer("<new>", not_running=["runtime_tools", "hello"])], clock)
+    waiter = node_restart.Waiter(FakeNode(), "<old>", [], None, 75, loaded_only=["runtime_tools"])
+    assert waiter.step() is True
+    assert waiter.step() is False
+    assert waiter.state()["applications_not_running"] == ["hello"]
