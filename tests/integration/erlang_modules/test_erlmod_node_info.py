@@ -90,3 +90,21 @@ def test_round_trip_figures(nodes, boot_server):
                        stdout=subprocess.DEVNULL, env=environ, check=True)
     bare_ms = (time.monotonic() - start) * 1000 / 30
     print("erl_call round trip: module layer %.1f ms, bare erl_call %.1f ms (ratio %.2f)" % (layer_ms, bare_ms, layer_ms / bare_ms))
+
+
+def test_a_frozen_node_times_out_and_is_reported_unreachable(nodes, boot_server, ansible, node_args):
+    """A stopped VM (SIGSTOP) still has its port open: erl_call's own -timeout must end the call."""
+    import signal
+    import time
+    nodes.procs["boot"].send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        rc, result, output = ansible.run("node_info", node_args(boot_server, timeout=2))
+        took = time.monotonic() - started
+    finally:
+        nodes.procs["boot"].send_signal(signal.SIGCONT)
+    assert rc == 0, output
+    assert result["reachable"] is False
+    assert result["reason_kind"] == "timeout"
+    assert "did not answer within 2s" in result["reason"]
+    assert took < 30
