@@ -220,14 +220,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(200, "latest")
         if path in ("/latest", "/latest/"):
             return self._send(200, "dynamic\nmeta-data\nuser-data" if ec2.user_data_bytes(instance) is not None else "dynamic\nmeta-data")
-        if path == "/latest/user-data":
+        if path.rstrip("/") == "/latest/user-data":  # amazon.aws.ec2_metadata_facts asks for user-data/
             data = ec2.user_data_bytes(instance)
             return self._send(200, data, headers={"Content-Type": "application/octet-stream"}) if data is not None else self._error(404)
         if path.rstrip("/") == "/latest/dynamic":
             return self._send(200, "instance-identity/")
         if path.rstrip("/") == "/latest/dynamic/instance-identity":
             return self._send(200, "document")
-        if path == "/latest/dynamic/instance-identity/document":
+        if path.rstrip("/") == "/latest/dynamic/instance-identity/document":
             doc = {
                 "accountId": instance.owner_id,
                 "architecture": instance.architecture,

@@ -151,3 +151,26 @@ def test_network_interfaces_match_the_api(hosts):
     }
     for path, value in expected.items():
         assert curl(ip, hosts.key, "%s/%s" % (base, path)) == (200, value), path
+
+
+def test_amazon_aws_ec2_metadata_facts_reads_the_host(cloud, hosts, tmp_path):
+    """The metadata as Ansible's amazon.aws.ec2_metadata_facts gathers it on the host, over SSH."""
+    import os
+    import subprocess
+    import sys
+
+    instance = hosts.required
+    ip = instance["PrivateIpAddress"]
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ansible"), "all", "-i", "%s," % ip, "-u", "admin", "--private-key", hosts.key,
+         "-e", "ansible_python_interpreter=/usr/bin/python3", "--ssh-common-args", "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+         "-m", "amazon.aws.ec2_metadata_facts", "-o"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False"),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    facts = json.loads(proc.stdout.split(" => ", 1)[1])["ansible_facts"]
+    assert facts["ansible_ec2_instance_id"] == instance["InstanceId"]
+    assert facts["ansible_ec2_local_ipv4"] == ip
+    assert facts["ansible_ec2_user_data"] == "ERLANG_CLUSTER=two\n"
+    assert facts["ansible_ec2_tags_instance_erlang_role"] in ("worker", "boot_server")
+    assert facts["ansible_ec2_instance_identity_document_region"] == "us-east-1"
