@@ -13,6 +13,7 @@ from localcloud.errors import LocalcloudError
 log = logging.getLogger("localcloud.reconciler")
 
 SSH_WAIT_SECONDS = 90  # how long a booting host may take before its instance is reported anyway
+RETRY_SECONDS = 5
 RESYNC_SECONDS = 5  # re-read the containers from podman now and then (a host may power itself off)
 
 
@@ -48,6 +49,7 @@ class Reconciler:
         self._lock = threading.Lock()
         self._busy = set()  # instance ids with an action in flight
         self._failed = {}  # instance id -> reason (never retried)
+        self._retry_after = {}  # instance id -> monotonic time before which a failed action is not retried
         self._touched = None  # while sync_containers lists podman's containers: ids acted on meanwhile
         self.containers = {}  # instance id -> "running" | "stopped"
         self.container_ips = {}  # instance id -> the container's IP (from its label)
@@ -140,8 +142,9 @@ class Reconciler:
         with self._lock:
             containers = dict(self.containers)
             busy = set(self._busy)
+        now = time.monotonic()
         for iid, instance in live.items():
-            if iid in busy or iid in self._failed:
+            if iid in busy or iid in self._failed or self._retry_after.get(iid, 0) > now:
                 continue
             state = instance._state.name
             container = containers.get(iid)
@@ -187,8 +190,14 @@ class Reconciler:
             except Exception as exc:  # one host's failure must not stop the others
                 if not isinstance(exc, LocalcloudError):
                     log.exception("%s %s failed", action.__name__, iid)
-                if not isinstance(subject, str):
+                if action.__name__ == "_launch":
                     self._fail(subject, str(exc))
+                elif action.__name__ == "_start":  # EC2: a start that fails leaves the instance stopped
+                    log.error("%s: start failed: %s", iid, exc)
+                    ec2.set_state(subject, "stopped", only_from=("pending",), reason="localcloud: start failed: %s" % str(exc)[:200])
+                else:  # stop/remove/...: try again a little later
+                    log.error("%s %s failed, retrying in %d s: %s", action.__name__, iid, RETRY_SECONDS, exc)
+                    self._retry_after[iid] = time.monotonic() + RETRY_SECONDS
             finally:
                 with self._lock:
                     self._busy.discard(iid)
