@@ -109,6 +109,7 @@ def _listing(node):
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # many hosts booting at once all ask at the same moment
 
     def handle_error(self, request, client_address):
         log.debug("IMDS request from %s failed", client_address[0], exc_info=True)  # e.g. a client gone mid-request
