@@ -1,0 +1,165 @@
+"""Self-join at boot, end to end on localcloud: instances launched by the EC2 API only join by themselves.
+
+Tests run in file order and share one cluster (a baked image is expensive); each test says what
+it leaves behind. Timings are printed (pytest -s) and written to the suite's report file, never asserted
+beyond generous bounds that only keep a broken bootstrap from hanging the run.
+"""
+
+import json
+import os
+import time
+
+from conftest import JOIN_BOUND_SECONDS
+
+REPORT = os.environ.get("SELF_JOIN_REPORT", "")
+
+
+def report(name, value):
+    print("%s: %s" % (name, value))
+    if REPORT:
+        with open(REPORT, "a") as handle:
+            handle.write(json.dumps({name: value}) + "\n")
+
+
+def test_baked_image_has_no_cluster_address(cluster):
+    """The image carries the units and the cookie file, but no boot server address nor worker settings."""
+    assert cluster.image_id.startswith("ami-")
+    report("bake_image_seconds", cluster.bake_seconds)
+    # The bake printed the AMI, never the cookie.
+    assert cluster.cookie not in cluster.bake_output
+    image = cluster.ec2.describe_images(ImageIds=[cluster.image_id])["Images"][0]
+    tags = {t["Key"]: t["Value"] for t in image.get("Tags", [])}
+    assert tags.get("erlang-cluster") == cluster.name
+    # No builder left running.
+    builders = cluster.ec2.describe_instances(Filters=[{"Name": "tag-key", "Values": ["erlang-ec2-builder"]},
+                                                       {"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    assert not [i for r in builders["Reservations"] for i in r["Instances"]
+                if i["Tags"] and dict((t["Key"], t["Value"]) for t in i["Tags"]).get("erlang-ec2-builder", "").startswith("erlang-ec2-node-" + cluster.name)]
+
+
+def test_three_workers_launched_by_api_join(cluster):
+    """RunInstances with the contract's user data, no playbook: 3 workers join within the bound."""
+    before = cluster.which_slaves()
+    t0 = time.monotonic()
+    workers = cluster.launch_workers(3)
+    ips = [w["PrivateIpAddress"] for w in workers]
+    joined = cluster.wait_joined(ips, t0)
+    report("run_instances_to_joined_seconds_3_workers", joined)
+    # Each worker put itself on the allow-list (the controller's add_slave), boots its release
+    # from the boot server, and its bootstrap unit ended successfully.
+    assert set(ips) <= cluster.which_slaves() - before
+    for ip in ips:
+        assert cluster.bootstrap_state(ip) == "active"
+        journal = cluster.bootstrap_journal(ip)
+        assert "joined: worker@%s runs hello_cluster" % ip in journal
+        env = cluster.ssh(ip, "cat /etc/erlang-ec2/worker.env").stdout
+        assert "ERLANG_NODE=worker@%s" % ip in env and "ERLANG_BOOT_SERVER_IP=%s" % cluster.boot_ip in env
+        # The worker unit is the push path's unit, filled from the bootstrap's settings.
+        unit = cluster.ssh(ip, "systemctl show -p ExecStart --value erlang-worker").stdout
+        assert "-loader inet -hosts %s" % cluster.boot_ip in unit and "worker@%s" % ip in unit
+    cluster.workers = ips
+
+
+def test_five_at_once_make_one_cluster(cluster):
+    """5 launched in one RunInstances: every worker (old and new) sees every other, one cluster."""
+    t0 = time.monotonic()
+    workers = cluster.launch_workers(5)
+    ips = [w["PrivateIpAddress"] for w in workers]
+    joined = cluster.wait_joined(ips + cluster.workers, t0)
+    report("run_instances_to_joined_seconds_5_workers", {ip: joined[ip] for ip in ips})
+    view = cluster.cluster_view()
+    everyone = {"worker@%s" % ip for ip in ips + cluster.workers}
+    for node in everyone:
+        assert everyone - {node} <= view[node], (node, view[node])
+    cluster.workers += ips
+
+
+def test_user_data_never_holds_the_cookie(cluster):
+    """Neither the user data (EC2 API), the command lines (ps) nor the bootstrap's journal show the cookie."""
+    ids = [i for i in cluster.launched]
+    for instance_id in ids:
+        assert cluster.cookie not in cluster.user_data_of(instance_id)
+    ip = cluster.workers[0]
+    assert cluster.cookie not in cluster.ssh(ip, "ps -eo args").stdout
+    assert cluster.cookie not in cluster.bootstrap_journal(ip)
+    mode = cluster.ssh(ip, "sudo stat -c '%a %U' /var/lib/erlang-ec2/.erlang.cookie").stdout.split()
+    assert mode == ["400", "erlang"]
+
+
+def test_refuses_foreign_user_data(cluster):
+    """An instance of the image launched with someone else's user data fails visibly and joins nothing."""
+    before = cluster.which_slaves()
+    instance = cluster.run_instances(cluster.image_id, 1, "worker", "#cloud-config\npackages: [nginx]\n")[0]
+    ip = instance["PrivateIpAddress"]
+    cluster.wait_state([instance["InstanceId"]], "running")
+    deadline = time.monotonic() + 60
+    while cluster.bootstrap_state(ip) not in ("failed", "active") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert cluster.bootstrap_state(ip) == "failed"
+    assert "user data is not erlang-ec2 user data" in cluster.bootstrap_journal(ip)
+    assert ip not in cluster.which_slaves() - before
+    cluster.terminate([instance["InstanceId"]])
+
+
+def test_worker_waits_for_a_boot_server_that_comes_back(cluster):
+    """Boot server down at launch: the bootstrap retries with backoff and joins once it is back."""
+    cluster.ssh(cluster.boot_ip, "sudo systemctl stop erlang-boot-server")
+    try:
+        t0 = time.monotonic()
+        instance = cluster.launch_workers(1, bootstrap_deadline="180")[0]
+        ip = instance["PrivateIpAddress"]
+        cluster.wait_state([instance["InstanceId"]], "running")
+        deadline = time.monotonic() + 60
+        while "does not answer" not in cluster.bootstrap_journal(ip) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert "does not answer" in cluster.bootstrap_journal(ip)
+        assert cluster.bootstrap_state(ip) == "activating"
+    finally:
+        cluster.ssh(cluster.boot_ip, "sudo systemctl start erlang-boot-server")
+    down_for = round(time.monotonic() - t0, 1)
+    joined = cluster.wait_joined([ip] + cluster.workers, t0)
+    report("boot_server_down_then_back", {"down_for_seconds": down_for, "joined_after_seconds": joined[ip]})
+    assert cluster.bootstrap_state(ip) == "active"
+    cluster.workers.append(ip)
+
+
+def test_worker_fails_visibly_after_the_deadline(cluster):
+    """Boot server down past the deadline: the bootstrap unit fails with the cause in the journal."""
+    cluster.ssh(cluster.boot_ip, "sudo systemctl stop erlang-boot-server")
+    try:
+        instance = cluster.launch_workers(1, bootstrap_deadline="20")[0]
+        ip = instance["PrivateIpAddress"]
+        cluster.wait_state([instance["InstanceId"]], "running")
+        deadline = time.monotonic() + 90
+        while cluster.bootstrap_state(ip) != "failed" and time.monotonic() < deadline:
+            time.sleep(1)
+        state = cluster.bootstrap_state(ip)
+        journal = cluster.bootstrap_journal(ip)
+        worker_state = cluster.ssh(ip, "systemctl is-active erlang-worker", check=False).stdout.strip()
+    finally:
+        cluster.ssh(cluster.boot_ip, "sudo systemctl start erlang-boot-server")
+    assert state == "failed", journal
+    assert "FAILED: boot server node %s does not answer" % cluster.boot_node in journal
+    assert "gave up" in journal and "at the deadline" in journal
+    # The worker was never started: it would hang in the loader.
+    assert worker_state == "inactive"
+    cluster.terminate([instance["InstanceId"]])
+
+
+def test_reconcile_removes_a_terminated_worker(cluster):
+    """After a worker is terminated, reconcile leaves exactly the running workers on the allow-list."""
+    gone = cluster.workers.pop()
+    gone_id = [i for i in cluster.launched if cluster.ec2.describe_instances(InstanceIds=[i])["Reservations"][0]["Instances"][0]
+               .get("PrivateIpAddress") == gone][0]
+    cluster.terminate([gone_id])
+    cluster.wait_state([gone_id], "terminated")
+    assert gone in cluster.which_slaves()
+    proc = cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "-e", "cluster_name=%s" % cluster.name)
+    assert gone not in cluster.which_slaves()
+    assert cluster.which_slaves() == set(cluster.workers)
+    assert cluster.persisted_slaves() == set(cluster.workers)
+    assert cluster.cookie not in proc.stdout
+    # A second run changes nothing.
+    again = cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "-e", "cluster_name=%s" % cluster.name)
+    assert "changed=0" in again.stdout
+    assert JOIN_BOUND_SECONDS > 0
