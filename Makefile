@@ -63,6 +63,9 @@ test: bootstrap test-units test-sanity test-lint $(TEST_TARGETS) ## run every su
 $(SANITY_TREE): FORCE
 	@mkdir -p $@
 	rsync -a --delete --exclude-from=scripts/sanity-exclude.txt $(ROOT)/ $@/
+	@# The import test needs amazon.aws beside the collection, as it is where the collection is installed.
+	@mkdir -p $@/../../amazon
+	rsync -a --delete $$($(PYTHON) -c 'import ansible_collections.amazon.aws as m, os; print(os.path.dirname(m.__file__))')/ $@/../../amazon/aws/
 
 # ansible-test bootstraps pip in its per-test virtual environments from a script it
 # downloads from a host unreachable here; stand in for it (see scripts/get-pip-standin.py).
