@@ -65,7 +65,7 @@ $(SANITY_TREE): FORCE
 	rsync -a --delete --exclude-from=scripts/sanity-exclude.txt $(ROOT)/ $@/
 	@# The import test needs amazon.aws beside the collection, as it is where the collection is installed.
 	@mkdir -p $@/../../amazon
-	rsync -a --delete $$($(PYTHON) -c 'import ansible_collections.amazon.aws as m, os; print(os.path.dirname(m.__file__))')/ $@/../../amazon/aws/
+	rsync -a --delete $$($(PYTHON) -c 'import ansible_collections.amazon.aws as m; print(list(m.__path__)[0])')/ $@/../../amazon/aws/
 
 # ansible-test bootstraps pip in its per-test virtual environments from a script it
 # downloads from a host unreachable here; stand in for it (see scripts/get-pip-standin.py).
