@@ -86,6 +86,7 @@ def _up(args, paths):
         print("localcloud: removing %d host(s) left by a previous run" % len(leftovers), file=sys.stderr)
         podman.run("rm", "-f", "-t", "0", *[c["Id"] for c in leftovers], check=False)
     images.forget_created_images(paths, podman)
+    paths.saved_state.unlink(missing_ok=True)  # a start from nothing: what a failed restart saved is stale
     paths.pid.unlink(missing_ok=True)
     paths.info.unlink(missing_ok=True)
     if not args.no_images:
@@ -94,10 +95,13 @@ def _up(args, paths):
     ensure_ssh_key(paths)
     network.ensure_network(podman)
     network.ensure_imds_address()
-    port = args.port or config.port()
+    return _spawn_daemon(paths, args.port or config.port())
+
+
+def _spawn_daemon(paths, port, restore=False):
     with open(paths.log, "ab") as logfile:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "localcloud", "serve", "--port", str(port)],
+            [sys.executable, "-m", "localcloud", "serve", "--port", str(port)] + (["--restore"] if restore else []),
             cwd=str(config.REPO_ROOT),
             env=dict(os.environ, LOCALCLOUD_STATE_DIR=str(paths.root), PYTHONPATH=str(config.REPO_ROOT)),
             stdin=subprocess.DEVNULL,
@@ -116,6 +120,29 @@ def _up(args, paths):
             return 0
         time.sleep(0.2)
     raise LocalcloudError("localcloud daemon did not answer within %d s; see %s" % (START_TIMEOUT, paths.log))
+
+
+def cmd_restart(args, paths):
+    """Replace the daemon (e.g. with new localcloud code) keeping the API's state and the running hosts."""
+    preflight()
+    with cli_lock(paths):
+        pid = daemon_pid(paths)
+        if pid is None:
+            print("localcloud: not running; starting it", file=sys.stderr)
+            return _up(argparse.Namespace(port=args.port, no_images=False), paths)
+        port = args.port or daemon_info(paths).get("port") or config.port()
+        paths.saved_state.unlink(missing_ok=True)
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 60
+        while daemon_pid(paths) is not None:
+            if time.monotonic() > deadline:
+                raise LocalcloudError("daemon pid %d did not stop within 60 s; see %s" % (pid, paths.log))
+            time.sleep(0.1)
+        if not paths.saved_state.exists():
+            raise LocalcloudError("the daemon stopped without saving its state (see %s); `python -m localcloud up` starts afresh" % paths.log)
+        paths.pid.unlink(missing_ok=True)
+        paths.info.unlink(missing_ok=True)
+        return _spawn_daemon(paths, port, restore=True)
 
 
 def _tail(path, lines=20):
@@ -150,6 +177,7 @@ def _down(args, paths):
     had_address = network.remove_imds_address()
     paths.pid.unlink(missing_ok=True)
     paths.info.unlink(missing_ok=True)
+    paths.saved_state.unlink(missing_ok=True)
     print(
         "localcloud: down (daemon %s, %d host(s), %d CreateImage image(s), network %s, %s %s)"
         % (
@@ -252,7 +280,7 @@ def cmd_serve(args, paths):
     from localcloud.serve import serve  # moto is imported only by the daemon
 
     preflight()
-    return serve(paths.ensure(), args.port or config.port())
+    return serve(paths.ensure(), args.port or config.port(), restore=args.restore)
 
 
 def main(argv=None):
@@ -263,6 +291,8 @@ def main(argv=None):
     up.add_argument("--port", type=int, help="EC2 API port on 127.0.0.1 (default $LOCALCLOUD_PORT or %d)" % config.DEFAULT_PORT)
     up.add_argument("--no-images", action="store_true", help="do not build missing images")
     sub.add_parser("down", help="remove everything localcloud made (hosts, network, address, daemon)")
+    restart = sub.add_parser("restart", help="replace the daemon (new code) keeping the API state and the hosts")
+    restart.add_argument("--port", type=int)
     sub.add_parser("status", help="show what runs")
     sub.add_parser("env", help="print export lines for eval")
     img = sub.add_parser("images", help="list the AMI -> image map; `build` builds the images; `map AMI IMAGE` adds to it")
@@ -276,9 +306,10 @@ def main(argv=None):
     ssh.add_argument("-i", "--identity")
     serve = sub.add_parser("serve", help="run the daemon in the foreground (what `up` starts)")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--restore", action="store_true", help="load the state saved by the previous daemon")
     args = parser.parse_args(argv)
     paths = config.Paths()
-    handlers = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env, "images": cmd_images, "ssh": cmd_ssh, "serve": cmd_serve}
+    handlers = {"up": cmd_up, "down": cmd_down, "restart": cmd_restart, "status": cmd_status, "env": cmd_env, "images": cmd_images, "ssh": cmd_ssh, "serve": cmd_serve}
     try:
         return handlers[args.command](args, paths)
     except LocalcloudError as exc:

@@ -59,6 +59,7 @@ class Paths:
         self.log = self.root / "serve.log"
         self.info = self.root / "serve.json"  # port and region of the running daemon
         self.lock = self.root / "cli.lock"  # serialises up and down
+        self.saved_state = self.root / "saved-state.pickle"  # the API's state across `restart`
         self.images = self.root / "images"
         self.ami_map = self.root / "ami-map.json"
         self.ssh_dir = self.root / "ssh"

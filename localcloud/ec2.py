@@ -28,6 +28,11 @@ _lock = threading.RLock()  # guards state changes made outside moto's request ha
 _installed = []
 
 
+def state_lock():
+    """Held while the daemon saves its state (no reconciler change in between)."""
+    return _lock
+
+
 def set_state(instance, name, only_from=None, reason=None):
     """Move `instance` to state `name` (if it is still in one of `only_from`); True if it moved."""
     with _lock:

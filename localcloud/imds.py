@@ -140,6 +140,17 @@ class Imds:
             self._tokens[token] = (ip, now + ttl)
         return token
 
+    def export_tokens(self):
+        """Tokens with wall-clock expiry (monotonic clocks do not survive a restart)."""
+        offset = time.time() - time.monotonic()
+        with self._lock:
+            return {t: (ip, expiry + offset) for t, (ip, expiry) in self._tokens.items()}
+
+    def import_tokens(self, tokens):
+        offset = time.time() - time.monotonic()
+        with self._lock:
+            self._tokens.update({t: (ip, expiry - offset) for t, (ip, expiry) in tokens.items()})
+
     def token_valid(self, token, ip):
         with self._lock:
             entry = self._tokens.get(token)

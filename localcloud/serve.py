@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import pickle  # nosec - only our own state file, see restore_state
 import signal
 import threading
 
@@ -23,7 +24,50 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve(paths, port):
+# Services whose state a `restart` carries over (what localcloud is for; others start empty again).
+PERSISTED_SERVICES = ("ec2", "autoscaling", "ssm", "iam", "kms", "sts", "elb", "elbv2")
+
+
+def dump_state(path, imds):
+    """Pickle the persisted services' backends (one pickle: objects refer to each other) and IMDS tokens."""
+    from moto.backends import get_backend
+
+    state = {"services": {}, "tokens": imds.export_tokens()}
+    for name in PERSISTED_SERVICES:
+        backends = get_backend(name)
+        if len(backends):
+            state["services"][name] = dict(backends)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as handle:
+        pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def restore_state(path, imds):
+    from moto.backends import get_backend
+
+    with open(path, "rb") as handle:
+        state = pickle.load(handle)  # nosec - written by the previous daemon, in our own state directory (0600)
+    for name, accounts in state["services"].items():
+        backends = get_backend(name)
+        backends.clear()
+        backends.update(accounts)
+    # moto hands out subnet addresses from an iterator cached outside the subnet objects (not pickled): the new
+    # subnets' iterators start again at .1; skip the three addresses EC2 reserves, as moto does at creation
+    # (addresses in use are skipped by moto itself).
+    for accounts in state["services"].get("ec2", {}).values():
+        for backend in accounts.values():
+            for subnets in list(backend.subnets.values()):
+                for subnet in list(subnets.values()):
+                    for _ in range(3):
+                        next(iter(subnet._subnet_ip_generator))
+    imds.import_tokens(state.get("tokens") or {})
+    path.unlink()
+    return sum(len(list(b.reservations)) for accounts in state["services"].get("ec2", {}).values() for b in accounts.values())
+
+
+def serve(paths, port, restore=False):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     podman = Podman(paths.containers_conf)
     image_refs = {"base": images.base_image_ref(), "baked": images.baked_image_ref()}
@@ -47,7 +91,10 @@ def serve(paths, port):
                 reconciler.wake()  # an API call may have changed an instance (or reset moto)
 
     api = make_server("127.0.0.1", port, app, threaded=True, request_handler=_QuietHandler)
-    imds = Imds(reconciler).start()
+    imds = Imds(reconciler)
+    if restore and paths.saved_state.exists():
+        log.info("restored %d reservation(s) from %s", restore_state(paths.saved_state, imds), paths.saved_state)
+    imds.start()
     threading.Thread(target=reconciler.run, name="reconciler", daemon=True).start()
     api_thread = threading.Thread(target=api.serve_forever, name="api", daemon=True)
     api_thread.start()
@@ -57,12 +104,19 @@ def serve(paths, port):
     log.info("serving EC2 API on %s, IMDS on %s:%d", config.endpoint_url(port), config.IMDS_ADDRESS, config.IMDS_PORT)
 
     done = threading.Event()
+    save = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
+    # SIGUSR1 (`python -m localcloud restart`): save the API's state for the next daemon, leave the hosts running.
+    signal.signal(signal.SIGUSR1, lambda *_: (save.append(True), done.set()))
     done.wait()
-    log.info("stopping")
+    log.info("stopping%s", " (saving state for a restart)" if save else "")
+    api.shutdown()
     reconciler.stop()
     imds.stop()
-    api.shutdown()
     api.server_close()
+    if save:
+        with ec2.state_lock():
+            dump_state(paths.saved_state, imds)
+        log.info("state saved to %s", paths.saved_state)
     return 0

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Launcher, cloud_running, localcloud, podman_state, wait_ssh
+from conftest import Launcher, cloud_running, localcloud, podman_state, ssh, wait_ssh
 from localcloud import cli, config
 
 destructive = pytest.mark.skipif(os.environ.get("LOCALCLOUD_TEST_KEEP_CLOUD") == "1", reason="LOCALCLOUD_TEST_KEEP_CLOUD=1")
@@ -80,6 +80,35 @@ def test_env_exports_what_clients_need(cloud):
     out = subprocess.run(["bash", "-c", 'eval "$(%s -m localcloud env)"; podman info --format "{{.Host.OCIRuntime.Name}}"' % cli.sys.executable],
                          cwd=str(config.REPO_ROOT), capture_output=True, text=True, check=True).stdout.strip()
     assert out == "runc"
+
+
+def test_restart_keeps_instances_hosts_and_tokens(cloud, key_pair):
+    """`restart` replaces the daemon (new code) without touching anyone's hosts."""
+    launcher = Launcher(cloud.client())
+    try:
+        instance = launcher.run(KeyName=key_pair.name, MetadataOptions={"HttpTokens": "required"}, UserData="KEEP=1\n")[0]
+        ip = instance["PrivateIpAddress"]
+        wait_ssh(ip, key_pair.path)
+        token = ssh(ip, key_pair.path, "curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 600' http://169.254.169.254/latest/api/token").stdout
+        pid1 = ssh(ip, key_pair.path, "cut -d\" \" -f22 /proc/1/stat").stdout  # start time of PID 1
+        old_pid = cli.daemon_pid(cloud.paths)
+
+        proc = localcloud("restart")
+        assert cli.daemon_pid(cloud.paths) not in (None, old_pid), proc.stderr
+        ec2 = cloud.client()
+        described = Launcher(ec2).describe([instance["InstanceId"]])[0]
+        assert described["State"]["Name"] == "running" and described["PrivateIpAddress"] == ip
+        # The same host, not a new one; its token still works.
+        assert ssh(ip, key_pair.path, "cut -d\" \" -f22 /proc/1/stat").stdout == pid1
+        out = ssh(ip, key_pair.path, "curl -s -H 'X-aws-ec2-metadata-token: %s' http://169.254.169.254/latest/user-data" % token).stdout
+        assert out == "KEEP=1\n"
+        # The new daemon still drives hosts.
+        launcher.ec2 = ec2
+        ec2.stop_instances(InstanceIds=[instance["InstanceId"]])
+        launcher.wait("instance_stopped", [instance["InstanceId"]])
+        assert podman_state(instance["InstanceId"]) == "exited"
+    finally:
+        launcher.cleanup()
 
 
 @destructive
