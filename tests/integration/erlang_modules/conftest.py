@@ -102,6 +102,9 @@ class Env(object):
         self.logs = os.path.join(base, "logs")
         os.makedirs(self.logs)
         self.ansible_log = os.path.join(self.logs, "ansible.log")
+        # Modules' temporary files (the private cookie HOMEs) land here: checked empty at the end.
+        self.module_tmp = os.path.join(base, "module-tmp")
+        os.makedirs(self.module_tmp)
         self.outputs = []          # every Ansible run's stdout+stderr, scanned for the cookie
 
     def node_env(self):
@@ -135,6 +138,7 @@ class Ansible(object):
             ANSIBLE_HOST_KEY_CHECKING="False",
             ANSIBLE_LOCALHOST_WARNING="False",
             ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+            TMPDIR=self.env.module_tmp,
             PATH=ANSIBLE_BIN + os.pathsep + environ.get("PATH", ""),
         )
         return environ

@@ -23,3 +23,8 @@ def test_cookie_never_in_ansible_output_or_logs(env):
 def test_cookie_files_are_private(env):
     assert os.stat(env.cookie_file).st_mode & 0o777 == 0o400
     assert os.stat(env.home).st_mode & 0o777 == 0o700
+
+
+def test_modules_leave_no_cookie_copy_behind(env):
+    leftovers = [name for name in os.listdir(env.module_tmp) if name.startswith("erlang-node-")]
+    assert leftovers == []
