@@ -6,6 +6,8 @@ A boot server node (`erl_boot_server`) serves the example application hello_clus
 Only one boot server can run per host (UDP 4368): run this suite serially.
 """
 
+import errno
+import fcntl
 import json
 import os
 import secrets
@@ -42,6 +44,22 @@ def run_command(argv, data, environ_update):
     environ.update(environ_update)
     proc = subprocess.run(argv, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ, timeout=60, check=False)
     return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+
+
+# One boot server per host (UDP 4368): suites that start one take this lock for their session.
+BOOT_SERVER_LOCK = "/tmp/skunkworks-erlang_ec2-udp4368.lock"
+BOOT_SERVER_UDP_PORT = 4368
+
+
+def udp_4368_free():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("0.0.0.0", BOOT_SERVER_UDP_PORT))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
 
 
 def free_port():
@@ -211,8 +229,16 @@ class Nodes(object):
                 "-eval", "{ok, _} = erl_boot_server:start(%s)" % addresses]
         if erlang_node.epmd_lookup("127.0.0.1", "boot") if self._epmd_up() else False:
             raise AssertionError("a node named boot@127.0.0.1 already runs here (another boot server holds UDP 4368?)")
+        deadline = time.monotonic() + 120
+        while not udp_4368_free():
+            if time.monotonic() > deadline:
+                raise AssertionError("UDP 4368 is held by another process (another boot server on this host) for 120 s")
+            time.sleep(1)
         proc = self._start("boot", argv)
-        self.wait_answering(BOOT_NODE, 15)
+        try:
+            self.wait_answering(BOOT_NODE, 15)
+        except AssertionError:
+            raise AssertionError("the boot server did not start: %s" % self.logs_text()[-1000:])
         return proc
 
     @staticmethod
@@ -288,6 +314,17 @@ class Nodes(object):
 
 
 @pytest.fixture(scope="session")
+def boot_server_lock():
+    """Serialises suites that run a boot server on this host (they use the same lock file)."""
+    with open(BOOT_SERVER_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
 def env():
     base = tempfile.mkdtemp(prefix="erlang-modules-")
     os.chmod(base, 0o700)
@@ -328,7 +365,7 @@ def boot_tree(env, ansible, cookie_watch):
 
 
 @pytest.fixture
-def nodes(env, boot_tree, cookie_watch):
+def nodes(env, boot_tree, cookie_watch, boot_server_lock):
     manager = Nodes(env)
     env.switch_current("1.0.0")
     yield manager
