@@ -225,8 +225,10 @@ class Nodes(object):
 
     def start_boot_server(self, allow=()):
         addresses = "[%s]" % ", ".join('"%s"' % a for a in allow)
+        # A failed start (e.g. eaddrinuse on UDP 4368) ends the VM instead of leaving a node without a boot server.
         argv = ["erl", "-name", BOOT_NODE, "-noshell", "-noinput",
-                "-eval", "{ok, _} = erl_boot_server:start(%s)" % addresses]
+                "-eval", "case erl_boot_server:start(%s) of {ok, _} -> ok; "
+                "Error -> io:format(\"boot server failed: ~p~n\", [Error]), halt(1) end" % addresses]
         if erlang_node.epmd_lookup("127.0.0.1", "boot") if self._epmd_up() else False:
             raise AssertionError("a node named boot@127.0.0.1 already runs here (another boot server holds UDP 4368?)")
         deadline = time.monotonic() + 120
@@ -236,7 +238,8 @@ class Nodes(object):
             time.sleep(1)
         proc = self._start("boot", argv)
         try:
-            self.wait_answering(BOOT_NODE, 15)
+            # The node answers before its -eval has started the boot server.
+            self.wait_for(BOOT_NODE, "is_pid(whereis(boot_server))", 15)
         except AssertionError:
             raise AssertionError("the boot server did not start: %s" % self.logs_text()[-1000:])
         return proc
@@ -277,6 +280,18 @@ class Nodes(object):
                 return
             time.sleep(0.1)
         raise AssertionError("node %s did not answer within %ss" % (node, seconds))
+
+    def wait_for(self, node, body, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                with self.client(node) as client:
+                    if client.call(body) is True:
+                        return
+            except erlang_node.ErlangNodeError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("node %s: %s not true within %ss" % (node, body, seconds))
 
     def wait_started(self, node, seconds):
         """Answering and init finished (applications started)."""
