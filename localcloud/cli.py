@@ -132,11 +132,16 @@ def cmd_restart(args, paths):
             return _up(argparse.Namespace(port=args.port, no_images=False), paths)
         port = args.port or daemon_info(paths).get("port") or config.port()
         paths.saved_state.unlink(missing_ok=True)
+        paths.restart_failed.unlink(missing_ok=True)
         os.kill(pid, signal.SIGUSR1)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while daemon_pid(paths) is not None:
+            if paths.restart_failed.exists():
+                reason = paths.restart_failed.read_text().strip()
+                paths.restart_failed.unlink(missing_ok=True)
+                raise LocalcloudError("the daemon could not save its state (%s); it keeps running unchanged, see %s" % (reason, paths.log))
             if time.monotonic() > deadline:
-                raise LocalcloudError("daemon pid %d did not stop within 60 s; see %s" % (pid, paths.log))
+                raise LocalcloudError("daemon pid %d did not stop within 90 s; see %s" % (pid, paths.log))
             time.sleep(0.1)
         if not paths.saved_state.exists():
             raise LocalcloudError("the daemon stopped without saving its state (see %s); `python -m localcloud up` starts afresh" % paths.log)

@@ -60,6 +60,7 @@ class Paths:
         self.info = self.root / "serve.json"  # port and region of the running daemon
         self.lock = self.root / "cli.lock"  # serialises up and down
         self.saved_state = self.root / "saved-state.pickle"  # the API's state across `restart`
+        self.restart_failed = self.root / "restart-failed"  # written by a daemon that could not save its state
         self.images = self.root / "images"
         self.ami_map = self.root / "ami-map.json"
         self.ssh_dir = self.root / "ssh"

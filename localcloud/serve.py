@@ -1,5 +1,7 @@
 """The localcloud daemon: moto (EC2, SSM, Auto Scaling...) on loopback, IMDS, and the reconciler, in one process."""
 
+import collections
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +30,40 @@ class _QuietHandler(WSGIRequestHandler):
 PERSISTED_SERVICES = ("ec2", "autoscaling", "ssm", "iam", "kms", "sts", "elb", "elbv2")
 
 
+def _defaultdict_of_dict():
+    return collections.defaultdict(dict)
+
+
+class _StatePickler(pickle.Pickler):
+    """moto keeps some defaultdicts with lambda factories (e.g. SSM's tags): pickle them with a named factory."""
+
+    def reducer_override(self, obj):
+        if not isinstance(obj, collections.defaultdict):
+            return NotImplemented
+        factory = obj.default_factory
+        if getattr(factory, "__name__", "") == "<lambda>":
+            sample = factory()
+            if isinstance(sample, collections.defaultdict) and sample.default_factory is dict:
+                factory = _defaultdict_of_dict
+            elif type(sample) in (dict, list, set, int, str) and not sample:
+                factory = type(sample)
+            else:
+                raise pickle.PicklingError("cannot save a defaultdict whose factory makes %r" % (sample,))
+        elif type(obj) is collections.defaultdict:
+            return NotImplemented
+        # Subclasses (e.g. SSM's ParameterDict) need their own __init__ arguments: rebuild without calling it.
+        return (_rebuild_defaultdict, (type(obj), factory, dict(getattr(obj, "__dict__", {})), dict(obj)))
+
+
+def _rebuild_defaultdict(cls, factory, attributes, items):
+    rebuilt = cls.__new__(cls)
+    collections.defaultdict.__init__(rebuilt, factory)
+    if attributes:
+        rebuilt.__dict__.update(attributes)
+    dict.update(rebuilt, items)
+    return rebuilt
+
+
 def dump_state(path, imds):
     """Pickle the persisted services' backends (one pickle: objects refer to each other) and IMDS tokens."""
     from moto.backends import get_backend
@@ -39,7 +75,7 @@ def dump_state(path, imds):
             state["services"][name] = dict(backends)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as handle:
-        pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        _StatePickler(handle, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
     os.chmod(tmp, 0o600)
     tmp.replace(path)
 
@@ -79,16 +115,18 @@ def serve(paths, port, restore=False):
     ec2.install(reconciler, default_public_key=public_key)
 
     moto_app = DomainDispatcherApplication(create_backend_app)
+    gate = _Gate()
 
     def app(environ, start_response):
         if environ.get("PATH_INFO") == HEALTH_PATH:  # cheap liveness check for the CLI (moto's data.json is slow)
             start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
             return [b"ok\n"]
-        try:
-            return moto_app(environ, start_response)
-        finally:
-            if environ.get("REQUEST_METHOD") != "GET":
-                reconciler.wake()  # an API call may have changed an instance (or reset moto)
+        with gate:
+            try:
+                return moto_app(environ, start_response)
+            finally:
+                if environ.get("REQUEST_METHOD") != "GET":
+                    reconciler.wake()  # an API call may have changed an instance (or reset moto)
 
     api = make_server("127.0.0.1", port, app, threaded=True, request_handler=_QuietHandler)
     imds = Imds(reconciler)
@@ -103,20 +141,68 @@ def serve(paths, port, restore=False):
     paths.pid.write_text("%d\n" % os.getpid())
     log.info("serving EC2 API on %s, IMDS on %s:%d", config.endpoint_url(port), config.IMDS_ADDRESS, config.IMDS_PORT)
 
-    done = threading.Event()
-    save = []
+    wakeup = threading.Event()
+    requests = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
+        signal.signal(sig, lambda *_: (requests.append("stop"), wakeup.set()))
     # SIGUSR1 (`python -m localcloud restart`): save the API's state for the next daemon, leave the hosts running.
-    signal.signal(signal.SIGUSR1, lambda *_: (save.append(True), done.set()))
-    done.wait()
-    log.info("stopping%s", " (saving state for a restart)" if save else "")
+    signal.signal(signal.SIGUSR1, lambda *_: (requests.append("save"), wakeup.set()))
+    while True:
+        wakeup.wait()
+        wakeup.clear()
+        if "stop" in requests:
+            break
+        if "save" in requests:
+            requests.remove("save")
+            # Save while nothing changes (API requests held, reconciler changes locked out); on failure keep serving.
+            paths.restart_failed.unlink(missing_ok=True)
+            try:
+                with gate.closed(), ec2.state_lock():
+                    dump_state(paths.saved_state, imds)
+            except Exception as exc:  # e.g. a moto service whose state cannot be pickled
+                log.exception("cannot save the state for a restart; still serving")
+                paths.restart_failed.write_text("%s\n" % exc)
+                continue
+            log.info("state saved to %s; stopping for a restart", paths.saved_state)
+            break
+    log.info("stopping")
     api.shutdown()
     reconciler.stop()
     imds.stop()
     api.server_close()
-    if save:
-        with ec2.state_lock():
-            dump_state(paths.saved_state, imds)
-        log.info("state saved to %s", paths.saved_state)
     return 0
+
+
+class _Gate:
+    """Holds API requests while the state is saved (the ones in flight finish first)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._open = True
+        self._inflight = 0
+
+    def __enter__(self):
+        with self._cond:
+            while not self._open:
+                self._cond.wait()
+            self._inflight += 1
+
+    def __exit__(self, *exc):
+        with self._cond:
+            self._inflight -= 1
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def closed(self, timeout=30):
+        with self._cond:
+            self._open = False
+            if not self._cond.wait_for(lambda: self._inflight == 0, timeout=timeout):
+                self._open = True
+                self._cond.notify_all()
+                raise RuntimeError("API requests still running after %d s" % timeout)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._open = True
+                self._cond.notify_all()

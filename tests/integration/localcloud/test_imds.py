@@ -163,7 +163,7 @@ def test_amazon_aws_ec2_metadata_facts_reads_the_host(cloud, hosts, tmp_path):
     ip = instance["PrivateIpAddress"]
     proc = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "ansible"), "all", "-i", "%s," % ip, "-u", "admin", "--private-key", hosts.key,
-         "-e", "ansible_python_interpreter=/usr/bin/python3", "--ssh-common-args", "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+         "-e", "ansible_python_interpreter=/usr/bin/python3", "--ssh-common-args=-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
          "-m", "amazon.aws.ec2_metadata_facts", "-o"],
         capture_output=True, text=True, timeout=120, env=dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False"),
     )

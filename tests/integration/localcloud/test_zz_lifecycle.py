@@ -92,6 +92,10 @@ def test_restart_keeps_instances_hosts_and_tokens(cloud, key_pair):
         token = ssh(ip, key_pair.path, "curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 600' http://169.254.169.254/latest/api/token").stdout
         pid1 = ssh(ip, key_pair.path, "cut -d\" \" -f22 /proc/1/stat").stdout  # start time of PID 1
         old_pid = cli.daemon_pid(cloud.paths)
+        ssm = cloud.client("ssm")
+        parameter = "/localcloud-test/restart-%d" % time.monotonic_ns()
+        ssm.put_parameter(Name=parameter, Value="kept-across-restart", Type="SecureString")
+        ssm.add_tags_to_resource(ResourceType="Parameter", ResourceId=parameter, Tags=[{"Key": "k", "Value": "v"}])
 
         proc = localcloud("restart")
         assert cli.daemon_pid(cloud.paths) not in (None, old_pid), proc.stderr
@@ -102,12 +106,35 @@ def test_restart_keeps_instances_hosts_and_tokens(cloud, key_pair):
         assert ssh(ip, key_pair.path, "cut -d\" \" -f22 /proc/1/stat").stdout == pid1
         out = ssh(ip, key_pair.path, "curl -s -H 'X-aws-ec2-metadata-token: %s' http://169.254.169.254/latest/user-data" % token).stdout
         assert out == "KEEP=1\n"
+        ssm = cloud.client("ssm")
+        assert ssm.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"] == "kept-across-restart"
+        ssm.delete_parameter(Name=parameter)
         # The new daemon still drives hosts.
         launcher.ec2 = ec2
         ec2.stop_instances(InstanceIds=[instance["InstanceId"]])
         launcher.wait("instance_stopped", [instance["InstanceId"]])
         assert podman_state(instance["InstanceId"]) == "exited"
     finally:
+        launcher.cleanup()
+
+
+def test_restart_that_cannot_save_keeps_the_daemon_running(cloud):
+    """A failed save must not cost anyone their instances: the old daemon keeps serving, unchanged."""
+    ec2 = cloud.client()
+    launcher = Launcher(ec2)
+    blocker = cloud.paths.saved_state.with_suffix(".tmp")
+    try:
+        instance = launcher.run()[0]
+        pid = cli.daemon_pid(cloud.paths)
+        blocker.mkdir()  # the daemon writes its state to this path first: make that fail
+        proc = localcloud("restart", check=False)
+        assert proc.returncode == 1 and "could not save its state" in proc.stderr, proc.stderr
+        assert cli.daemon_pid(cloud.paths) == pid
+        assert launcher.describe([instance["InstanceId"]])[0]["State"]["Name"] == "running"
+        assert podman_state(instance["InstanceId"]) == "running"
+    finally:
+        if blocker.is_dir():
+            blocker.rmdir()
         launcher.cleanup()
 
 
