@@ -41,6 +41,14 @@ class Cloud:
     def endpoint_url(self):
         return cli.daemon_info(self.paths)["endpoint_url"]
 
+    def others_instances(self):
+        """Instances not terminated in the default region: the suite terminates its own, so these are someone else's."""
+        live = []
+        for page in self.client().get_paginator("describe_instances").paginate(
+                Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]):
+            live.extend(i["InstanceId"] for r in page["Reservations"] for i in r["Instances"])
+        return live
+
     def client(self, service="ec2", region=config.DEFAULT_REGION):
         return boto3.client(
             service,
@@ -60,8 +68,10 @@ def cloud():
     if started_here:
         proc = localcloud("up", check=False)
         assert proc.returncode == 0, proc.stderr
-    yield Cloud(paths, started_here)
-    if started_here and cloud_running(paths):
+    cloud = Cloud(paths, started_here)
+    yield cloud
+    # Leave it as found, unless someone started using it meanwhile (their instances would go with it).
+    if started_here and cloud_running(paths) and not cloud.others_instances():
         localcloud("down")
 
 

@@ -1,7 +1,8 @@
 """up/down of THE localcloud: reuse, what listens, recovery after a crash, and `down` leaving nothing behind.
 
 Runs last (file name): the crash and `down` tests take the cloud away from anyone using it, then bring it
-back up if it was running before the session. Set LOCALCLOUD_TEST_KEEP_CLOUD=1 to skip those two.
+back up if it was running before the session. They skip while someone else's instances run on the cloud
+(LOCALCLOUD_TEST_FORCE_DOWN=1 runs them anyway); LOCALCLOUD_TEST_KEEP_CLOUD=1 always skips them.
 """
 
 import os
@@ -16,6 +17,14 @@ from conftest import Launcher, cloud_running, localcloud, podman_state, ssh, wai
 from localcloud import cli, config
 
 destructive = pytest.mark.skipif(os.environ.get("LOCALCLOUD_TEST_KEEP_CLOUD") == "1", reason="LOCALCLOUD_TEST_KEEP_CLOUD=1")
+
+
+@pytest.fixture
+def nobody_else(cloud):
+    """The crash and `down` tests destroy every instance: not while someone else has some (unless forced)."""
+    others = cloud.others_instances()
+    if others and os.environ.get("LOCALCLOUD_TEST_FORCE_DOWN") != "1":
+        pytest.skip("someone else's instances are running on localcloud (%s); LOCALCLOUD_TEST_FORCE_DOWN=1 runs it anyway" % ", ".join(others[:3]))
 
 
 def listening(pid):
@@ -139,7 +148,7 @@ def test_restart_that_cannot_save_keeps_the_daemon_running(cloud):
 
 
 @destructive
-def test_up_after_a_crash_removes_the_dead_instances_hosts(cloud):
+def test_up_after_a_crash_removes_the_dead_instances_hosts(cloud, nobody_else):
     ec2 = cloud.client()
     instance = Launcher(ec2).run()[0]
     assert podman_state(instance["InstanceId"]) == "running"
@@ -164,7 +173,7 @@ def test_up_after_a_crash_removes_the_dead_instances_hosts(cloud):
 
 
 @destructive
-def test_down_leaves_nothing_behind(cloud):
+def test_down_leaves_nothing_behind(cloud, nobody_else):
     launcher = Launcher(cloud.client())
     launcher.run(MinCount=2)
     pid = cli.daemon_pid(cloud.paths)
