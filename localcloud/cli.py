@@ -241,7 +241,7 @@ def cmd_env(args, paths):
 def cmd_images(args, paths):
     podman = _podman(paths)
     if args.action == "build":
-        preflight(need_debootstrap=True)
+        preflight(need_debootstrap=not podman.image_exists(images.base_image_ref()))
         paths.ensure()
         refs = images.ensure_images(paths, podman)
         images.prune_old(podman)
