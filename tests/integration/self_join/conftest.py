@@ -153,8 +153,9 @@ class Cluster:
     def boot_eval(self, expression):
         """Evaluate an Erlang expression on the boot server node (erl_call as the service user: cookie file)."""
         proc = self.ssh(self.boot_ip, "sudo -u erlang env HOME=/var/lib/erlang-ec2 erl_call -name %s -R -timeout 10 -e" % self.boot_node,
-                        check=False, timeout=30, stdin=expression)
-        return proc.stdout.strip() if proc.returncode == 0 else None
+                        check=False, timeout=30, stdin=expression + "\n")
+        out = proc.stdout.strip()
+        return out if proc.returncode == 0 and out.startswith("{ok,") else None
 
     def cluster_view(self):
         """{node: sorted connected nodes} of every worker the boot node is connected to (workers only)."""
