@@ -6,7 +6,8 @@
   shutting-down -> terminated; the reconciler makes the second step once the container has followed.
 - Every region has localcloud's AMIs (fixed ids) and the default key pair `localcloud`.
 - RunInstances honours ClientToken (idempotent launch), which moto ignores.
-- CreateImage commits the instance's container to a new image mapped to the new AMI id.
+- CreateImage commits the instance's container to a new image mapped to the new AMI id; DeregisterImage
+  removes that image again.
 """
 
 import base64
@@ -203,3 +204,13 @@ def install(reconciler, default_public_key=None):
         return ami
 
     EC2Backend.create_image = create_image
+
+    original_deregister = EC2Backend.deregister_image
+
+    @functools.wraps(original_deregister)
+    def deregister_image(self, ami_id, *args, **kwargs):
+        result = original_deregister(self, ami_id, *args, **kwargs)
+        reconciler.forget_image(ami_id)
+        return result
+
+    EC2Backend.deregister_image = deregister_image

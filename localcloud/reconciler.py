@@ -346,7 +346,22 @@ class Reconciler:
             self.containers.pop(instance_id, None)
             self.container_ips.pop(instance_id, None)
 
-    # -- CreateImage -----------------------------------------------------------
+    # -- CreateImage / DeregisterImage ------------------------------------------
+    def forget_image(self, ami_id):
+        """DeregisterImage of a CreateImage AMI: drop its map entry and its image (kept while a host uses it)."""
+        ref = "%s:%s" % (images.CREATED_IMAGE_REPO, ami_id)
+        with self._lock:
+            try:
+                mapping = json.loads(self.paths.ami_map.read_text())
+            except (FileNotFoundError, ValueError):
+                return
+            if mapping.get(ami_id) != ref:
+                return
+            del mapping[ami_id]
+            tmp = self.paths.ami_map.with_suffix(".tmp")
+            tmp.write_text(json.dumps(mapping, indent=2, sort_keys=True) + "\n")
+            tmp.replace(self.paths.ami_map)
+        self._pool.submit(self.podman.run, "rmi", ref, check=False)
     def create_image(self, instance, ami):
         """Commit the instance's container to an image for the new AMI (no reboot: like NoReboot=true)."""
         ref = "%s:%s" % (images.CREATED_IMAGE_REPO, ami.id)

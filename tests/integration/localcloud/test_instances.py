@@ -1,6 +1,7 @@
 """Instances launched through the EC2 API are real hosts that follow the API."""
 
 import ipaddress
+import json
 import subprocess
 import sys
 import time
@@ -175,7 +176,15 @@ def test_create_image_commits_the_host(ec2, launcher, key_pair):
         assert out[0] == "baked-by-test"
         assert out[1] == copy["InstanceId"]
     finally:
+        launcher.cleanup()  # no host uses the image any more
+        launcher.ids = []
         ec2.deregister_image(ImageId=ami)
+    # The image goes with the AMI.
+    deadline = time.monotonic() + 30
+    while subprocess.run(["podman", "image", "exists", "localhost/localcloud-ami:%s" % ami]).returncode == 0:
+        assert time.monotonic() < deadline, "image of %s still there" % ami
+        time.sleep(0.5)
+    assert ami not in (json.loads(config.Paths().ami_map.read_text()) if config.Paths().ami_map.exists() else {})
 
 
 @pytest.mark.parametrize("missing", ["podman", "runc"])
