@@ -5,7 +5,8 @@
 - Instance states follow the hosts as on EC2: pending -> running (when sshd answers), stopping -> stopped,
   shutting-down -> terminated; the reconciler makes the second step once the container has followed.
 - Every region has localcloud's AMIs (fixed ids) and the default key pair `localcloud`.
-- RunInstances honours ClientToken (idempotent launch), which moto ignores.
+- RunInstances honours ClientToken (idempotent launch), which moto ignores; DescribeInstances has the
+  `client-token` filter.
 - CreateImage commits the instance's container to a new image mapped to the new AMI id; DeregisterImage
   removes that image again.
 """
@@ -19,7 +20,8 @@ import threading
 from moto.core.types import Base64EncodedString
 from moto.ec2.models import EC2Backend, ec2_backends
 from moto.ec2.models.amis import Ami
-from moto.ec2.models.instances import StateReason
+from moto.ec2 import utils as ec2_utils
+from moto.ec2.models.instances import Instance, StateReason
 
 from localcloud import config
 
@@ -190,6 +192,10 @@ def install(reconciler, default_public_key=None):
         return rebooted
 
     EC2Backend.reboot_instances = reboot_instances
+
+    # EC2's DescribeInstances filter client-token (moto answers it with a 500).
+    Instance.localcloud_client_token = property(lambda self: None if self.client_token == MOTO_NO_CLIENT_TOKEN else self.client_token)
+    ec2_utils.filter_dict_attribute_mapping["client-token"] = "localcloud_client_token"
 
     original_create_image = EC2Backend.create_image
 

@@ -253,8 +253,8 @@ def test_run_instances_with_the_same_client_token_launches_once(ec2, launcher):
     again = ec2.run_instances(ImageId=config.BASE_AMI_ID, MinCount=2, MaxCount=2, ClientToken=token)
     assert again["ReservationId"] == first["ReservationId"]
     assert sorted(i["InstanceId"] for i in again["Instances"]) == sorted(launcher.ids)
-    launched = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"] if i.get("ClientToken") == token]
-    assert len(launched) == 2
+    launched = [i for r in ec2.describe_instances(Filters=[{"Name": "client-token", "Values": [token]}])["Reservations"] for i in r["Instances"]]
+    assert sorted(i["InstanceId"] for i in launched) == sorted(launcher.ids)
     # Without a token every call launches.
     one = ec2.run_instances(ImageId=config.BASE_AMI_ID, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     two = ec2.run_instances(ImageId=config.BASE_AMI_ID, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
