@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import podman_state, ssh, wait_ssh
-from localcloud import config
+from localcloud import cli, config
 
 
 def test_run_instances_gives_hosts_reachable_by_ssh_on_their_private_ip(launcher, key_pair):
@@ -201,13 +201,14 @@ def test_up_without_a_tool_fails_clearly_and_changes_nothing(cloud, missing, tmp
     for tool in ("podman", "runc", "ip", "debootstrap", "ssh-keygen"):
         if tool != missing and shutil.which(tool):
             (bindir / tool).symlink_to(shutil.which(tool))
-    before = subprocess.run(["podman", "ps", "-aq"], capture_output=True, text=True).stdout
+    # (Other people may launch hosts meanwhile: compare what this `up` could have touched, not all containers.)
+    before = (cli.daemon_pid(cloud.paths), cloud.paths.info.read_text(), sorted(p.name for p in cloud.paths.root.iterdir()))
     proc = subprocess.run([sys.executable, "-m", "localcloud", "up"], cwd=str(REPO), capture_output=True, text=True,
                           env=dict(os.environ, PATH=str(bindir)))
     assert proc.returncode == 1
     assert "%s not found" % missing in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert subprocess.run(["podman", "ps", "-aq"], capture_output=True, text=True).stdout == before
+    assert (cli.daemon_pid(cloud.paths), cloud.paths.info.read_text(), sorted(p.name for p in cloud.paths.root.iterdir())) == before
 
 
 def test_power_off_inside_the_host_stops_the_instance(ec2, launcher, key_pair):
