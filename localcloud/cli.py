@@ -131,6 +131,9 @@ def cmd_restart(args, paths):
             print("localcloud: not running; starting it", file=sys.stderr)
             return _up(argparse.Namespace(port=args.port, no_images=False), paths)
         port = args.port or daemon_info(paths).get("port") or config.port()
+        podman = _podman(paths)
+        preflight(need_debootstrap=not podman.image_exists(images.base_image_ref()))
+        images.ensure_images(paths, podman)  # new code may mean a new image recipe: build it before switching
         paths.saved_state.unlink(missing_ok=True)
         paths.restart_failed.unlink(missing_ok=True)
         os.kill(pid, signal.SIGUSR1)
