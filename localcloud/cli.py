@@ -211,11 +211,31 @@ def cmd_status(args, paths):
     print("imds:     %s" % ("%s on %s" % (config.IMDS_ADDRESS, config.IMDS_INTERFACE) if network.imds_address_present() else "absent"))
     print("state:    %s" % paths.root)
     hosts = podman.containers("%s=instance" % config.LABEL)
+    api_states = _api_states(info.get("endpoint_url")) if answers else {}
     print("hosts:    %d" % len(hosts))
+    if hosts:
+        print("  %-22s %-15s %-10s %-14s %s" % ("instance", "private IP", "container", "instance state", "image"))
     for c in hosts:
         labels = c.get("Labels") or {}
-        print("  %-22s %-15s %-8s %s" % (labels.get(config.LABEL_INSTANCE_ID, "?"), labels.get(config.LABEL_PRIVATE_IP, "?"), c.get("State"), c.get("Image")))
+        iid = labels.get(config.LABEL_INSTANCE_ID, "?")
+        print("  %-22s %-15s %-10s %-14s %s" % (iid, labels.get(config.LABEL_PRIVATE_IP, "?"), c.get("State"), api_states.get(iid, "?"), c.get("Image")))
     return 0 if (pid is None or answers) else 1
+
+
+def _api_states(endpoint_url):
+    """{instance id: state name} from the API (best effort: {} on failure)."""
+    try:
+        import boto3
+
+        states = {}
+        for region in sorted({config.DEFAULT_REGION, config.region()}):  # hosts of other regions show "?"
+            client = boto3.client("ec2", endpoint_url=endpoint_url, region_name=region,
+                                  aws_access_key_id="testing", aws_secret_access_key="testing")
+            for page in client.get_paginator("describe_instances").paginate():
+                states.update((i["InstanceId"], i["State"]["Name"]) for r in page["Reservations"] for i in r["Instances"])
+        return states
+    except Exception:  # status must work even when the API misbehaves
+        return {}
 
 
 def env_lines(paths):
