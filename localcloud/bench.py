@@ -47,7 +47,9 @@ def main(argv=None):
     )
     key = str(paths.ssh_key)
     started = time.monotonic()
-    reservation = client.run_instances(ImageId=args.ami, InstanceType=args.instance_type, MinCount=args.count, MaxCount=args.count, KeyName=config.DEFAULT_KEY_NAME)
+    reservation = client.run_instances(
+        ImageId=args.ami, InstanceType=args.instance_type, MinCount=args.count, MaxCount=args.count, KeyName=config.DEFAULT_KEY_NAME,
+    )
     ids = [i["InstanceId"] for i in reservation["Instances"]]
     ips = [i["PrivateIpAddress"] for i in reservation["Instances"]]
     try:

@@ -115,7 +115,8 @@ def _spawn_daemon(paths, port, restore=False):
         if proc.poll() is not None:
             raise LocalcloudError("localcloud daemon exited (%d); last lines of %s:\n%s" % (proc.returncode, paths.log, _tail(paths.log)))
         if paths.info.exists() and api_answers(url):
-            print("localcloud: up (pid %d): EC2 API %s, IMDS %s, network %s %s" % (proc.pid, url, config.IMDS_ADDRESS, config.NETWORK_NAME, config.NETWORK_SUBNET), file=sys.stderr)
+            print("localcloud: up (pid %d): EC2 API %s, IMDS %s, network %s %s"
+                  % (proc.pid, url, config.IMDS_ADDRESS, config.NETWORK_NAME, config.NETWORK_SUBNET), file=sys.stderr)
             print('localcloud: eval "$(python -m localcloud env)" to use it', file=sys.stderr)
             return 0
         time.sleep(0.2)
@@ -337,7 +338,10 @@ def main(argv=None):
     serve.add_argument("--restore", action="store_true", help="load the state saved by the previous daemon")
     args = parser.parse_args(argv)
     paths = config.Paths()
-    handlers = {"up": cmd_up, "down": cmd_down, "restart": cmd_restart, "status": cmd_status, "env": cmd_env, "images": cmd_images, "ssh": cmd_ssh, "serve": cmd_serve}
+    handlers = {
+        "up": cmd_up, "down": cmd_down, "restart": cmd_restart, "status": cmd_status, "env": cmd_env,
+        "images": cmd_images, "ssh": cmd_ssh, "serve": cmd_serve,
+    }
     try:
         return handlers[args.command](args, paths)
     except LocalcloudError as exc:

@@ -51,7 +51,8 @@ class Podman:
             timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise LocalcloudError("podman %s failed (%d): %s" % (" ".join(str(a) for a in args[:3]), proc.returncode, proc.stderr.decode(errors="replace").strip()))
+            raise LocalcloudError("podman %s failed (%d): %s"
+                                  % (" ".join(str(a) for a in args[:3]), proc.returncode, proc.stderr.decode(errors="replace").strip()))
         return proc
 
     def out(self, *args, **kwargs):

@@ -172,7 +172,8 @@ def test_create_image_commits_the_host(ec2, launcher, key_pair):
         ec2.get_waiter("image_available").wait(ImageIds=[ami], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
         copy = launcher.run(ImageId=ami, KeyName=key_pair.name)[0]
         wait_ssh(copy["PrivateIpAddress"], key_pair.path)
-        out = ssh(copy["PrivateIpAddress"], key_pair.path, "cat /etc/localcloud-test-marker; curl -s http://169.254.169.254/latest/meta-data/instance-id").stdout.split("\n")
+        out = ssh(copy["PrivateIpAddress"], key_pair.path,
+                  "cat /etc/localcloud-test-marker; curl -s http://169.254.169.254/latest/meta-data/instance-id").stdout.split("\n")
         assert out[0] == "baked-by-test"
         assert out[1] == copy["InstanceId"]
     finally:
@@ -276,7 +277,8 @@ def test_other_regions_work_but_never_share_an_address(cloud, launcher, key_pair
         wait_ssh(there["PrivateIpAddress"], cloud.paths.ssh_key)
         # Every region's default VPC is 172.31.0.0/16: an address already taken by a host in another region
         # cannot get a second host (the instance ends terminated, the first host is untouched).
-        subnet = [s for s in west.describe_subnets()["Subnets"] if s["DefaultForAz"] and ipaddress.ip_address(here["PrivateIpAddress"]) in ipaddress.ip_network(s["CidrBlock"])][0]
+        here_ip = ipaddress.ip_address(here["PrivateIpAddress"])
+        subnet = [s for s in west.describe_subnets()["Subnets"] if s["DefaultForAz"] and here_ip in ipaddress.ip_network(s["CidrBlock"])][0]
         clash = west_launcher.run(wait=False, SubnetId=subnet["SubnetId"], PrivateIpAddress=here["PrivateIpAddress"])[0]
         west_launcher.wait_state("terminated", [clash["InstanceId"]])
         assert "already used" in west_launcher.describe([clash["InstanceId"]])[0]["StateReason"]["Message"]
@@ -289,7 +291,8 @@ def test_other_regions_work_but_never_share_an_address(cloud, launcher, key_pair
 def test_an_address_freed_by_terminate_goes_to_the_next_host(ec2, launcher, key_pair):
     # A primary interface deleted on termination (what amazon.aws.ec2_instance asks for) frees its address in
     # moto, and moto hands a freed address out first.
-    subnet = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}, {"Name": "availability-zone", "Values": ["us-east-1c"]}])["Subnets"][0]
+    subnet = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]},
+                                           {"Name": "availability-zone", "Values": ["us-east-1c"]}])["Subnets"][0]
     nics = [{"DeviceIndex": 0, "SubnetId": subnet["SubnetId"], "DeleteOnTermination": True}]
     old = launcher.run(KeyName=key_pair.name, NetworkInterfaces=nics)[0]
     ec2.terminate_instances(InstanceIds=[old["InstanceId"]])  # no wait: its container is still being removed

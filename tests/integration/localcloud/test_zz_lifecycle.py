@@ -59,7 +59,8 @@ def localcloud_leftovers():
     procs = subprocess.run(["pgrep", "-f", "-a", "localcloud serve"], capture_output=True, text=True).stdout.strip()
     if procs:
         left.append("processes %s" % procs)
-    created = subprocess.run(podman + ["images", "-q", "--filter", "reference=localhost/localcloud-ami"], capture_output=True, text=True, env=env).stdout.split()
+    created = subprocess.run(podman + ["images", "-q", "--filter", "reference=localhost/localcloud-ami"],
+                             capture_output=True, text=True, env=env).stdout.split()
     if created:
         left.append("CreateImage images %s" % created)
     return left
