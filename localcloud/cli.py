@@ -284,6 +284,14 @@ def cmd_images(args, paths):
         paths.ami_map.write_text(json.dumps(mapping, indent=2, sort_keys=True) + "\n")
         print("%s -> %s" % (args.ami_id, args.image))
         return 0
+    if args.action == "unmap":
+        mapping = json.loads(paths.ami_map.read_text()) if paths.ami_map.exists() else {}
+        if args.ami_id not in mapping:
+            raise LocalcloudError("%r is not in the AMI map" % args.ami_id)
+        del mapping[args.ami_id]
+        paths.ami_map.write_text(json.dumps(mapping, indent=2, sort_keys=True) + "\n")
+        print("%s: removed (launches fall back to the base image)" % args.ami_id)
+        return 0
     rows = [
         (config.BASE_AMI_ID, config.BASE_IMAGE_NAME, images.base_image_ref()),
         (config.BAKED_AMI_ID, config.BAKED_IMAGE_NAME, images.baked_image_ref()),
@@ -324,8 +332,8 @@ def main(argv=None):
     restart.add_argument("--port", type=int)
     sub.add_parser("status", help="show what runs")
     sub.add_parser("env", help="print export lines for eval")
-    img = sub.add_parser("images", help="list the AMI -> image map; `build` builds the images; `map AMI IMAGE` adds to it")
-    img.add_argument("action", nargs="?", choices=["list", "build", "map"], default="list")
+    img = sub.add_parser("images", help="list the AMI -> image map; `build` builds the images; `map AMI IMAGE` / `unmap AMI` edit it")
+    img.add_argument("action", nargs="?", choices=["list", "build", "map", "unmap"], default="list")
     img.add_argument("ami_id", nargs="?")
     img.add_argument("image", nargs="?")
     ssh = sub.add_parser("ssh", help="ssh to a host with localcloud's default key pair")

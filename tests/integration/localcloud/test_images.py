@@ -62,3 +62,22 @@ def test_cli_help_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "localcloud", "--help"], cwd=str(REPO), capture_output=True, text=True, check=True).stdout
     for command in ("up", "down", "status", "env", "images", "ssh"):
         assert command in out
+
+
+def test_a_mapped_ami_boots_its_image(cloud, launcher, key_pair):
+    """RegisterImage gives an AMI id; `images map` makes it boot the baked image."""
+    from conftest import ssh, wait_ssh
+
+    ec2 = cloud.client()
+    ami = ec2.register_image(Name="localcloud-test-mapped-%d" % os.getpid(), RootDeviceName="/dev/xvda")["ImageId"]
+    try:
+        localcloud("images", "map", ami, images.baked_image_ref())
+        assert ami in localcloud("images").stdout
+        instance = launcher.run(ImageId=ami, KeyName=key_pair.name)[0]
+        wait_ssh(instance["PrivateIpAddress"], key_pair.path)
+        assert ssh(instance["PrivateIpAddress"], key_pair.path, "command -v erl").stdout.strip() == "/usr/bin/erl"
+    finally:
+        localcloud("images", "unmap", ami, check=False)
+        ec2.deregister_image(ImageId=ami)
+    assert ami not in localcloud("images").stdout
+    assert localcloud("images", "unmap", ami, check=False).returncode == 1
