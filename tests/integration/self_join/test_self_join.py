@@ -54,9 +54,11 @@ def test_three_workers_launched_by_api_join(cluster):
         assert "joined: worker@%s runs hello_cluster" % ip in journal
         env = cluster.ssh(ip, "cat /etc/erlang-ec2/worker.env").stdout
         assert "ERLANG_NODE=worker@%s" % ip in env and "ERLANG_BOOT_SERVER_IP=%s" % cluster.boot_ip in env
-        # The worker unit is the push path's unit, filled from the bootstrap's settings.
+        # The worker unit is the push path's unit, its variables filled from the bootstrap's settings.
         unit = cluster.ssh(ip, "systemctl show -p ExecStart --value erlang-worker").stdout
-        assert "-loader inet -hosts %s" % cluster.boot_ip in unit and "worker@%s" % ip in unit
+        assert "-hosts ${ERLANG_BOOT_SERVER_IP}" in unit
+        args = cluster.ssh(ip, "ps -u erlang -o args").stdout
+        assert "-name worker@%s" % ip in args and "-loader inet -hosts %s" % cluster.boot_ip in args, args
     cluster.workers = ips
 
 
