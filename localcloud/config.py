@@ -45,6 +45,11 @@ def region():
     return os.environ.get("LOCALCLOUD_REGION") or DEFAULT_REGION
 
 
+def max_hosts():
+    """Most instances alive at once (each is a container on this machine): LOCALCLOUD_MAX_HOSTS, default 64."""
+    return int(os.environ.get("LOCALCLOUD_MAX_HOSTS") or 64)
+
+
 def endpoint_url(port_number=None):
     return "http://127.0.0.1:%d" % (port_number or port())
 

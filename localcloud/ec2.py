@@ -5,6 +5,7 @@
 - Instance states follow the hosts as on EC2: pending -> running (when sshd answers), stopping -> stopped,
   shutting-down -> terminated; the reconciler makes the second step once the container has followed.
 - Every region has localcloud's AMIs (fixed ids) and the default key pair `localcloud`.
+- RunInstances refuses to go beyond LOCALCLOUD_MAX_HOSTS live instances (InstanceLimitExceeded).
 - RunInstances honours ClientToken (idempotent launch), which moto ignores; DescribeInstances has the
   `client-token` filter.
 - CreateImage commits the instance's container to a new image mapped to the new AMI id; DeregisterImage
@@ -21,6 +22,7 @@ from moto.core.types import Base64EncodedString
 from moto.ec2.models import EC2Backend, ec2_backends
 from moto.ec2.models.amis import Ami
 from moto.ec2 import utils as ec2_utils
+from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.instances import Instance, StateReason
 
 from localcloud import config
@@ -131,6 +133,13 @@ def install(reconciler, default_public_key=None):
             for reservation in list(self.reservations.values()):
                 if reservation.instances and all(i.client_token == token for i in reservation.instances):
                     return reservation
+        live = sum(1 for _region, i in all_instances() if i._state.name not in ("shutting-down", "terminated"))
+        if live + count > config.max_hosts():  # every instance is a container on this one machine
+            raise EC2ClientError(
+                "InstanceLimitExceeded",
+                "localcloud runs at most %d instances at once (LOCALCLOUD_MAX_HOSTS); %d are running, %d more asked for"
+                % (config.max_hosts(), live, count),
+            )
         nics = kwargs.get("nics") or []
         if not kwargs.get("subnet_id") and not any("SubnetId" in n or "NetworkInterfaceId" in n for n in nics):
             zone = kwargs.get("placement") or self.region_name + "a"

@@ -137,7 +137,8 @@ def serve(paths, port, restore=False):
     api_thread = threading.Thread(target=api.serve_forever, name="api", daemon=True)
     api_thread.start()
 
-    paths.info.write_text(json.dumps({"pid": os.getpid(), "port": port, "endpoint_url": config.endpoint_url(port), "images": image_refs}) + "\n")
+    paths.info.write_text(json.dumps({"pid": os.getpid(), "port": port, "endpoint_url": config.endpoint_url(port), "images": image_refs,
+                                      "max_hosts": config.max_hosts()}) + "\n")
     paths.pid.write_text("%d\n" % os.getpid())
     log.info("serving EC2 API on %s, IMDS on %s:%d", config.endpoint_url(port), config.IMDS_ADDRESS, config.IMDS_PORT)
 

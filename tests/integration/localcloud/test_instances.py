@@ -301,3 +301,17 @@ def test_an_address_freed_by_terminate_goes_to_the_next_host(ec2, launcher, key_
     wait_ssh(new["PrivateIpAddress"], key_pair.path)
     assert ssh(new["PrivateIpAddress"], key_pair.path, "curl -s http://169.254.169.254/latest/meta-data/instance-id").stdout == new["InstanceId"]
     assert podman_state(old["InstanceId"]) is None
+
+
+def test_run_instances_beyond_the_host_limit_is_refused(cloud, ec2):
+    """Every instance is a container on this machine: asking for more than the limit launches nothing."""
+    import botocore.exceptions
+
+    limit = cli.daemon_info(cloud.paths)["max_hosts"]  # the daemon's own setting
+    marker = "localcloud-test-limit-%d" % time.monotonic_ns()
+    with pytest.raises(botocore.exceptions.ClientError) as error:
+        ec2.run_instances(ImageId=config.BASE_AMI_ID, MinCount=limit + 1, MaxCount=limit + 1,
+                          TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": marker}]}])
+    assert error.value.response["Error"]["Code"] == "InstanceLimitExceeded"
+    assert "LOCALCLOUD_MAX_HOSTS" in error.value.response["Error"]["Message"]
+    assert ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [marker]}])["Reservations"] == []
