@@ -1,0 +1,174 @@
+"""End-to-end fixtures: a real cluster on localcloud, driven by ansible-playbook as users run it.
+
+Everything is real: the EC2 API is localcloud's moto server on loopback, the hosts are podman
+containers with systemd and sshd, the nodes are real `erl` processes. Each session uses its own
+cluster name and cookie parameter, and terminates its own instances at the end (localcloud itself
+is shared and left running).
+"""
+
+import json
+import os
+import re
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+BIN = os.path.dirname(PYTHON)
+EXAMPLE = os.path.join(ROOT, "examples", "hello_cluster")
+RECAP_RE = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+# Generous deadlines against hangs only; nothing here asserts on time.
+PLAYBOOK_TIMEOUT = 1200
+
+
+def localcloud_env():
+    """Start localcloud if needed and return the environment its `env` command prints."""
+    subprocess.run([PYTHON, "-m", "localcloud", "up"], cwd=ROOT, check=True, timeout=600)
+    out = subprocess.run([PYTHON, "-m", "localcloud", "env"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    env = dict(os.environ)
+    for line in out.splitlines():
+        parts = shlex.split(line)
+        if parts and parts[0] == "export":
+            key, _, value = parts[1].partition("=")
+            env[key] = value
+        elif parts and parts[0] == "unset":
+            for key in parts[1:]:
+                env.pop(key, None)
+    env.update(
+        ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"),
+        ANSIBLE_PIPELINING="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_NOCOLOR="1",
+        PATH=BIN + os.pathsep + env.get("PATH", ""),
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+    )
+    assert env["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:"), env["AWS_ENDPOINT_URL"]
+    return env
+
+
+class Result:
+    def __init__(self, proc, elapsed):
+        self.rc = proc.returncode
+        self.out = proc.stdout
+        self.elapsed = elapsed
+        self.recap = {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "unreachable": int(m.group(4)), "failed": int(m.group(5))}
+                      for m in RECAP_RE.finditer(self.out)}
+
+    @property
+    def changed(self):
+        return sum(host["changed"] for host in self.recap.values())
+
+    def tail(self, lines=60):
+        return "\n".join(self.out.splitlines()[-lines:])
+
+
+class Cluster:
+    """One cluster on localcloud, and the ansible-playbook runs against it."""
+
+    def __init__(self, env, name, workdir):
+        self.env = env
+        self.name = name
+        self.workdir = workdir
+        self.cookie_parameter = "/erlang-ec2/%s/cookie" % name
+        self.workers = {}  # inventory hostname -> private ip
+        self.boot_server_ip = None
+
+    def playbook(self, name, *args, check=True, extra=None):
+        argv = [os.path.join(BIN, "ansible-playbook"), "skunkworks.erlang_ec2.%s" % name, "-i", os.path.join(ROOT, "inventory"),
+                "-e", "cluster_name=%s" % self.name, "-e", "erlang_cookie_ssm_parameter=%s" % self.cookie_parameter]
+        for key, value in (extra or {}).items():
+            argv += ["-e", json.dumps({key: value})]
+        argv += list(args)
+        started = time.monotonic()
+        proc = subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT)
+        result = Result(proc, time.monotonic() - started)
+        with open(os.path.join(self.workdir, "ansible.log"), "a") as log:
+            log.write("$ %s\n%s\n%s\n" % (" ".join(argv), proc.stdout, proc.stderr))
+        if check:
+            assert result.rc == 0, "ansible-playbook %s failed:\n%s\n%s" % (name, result.tail(), proc.stderr[-2000:])
+        return result
+
+    def boto3(self, service):
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name=self.env["AWS_REGION"],
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def refresh(self):
+        ec2 = self.boto3("ec2")
+        found = ec2.describe_instances(Filters=[{"Name": "tag:erlang-cluster", "Values": [self.name]},
+                                                {"Name": "instance-state-name", "Values": ["pending", "running"]}])
+        self.workers = {}
+        for reservation in found["Reservations"]:
+            for instance in reservation["Instances"]:
+                role = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}.get("erlang-role")
+                if role == "worker":
+                    self.workers[instance["InstanceId"]] = instance["PrivateIpAddress"]
+                elif role == "boot_server":
+                    self.boot_server_ip = instance["PrivateIpAddress"]
+        return self
+
+    def status(self, ip, timeout=1.0):
+        """A worker's /status document, or None if it does not answer."""
+        try:
+            with urllib.request.urlopen("http://%s:8080/status" % ip, timeout=timeout) as answer:  # nosec - the project's own hosts
+                return json.loads(answer.read().decode("utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def ssh(self, ip, command):
+        key = self.env["LOCALCLOUD_SSH_KEY"]
+        return subprocess.run(["ssh", "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                               "admin@%s" % ip, command], capture_output=True, text=True, timeout=60)
+
+    def terminate(self):
+        ec2 = self.boto3("ec2")
+        found = ec2.describe_instances(Filters=[{"Name": "tag:erlang-cluster", "Values": [self.name]}])
+        ids = [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+        if ids:
+            ec2.terminate_instances(InstanceIds=ids)
+        try:
+            self.boto3("ssm").delete_parameter(Name=self.cookie_parameter)
+        except Exception:  # pylint: disable=broad-except - best-effort clean-up
+            pass
+
+
+def build_release(workdir, vsn, crash=False):
+    out = os.path.join(workdir, "dist")
+    cmd = ["make", "-s", "-C", EXAMPLE, "tar", "VSN=%s" % vsn, "OUT=%s" % out] + (["CRASH=1"] if crash else [])
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    return os.path.join(out, "hello_cluster-%s.tar.gz" % vsn)
+
+
+@pytest.fixture(scope="session")
+def releases(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("releases"))
+    return {"v1": build_release(workdir, "1.0.0"), "v2": build_release(workdir, "2.0.0"), "v3": build_release(workdir, "3.0.0", crash=True)}
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory, releases):
+    """Provision 1 boot server + 3 workers and run site with v1 (the demo's first steps)."""
+    env = localcloud_env()
+    name = os.environ.get("E2E_CLUSTER") or "e2e-%s" % secrets.token_hex(3)
+    workdir = str(tmp_path_factory.mktemp("e2e"))
+    c = Cluster(env, name, workdir)
+    c.boto3("ssm").put_parameter(Name=c.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32), Overwrite=True)
+    try:
+        c.playbook("provision", extra={"provision_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"),
+                                       "provision_ssh_cidr": "172.31.0.1/32", "provision_key_name": env.get("LOCALCLOUD_KEY_NAME", "localcloud"),
+                                       "provision_worker_count": int(os.environ.get("E2E_WORKERS", "3"))})
+        c.site_first = c.playbook("site", extra={"site_initial_release": releases["v1"]})
+        c.refresh()
+        yield c
+    finally:
+        if not os.environ.get("E2E_KEEP"):
+            c.terminate()
+        sys.stderr.write("e2e: ansible output in %s/ansible.log\n" % workdir)

@@ -1,0 +1,137 @@
+"""The demo flow as a test: provision, site, deploy v2 by a serial rolling restart, a broken v3.
+
+Tests run in file order against one session cluster (each step builds on the previous one).
+"""
+
+import os
+import shutil
+import tarfile
+import threading
+import time
+
+import pytest
+
+
+def statuses(cluster):
+    return {ip: cluster.status(ip) for ip in cluster.workers.values()}
+
+
+def current_release(cluster):
+    result = cluster.ssh(cluster.boot_server_ip, "readlink /srv/erlang-ec2/current")
+    assert result.returncode == 0, result.stderr
+    return os.path.basename(result.stdout.strip())
+
+
+class Sampler(threading.Thread):
+    """Polls every worker's /status concurrently, in rounds, until stopped."""
+
+    def __init__(self, cluster, interval=0.05):
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.interval = interval
+        self.rounds = []  # (monotonic time, {ip: status or None})
+        self._stop = threading.Event()
+
+    def run(self):
+        ips = list(self.cluster.workers.values())
+        while not self._stop.is_set():
+            answers = {}
+            threads = [threading.Thread(target=lambda ip=ip: answers.__setitem__(ip, self.cluster.status(ip, timeout=1.0))) for ip in ips]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.rounds.append((time.monotonic(), answers))
+            time.sleep(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self.join(10)
+
+
+def test_cluster_formed(cluster):
+    assert len(cluster.workers) == 3
+    seen = statuses(cluster)
+    nodes = {"worker@%s" % ip for ip in cluster.workers.values()}
+    for ip, status in seen.items():
+        assert status is not None, "worker %s does not answer" % ip
+        assert status["version"] == "1.0.0"
+        assert status["node"] == "worker@%s" % ip
+        assert set(status["nodes"]) >= nodes - {status["node"]}, status
+    assert current_release(cluster) == "1.0.0"
+
+
+def test_site_again_changes_nothing(cluster):
+    result = cluster.playbook("site")
+    assert result.changed == 0, result.recap
+
+
+def test_check_mode_changes_nothing(cluster, releases):
+    before = statuses(cluster)
+    result = cluster.playbook("deploy", "--check", extra={"deploy_release": releases["v2"]})
+    assert result.rc == 0, result.tail()
+    assert current_release(cluster) == "1.0.0"
+    listing = cluster.ssh(cluster.boot_server_ip, "ls /srv/erlang-ec2/releases")
+    assert listing.stdout.split() == ["1.0.0"]
+    after = statuses(cluster)
+    assert {ip: s["version"] for ip, s in after.items()} == {ip: s["version"] for ip, s in before.items()}
+
+
+def test_incompatible_release_is_refused_before_any_change(cluster, releases, tmp_path):
+    # A release naming an ERTS the cluster does not run.
+    src = tmp_path / "bad"
+    with tarfile.open(releases["v2"]) as tar:
+        tar.extractall(src)  # nosec - our own build
+    shutil.move(str(src / "releases" / "2.0.0"), str(src / "releases" / "2.0.1"))
+    rel = src / "releases" / "2.0.1" / "hello_cluster.rel"
+    rel.write_text(rel.read_text().replace('"2.0.0"}', '"2.0.1"}', 1).replace('{erts,"13.1.5"}', '{erts,"99.0"}').replace('{erts, "13.1.5"}', '{erts,"99.0"}'))
+    result = cluster.playbook("deploy", check=False, extra={"deploy_release": str(src)})
+    assert result.rc != 0
+    assert "ERTS 99.0" in result.out, result.tail()
+    assert current_release(cluster) == "1.0.0"
+    assert cluster.ssh(cluster.boot_server_ip, "ls /srv/erlang-ec2/releases").stdout.split() == ["1.0.0"]
+
+
+def test_rolling_deploy_v2_keeps_the_cluster_serving(cluster, releases):
+    sampler = Sampler(cluster)
+    sampler.start()
+    try:
+        result = cluster.playbook("deploy", extra={"deploy_release": releases["v2"]})
+    finally:
+        sampler.stop()
+    rounds = sampler.rounds
+    assert len(rounds) > 20, "too few samples to judge availability"
+    down_per_round = [sum(1 for s in answers.values() if s is None) for _, answers in rounds]
+    assert max(down_per_round) <= 1, "more than one worker unavailable at once"
+    for ip in cluster.workers.values():
+        versions = [answers[ip]["version"] for _, answers in rounds if answers.get(ip)]
+        assert versions[0] == "1.0.0" and versions[-1] == "2.0.0", (ip, versions[:3], versions[-3:])
+        # The node moved once, from v1 to v2 (no flapping back).
+        assert "1.0.0" not in versions[versions.index("2.0.0"):]
+    final = statuses(cluster)
+    assert all(s and s["version"] == "2.0.0" for s in final.values()), final
+    nodes = {"worker@%s" % ip for ip in cluster.workers.values()}
+    assert all(set(s["nodes"]) >= nodes - {s["node"]} for s in final.values()), final
+    assert current_release(cluster) == "2.0.0"
+    cluster.deploy_v2 = result
+
+
+def test_broken_release_stops_at_the_first_node(cluster, releases):
+    result = cluster.playbook("deploy", check=False, extra={"deploy_release": releases["v3"], "rolling_restart_timeout": 40})
+    assert result.rc != 0
+    assert "Rolling restart stopped at" in result.out, result.tail()
+    final = statuses(cluster)
+    on_v2 = [ip for ip, s in final.items() if s and s["version"] == "2.0.0"]
+    assert len(on_v2) == 2, final
+    broken = [ip for ip in final if ip not in on_v2]
+    assert len(broken) == 1
+    # The failing node's state and journal are reported.
+    assert "erlang-worker" in result.out and "Journal" in result.out
+
+
+def test_rollback_restores_v2(cluster):
+    # current points at v3 after the failed rollout; rollback switches to previous (v2) and rolls.
+    cluster.playbook("rollback", extra={"rolling_restart_timeout": 60}, check=False)
+    final = statuses(cluster)
+    assert current_release(cluster) == "2.0.0"
+    assert all(s and s["version"] == "2.0.0" for s in final.values()), final
