@@ -1,0 +1,70 @@
+# End-to-end: the demo, its test, molecule scenarios and the rolling-restart benchmark (issue #5).
+# All of them run on localcloud (python -m localcloud up): EC2 API on loopback, hosts are podman containers.
+TEST_TARGETS += test-e2e test-molecule
+
+DEMO_CLUSTER   ?= demo
+DEMO_WORKERS   ?= 3
+DEMO_IMAGE_ID  ?= ami-0deb120000000e71a
+DEMO_DIR       := $(ROOT)/.state/demo
+DEMO_COOKIE    := /erlang-ec2/$(DEMO_CLUSTER)/cookie
+# Run a playbook as users do, against the demo inventory (localcloud's env is eval'ed first).
+DEMO_PLAYBOOK   = ANSIBLE_PIPELINING=1 ansible-playbook -i $(ROOT)/inventory -e cluster_name=$(DEMO_CLUSTER) -e erlang_cookie_ssm_parameter=$(DEMO_COOKIE)
+LOCALCLOUD_ENV  = eval "$$($(PYTHON) -m localcloud env)"
+BENCH_WORKERS  ?= 3
+
+.PHONY: demo demo-down test-e2e test-molecule bench-rolling
+
+demo: bootstrap ## the README's first command: localcloud, 1 boot server + 3 workers, v1 then a rolling upgrade to v2
+	@echo "==> 1/7 localcloud: a local EC2 API whose instances are podman hosts"
+	$(PYTHON) -m localcloud up
+	@echo "==> 2/7 build the example releases v1 and v2 (examples/hello_cluster, rebar3 tar shape)"
+	@mkdir -p $(DEMO_DIR)
+	$(MAKE) -s -C examples/hello_cluster tar VSN=1.0.0 OUT=$(DEMO_DIR)
+	$(MAKE) -s -C examples/hello_cluster tar VSN=2.0.0 OUT=$(DEMO_DIR)
+	@echo "==> 3/7 the cluster cookie: a random SSM SecureString parameter $(DEMO_COOKIE) (never printed)"
+	@$(LOCALCLOUD_ENV); $(PYTHON) -c 'import boto3, secrets; ssm = boto3.client("ssm"); \
+	  names = [p["Name"] for p in ssm.describe_parameters()["Parameters"]]; \
+	  "$(DEMO_COOKIE)" in names or ssm.put_parameter(Name="$(DEMO_COOKIE)", Type="SecureString", Value=secrets.token_urlsafe(32))'
+	@echo "==> 4/7 provision: security group, 1 boot server and $(DEMO_WORKERS) workers"
+	$(LOCALCLOUD_ENV); $(DEMO_PLAYBOOK) skunkworks.erlang_ec2.provision -e provision_image_id=$(DEMO_IMAGE_ID) \
+	  -e provision_ssh_cidr=172.31.0.1/32 -e provision_key_name=localcloud -e provision_worker_count=$(DEMO_WORKERS)
+	@echo "==> 5/7 site: Erlang/OTP + cookie everywhere, the boot server with v1, workers registered then started"
+	$(LOCALCLOUD_ENV); $(DEMO_PLAYBOOK) skunkworks.erlang_ec2.site -e site_initial_release=$(DEMO_DIR)/hello_cluster-1.0.0.tar.gz
+	@$(MAKE) -s demo-status
+	@echo "==> 6/7 deploy v2: install beside v1, switch current, serial rolling restart (init:restart/0)"
+	$(LOCALCLOUD_ENV); $(DEMO_PLAYBOOK) skunkworks.erlang_ec2.deploy -e deploy_release=$(DEMO_DIR)/hello_cluster-2.0.0.tar.gz
+	@echo "==> 7/7 every worker on v2"
+	@$(MAKE) -s demo-status
+	@echo
+	@echo "Where to look:"
+	@echo "  eval \"\$$(.venv/bin/python -m localcloud env)\"; export ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS)"
+	@echo "  .venv/bin/ansible-inventory -i inventory --graph          # the dynamic inventory"
+	@echo "  make demo-status                                           # every worker's http://<ip>:8080/status"
+	@echo "  .venv/bin/python -m localcloud ssh <ip>                    # a shell on a host (journalctl -u erlang-worker)"
+	@echo "Tear down: make demo-down (the demo's instances), then .venv/bin/python -m localcloud down (all of localcloud)."
+
+.PHONY: demo-status
+demo-status: ## show every demo worker's status page
+	@$(LOCALCLOUD_ENV); $(PYTHON) -c 'import boto3, json, urllib.request; ec2 = boto3.client("ec2"); \
+	  found = ec2.describe_instances(Filters=[{"Name": "tag:erlang-cluster", "Values": ["$(DEMO_CLUSTER)"]}, {"Name": "tag:erlang-role", "Values": ["worker"]}, {"Name": "instance-state-name", "Values": ["running"]}]); \
+	  ips = sorted(i["PrivateIpAddress"] for r in found["Reservations"] for i in r["Instances"]); \
+	  [print("  http://%s:8080/status -> %s" % (ip, urllib.request.urlopen("http://%s:8080/status" % ip, timeout=3).read().decode())) for ip in ips]'
+
+demo-down: bootstrap ## terminate the demo's instances and delete its cookie parameter (localcloud keeps running)
+	$(LOCALCLOUD_ENV); ANSIBLE_PIPELINING=1 ansible localhost -m skunkworks.erlang_ec2.cluster_instances \
+	  -a '{"cluster": "$(DEMO_CLUSTER)", "role": "worker", "count": 0}' && \
+	ansible localhost -m skunkworks.erlang_ec2.cluster_instances \
+	  -a '{"cluster": "$(DEMO_CLUSTER)", "role": "boot_server", "count": 0, "allow_boot_server_termination": true}'
+	@$(LOCALCLOUD_ENV); $(PYTHON) -c 'import boto3; ssm = boto3.client("ssm"); \
+	  names = [p["Name"] for p in ssm.describe_parameters()["Parameters"]]; \
+	  "$(DEMO_COOKIE)" in names and ssm.delete_parameter(Name="$(DEMO_COOKIE)")'
+
+test-e2e: bootstrap ## end to end on localcloud: provision, site (twice), check mode, refusal, rolling v1->v2, broken v3, rollback
+	$(PYTHON) -m pytest -v -p no:cacheprovider tests/integration/e2e
+
+test-molecule: bootstrap ## molecule scenarios for the roles, on localcloud hosts
+	$(PYTHON) -m localcloud up
+	$(LOCALCLOUD_ENV); cd extensions && molecule test --all
+
+bench-rolling: bootstrap ## rolling restart wall time vs N x a bare restart of one node, and per-node unavailability
+	$(PYTHON) tests/integration/e2e/bench_rolling.py --workers $(BENCH_WORKERS)

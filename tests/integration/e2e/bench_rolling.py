@@ -1,0 +1,98 @@
+"""Rolling-restart benchmark (make bench-rolling): not a test, prints figures measured in one run.
+
+On a fresh localcloud cluster of N workers running v1:
+  bare   - one node restarted alone with node_restart (init:restart/0 until back and re-joined), timed by the
+           module (elapsed_ms) and its unavailability seen from /status polling; repeated on each worker
+  rolling- the rolling_restart playbook over all N nodes (wall time), with every node's /status polled
+           throughout to measure each node's unavailability.
+Reports rolling wall time / (N x median bare restart) and per-node unavailability / bare unavailability.
+"""
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from conftest import BIN, ROOT, Cluster, build_release, localcloud_env  # noqa: E402  pylint: disable=wrong-import-position
+from test_e2e import Sampler  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def unavailability(rounds, ip):
+    """Longest stretch (seconds) during which ip did not answer, from sampler rounds."""
+    longest, start = 0.0, None
+    for when, answers in rounds:
+        if answers.get(ip) is None:
+            start = when if start is None else start
+        elif start is not None:
+            longest, start = max(longest, when - start), None
+    return longest
+
+
+def adhoc_restart(cluster, host, node):
+    argv = [os.path.join(BIN, "ansible"), host, "-i", os.path.join(ROOT, "inventory"), "--become", "-m", "skunkworks.erlang_ec2.node_restart",
+            "-a", json.dumps({"node": node, "cookie_file": "/var/lib/erlang-ec2/.erlang.cookie", "restart_timeout": 120}), "-o"]
+    proc = subprocess.run(argv, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.split("=>", 1)[1])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the cluster")
+    args = parser.parse_args()
+    env = localcloud_env()
+    workdir = os.path.join(ROOT, ".state", "bench-rolling")
+    os.makedirs(workdir, exist_ok=True)
+    cluster = Cluster(env, "bench-%s" % secrets.token_hex(3), workdir)
+    cluster.boto3("ssm").put_parameter(Name=cluster.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32), Overwrite=True)
+    try:
+        v1 = build_release(workdir, "1.0.0")
+        print("bench-rolling: provisioning %s with %d workers ..." % (cluster.name, args.workers), flush=True)
+        cluster.playbook("provision", extra={"provision_image_id": "ami-0deb120000000e71a", "provision_ssh_cidr": "172.31.0.1/32",
+                                             "provision_key_name": "localcloud", "provision_worker_count": args.workers})
+        cluster.playbook("site", extra={"site_initial_release": v1})
+        cluster.refresh()
+        # Bare restarts: one node alone, each worker once.
+        bare_elapsed, bare_down = [], []
+        for host, ip in sorted(cluster.workers.items()):
+            sampler = Sampler(cluster)
+            sampler.start()
+            result = adhoc_restart(cluster, host, "worker@%s" % ip)
+            time.sleep(0.5)
+            sampler.stop()
+            bare_elapsed.append(result["elapsed_ms"] / 1000.0)
+            bare_down.append(unavailability(sampler.rounds, ip))
+        bare = statistics.median(bare_elapsed)
+        bare_unavailable = statistics.median(bare_down)
+        # The rolling restart playbook over all nodes.
+        sampler = Sampler(cluster)
+        sampler.start()
+        rolling = cluster.playbook("rolling_restart")
+        time.sleep(0.5)
+        sampler.stop()
+        per_node = {ip: unavailability(sampler.rounds, ip) for ip in sorted(cluster.workers.values())}
+        n = len(cluster.workers)
+        print()
+        print("bench-rolling (%d workers, localcloud, OTP from Debian, one run)" % n)
+        print("  bare restart-to-rejoined of one node (node_restart elapsed), median of %d: %.2f s  %s"
+              % (n, bare, " ".join("%.2f" % x for x in bare_elapsed)))
+        print("  bare unavailability (/status polling), median: %.2f s  %s" % (bare_unavailable, " ".join("%.2f" % x for x in bare_down)))
+        print("  rolling_restart playbook wall time: %.2f s = %.2fx the bare sum (%d x %.2f s = %.2f s)"
+              % (rolling.elapsed, rolling.elapsed / (n * bare), n, bare, n * bare))
+        for ip, down in per_node.items():
+            print("  %-15s unavailable %.2f s during the rolling restart = %.2fx the bare unavailability"
+                  % (ip, down, down / bare_unavailable if bare_unavailable else float("nan")))
+    finally:
+        if not args.keep:
+            cluster.terminate()
+
+
+if __name__ == "__main__":
+    main()
