@@ -80,6 +80,7 @@ def ssh(ip, key, command, check=True, timeout=30):
         ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
          "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "admin@%s" % ip, command],
         capture_output=True, text=True, timeout=timeout,
+        check=False,
     )
     if check and proc.returncode != 0:
         raise AssertionError("ssh admin@%s %r failed (%d): %s" % (ip, command, proc.returncode, proc.stderr))
@@ -102,6 +103,7 @@ def podman_state(instance_id):
     proc = subprocess.run(
         ["podman", "inspect", "--format", "{{.State.Status}}", config.CONTAINER_PREFIX + instance_id],
         capture_output=True, text=True, env=dict(os.environ, CONTAINERS_CONF=str(config.Paths().containers_conf)),
+        check=False,
     )
     return proc.stdout.strip() if proc.returncode == 0 else None
 

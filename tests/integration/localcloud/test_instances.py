@@ -39,7 +39,7 @@ def test_import_key_pair_and_default_key(ec2, launcher, tmp_path, cloud):
         wait_ssh(default["PrivateIpAddress"], cloud.paths.ssh_key)
         # `python -m localcloud ssh` uses the default key pair.
         out = subprocess.run([sys.executable, "-m", "localcloud", "ssh", default["PrivateIpAddress"], "--", "id", "-un"],
-                             cwd=str(config.REPO_ROOT), capture_output=True, text=True, timeout=30)
+                             cwd=str(config.REPO_ROOT), capture_output=True, text=True, timeout=30, check=False)
         assert out.stdout.strip() == "admin", out.stderr
         # Each host trusts only its own key pair.
         assert ssh(default["PrivateIpAddress"], key, "true", check=False).returncode != 0
@@ -182,7 +182,7 @@ def test_create_image_commits_the_host(ec2, launcher, key_pair):
         ec2.deregister_image(ImageId=ami)
     # The image goes with the AMI.
     deadline = time.monotonic() + 30
-    while subprocess.run(["podman", "image", "exists", "localhost/localcloud-ami:%s" % ami]).returncode == 0:
+    while subprocess.run(["podman", "image", "exists", "localhost/localcloud-ami:%s" % ami], check=False).returncode == 0:
         assert time.monotonic() < deadline, "image of %s still there" % ami
         time.sleep(0.5)
     assert ami not in (json.loads(config.Paths().ami_map.read_text()) if config.Paths().ami_map.exists() else {})
@@ -205,7 +205,7 @@ def test_up_without_a_tool_fails_clearly_and_changes_nothing(cloud, missing, tmp
     # (Other people may launch hosts meanwhile: compare what this `up` could have touched, not all containers.)
     before = (cli.daemon_pid(cloud.paths), cloud.paths.info.read_text(), sorted(p.name for p in cloud.paths.root.iterdir()))
     proc = subprocess.run([sys.executable, "-m", "localcloud", "up"], cwd=str(REPO), capture_output=True, text=True,
-                          env=dict(os.environ, PATH=str(bindir)))
+                          env=dict(os.environ, PATH=str(bindir)), check=False)
     assert proc.returncode == 1
     assert "%s not found" % missing in proc.stderr
     assert "Traceback" not in proc.stderr

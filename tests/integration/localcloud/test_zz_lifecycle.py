@@ -47,20 +47,20 @@ def localcloud_leftovers():
     left = []
     podman = ["podman"]
     env = dict(os.environ, CONTAINERS_CONF=str(config.Paths().containers_conf))
-    ids = subprocess.run(podman + ["ps", "-aq", "--filter", "label=%s" % config.LABEL], capture_output=True, text=True, env=env).stdout.split()
+    ids = subprocess.run(podman + ["ps", "-aq", "--filter", "label=%s" % config.LABEL], capture_output=True, text=True, env=env, check=False).stdout.split()
     if ids:
         left.append("containers %s" % ids)
-    if subprocess.run(podman + ["network", "exists", config.NETWORK_NAME], env=env).returncode == 0:
+    if subprocess.run(podman + ["network", "exists", config.NETWORK_NAME], env=env, check=False).returncode == 0:
         left.append("network %s" % config.NETWORK_NAME)
-    if subprocess.run(["ip", "link", "show", config.IMDS_INTERFACE], capture_output=True).returncode == 0:
+    if subprocess.run(["ip", "link", "show", config.IMDS_INTERFACE], capture_output=True, check=False).returncode == 0:
         left.append("device %s" % config.IMDS_INTERFACE)
-    if config.IMDS_ADDRESS in subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout:
+    if config.IMDS_ADDRESS in subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=False).stdout:
         left.append("address %s" % config.IMDS_ADDRESS)
-    procs = subprocess.run(["pgrep", "-f", "-a", "localcloud serve"], capture_output=True, text=True).stdout.strip()
+    procs = subprocess.run(["pgrep", "-f", "-a", "localcloud serve"], capture_output=True, text=True, check=False).stdout.strip()
     if procs:
         left.append("processes %s" % procs)
     created = subprocess.run(podman + ["images", "-q", "--filter", "reference=localhost/localcloud-ami"],
-                             capture_output=True, text=True, env=env).stdout.split()
+                             capture_output=True, text=True, env=env, check=False).stdout.split()
     if created:
         left.append("CreateImage images %s" % created)
     return left
@@ -185,7 +185,7 @@ def test_down_leaves_nothing_behind(cloud, nobody_else):
         assert removed and int(removed.group(1)) >= 2, proc.stderr  # ours, and any someone else launched
         assert localcloud_leftovers() == []
         assert not alive(pid)
-        ss = subprocess.run(["ss", "-H", "-lnt"], capture_output=True, text=True).stdout
+        ss = subprocess.run(["ss", "-H", "-lnt"], capture_output=True, text=True, check=False).stdout
         assert "127.0.0.1:%d " % port not in ss and "%s:80 " % config.IMDS_ADDRESS not in ss
         assert localcloud("status").stdout.startswith("daemon:   not running")
         # A second down has nothing to do and says so.
