@@ -79,6 +79,12 @@ class Cluster:
             cmd += ["-i", str(self.inventory_file)]
         return run(cmd + list(args), env=self.env(), check=check)
 
+    def ansible(self, *args):
+        """An ad-hoc ansible run on the controller (modules that talk to the EC2 API)."""
+        cmd = [str(REPO / ".venv/bin/ansible"), "-i", "localhost,", "-c", "local", "-o",
+               "-e", "ansible_python_interpreter=%s" % (REPO / ".venv/bin/python")]
+        return run(cmd + list(args), env=self.env())
+
     def write_files(self):
         """Inventory (the collection's plugin, this cluster only), connection vars, the cookie (0600 file)."""
         inv_dir = self.workdir / "inventory"
