@@ -33,7 +33,7 @@ PLAYBOOK_TIMEOUT = 1200
 
 
 def run(cmd, timeout=PLAYBOOK_TIMEOUT, check=True, env=None, **kwargs):
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO), **kwargs)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO), check=False, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError("%s failed (%d):\n%s\n%s" % (" ".join(map(str, cmd)), proc.returncode, proc.stdout[-6000:], proc.stderr[-3000:]))
     return proc
@@ -151,7 +151,7 @@ class Cluster:
         proc = subprocess.run(
             ["ssh", "-i", str(self.ssh_key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
              "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
-             "admin@%s" % ip, command], input=stdin, capture_output=True, text=True, timeout=timeout)
+             "admin@%s" % ip, command], input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
         if check and proc.returncode != 0:
             raise AssertionError("ssh admin@%s %r failed (%d): %s %s" % (ip, command, proc.returncode, proc.stdout, proc.stderr))
         return proc
@@ -174,7 +174,7 @@ class Cluster:
         view = {}
         for part in (match.group(1) if match else "").split(";"):
             if "=" in part:
-                node, _, peers = part.partition("=")
+                node, dummy, peers = part.partition("=")
                 view[node] = set(p for p in peers.split(",") if p)
         return view
 

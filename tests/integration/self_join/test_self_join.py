@@ -97,8 +97,7 @@ def test_cluster_instances_grows_the_cluster_from_the_image(cluster):
 
 def test_user_data_never_holds_the_cookie(cluster):
     """Neither the user data (EC2 API), the command lines (ps) nor the bootstrap's journal show the cookie."""
-    ids = [i for i in cluster.launched]
-    for instance_id in ids:
+    for instance_id in cluster.launched:
         assert cluster.cookie not in cluster.user_data_of(instance_id)
     ip = cluster.workers[0]
     assert cluster.cookie not in cluster.ssh(ip, "ps -eo args").stdout
