@@ -7,6 +7,8 @@ beyond generous bounds that only keep a broken bootstrap from hanging the run.
 
 import json
 import os
+import pathlib
+import re
 import time
 
 from conftest import JOIN_BOUND_SECONDS
@@ -48,10 +50,12 @@ def test_three_workers_launched_by_api_join(cluster):
     # Each worker put itself on the allow-list (the controller's add_slave), boots its release
     # from the boot server, and its bootstrap unit ended successfully.
     assert set(ips) <= cluster.which_slaves() - before
+    bootstrap_ms = {}
     for ip in ips:
         assert cluster.bootstrap_state(ip) == "active"
         journal = cluster.bootstrap_journal(ip)
         assert "joined: worker@%s runs hello_cluster" % ip in journal
+        bootstrap_ms[ip] = int(re.search(r"(\d+) ms since the bootstrap started", journal).group(1))
         env = cluster.ssh(ip, "cat /etc/erlang-ec2/worker.env").stdout
         assert "ERLANG_NODE=worker@%s" % ip in env and "ERLANG_BOOT_SERVER_IP=%s" % cluster.boot_ip in env
         # The worker unit is the push path's unit, its variables filled from the bootstrap's settings.
@@ -59,6 +63,7 @@ def test_three_workers_launched_by_api_join(cluster):
         assert "-hosts ${ERLANG_BOOT_SERVER_IP}" in unit
         args = cluster.ssh(ip, "ps -u erlang -o args").stdout
         assert "-name worker@%s" % ip in args and "-loader inet -hosts %s" % cluster.boot_ip in args, args
+    report("bootstrap_unit_start_to_joined_ms_3_workers", bootstrap_ms)
     cluster.workers = ips
 
 
@@ -193,3 +198,30 @@ def test_reconcile_removes_a_terminated_worker(cluster):
     again = cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "-e", "cluster_name=%s" % cluster.name)
     assert "changed=0" in again.stdout
     assert JOIN_BOUND_SECONDS > 0
+
+
+def test_node_image_role_is_idempotent(cluster):
+    """On a builder: a second run of node_image changes nothing; check mode of that run neither; the
+    bootstrap unit is enabled but was not started (nothing to join on a builder)."""
+    builder = cluster.ec2.run_instances(
+        ImageId=cluster.erlang_ami(), MinCount=1, MaxCount=1, InstanceType="t3.small", KeyName="localcloud",
+        SubnetId=cluster.subnet_id, TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "self-join-idempotence"}]}],
+    )["Instances"][0]
+    cluster.launched.append(builder["InstanceId"])
+    ip = builder["PrivateIpAddress"]
+    cluster.wait_state([builder["InstanceId"]], "running")
+    play = str(pathlib.Path(__file__).with_name("node_image.yml"))
+    conn = ["-i", "%s," % ip, "-e", "ansible_user=admin", "-e", "ansible_ssh_private_key_file=%s" % cluster.ssh_key,
+            "-e", "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'",
+            "-e", "ansible_python_interpreter=/usr/bin/python3"]
+    first = cluster.ansible_playbook(play, *conn, inventory=False)
+    assert "changed=0" not in first.stdout
+    check = cluster.ansible_playbook(play, "--check", "--diff", *conn, inventory=False)
+    assert "changed=0" in check.stdout, check.stdout[-3000:]
+    second = cluster.ansible_playbook(play, *conn, inventory=False)
+    assert "changed=0" in second.stdout and "failed=0" in second.stdout, second.stdout[-3000:]
+    assert cluster.cookie not in first.stdout + second.stdout + check.stdout
+    assert cluster.ssh(ip, "systemctl is-enabled erlang-ec2-bootstrap").stdout.strip() == "enabled"
+    assert cluster.ssh(ip, "systemctl is-active erlang-ec2-bootstrap erlang-worker", check=False).stdout.split() == ["inactive", "inactive"]
+    assert cluster.ssh(ip, "test -e /etc/erlang-ec2/worker.env", check=False).returncode == 1
+    cluster.terminate([builder["InstanceId"]])
