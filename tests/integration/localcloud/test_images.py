@@ -31,7 +31,8 @@ def test_images_build_reuses_current_images(cloud):
     assert json.loads(proc.stdout) == {"base": images.base_image_ref(), "baked": images.baked_image_ref()}
     assert "debootstrap" not in proc.stderr and "baking" not in proc.stderr
     for ref, image_id in ids.items():
-        assert subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True, env=env, check=False).stdout == image_id
+        inspect = ["podman", "image", "inspect", "--format", "{{.Id}}", ref]
+        assert subprocess.run(inspect, capture_output=True, text=True, env=env, check=False).stdout == image_id
 
 
 def test_images_lists_the_ami_map(cloud):
