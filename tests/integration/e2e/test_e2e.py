@@ -135,3 +135,18 @@ def test_rollback_restores_v2(cluster):
     final = statuses(cluster)
     assert current_release(cluster) == "2.0.0"
     assert all(s and s["version"] == "2.0.0" for s in final.values()), final
+
+
+def test_decommission_removes_a_worker_for_good(cluster):
+    host, ip = sorted(cluster.workers.items())[-1]
+    cluster.playbook("decommission", extra={"decommission_hosts": [host]})
+    lines = cluster.ssh(cluster.boot_server_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves").stdout.splitlines()
+    allowed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert allowed, "could not read the persisted allow-list"
+    assert ip not in allowed
+    state = cluster.boto3("ec2").describe_instances(InstanceIds=[host])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state in ("shutting-down", "terminated")
+    remaining = cluster.refresh().workers
+    assert host not in remaining
+    assert all(cluster.status(other) for other in remaining.values())
+    assert sorted(allowed) == sorted(remaining.values())
