@@ -168,17 +168,9 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructa
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import cluster as contract
 
-# Index of each field in a compact instance record (plugin_utils/ec2_scan.py builds them;
-# repeated here so that a cache hit does not import it, and with it boto3).
-REC_ID = 0
-REC_PRIVATE_IP = 1
-REC_PUBLIC_IP = 2
-REC_PRIVATE_DNS = 3
-REC_PUBLIC_DNS = 4
-REC_STATE = 5
-REC_TYPE = 6
-REC_ZONE = 7
-REC_TAGS = 8
+from ansible_collections.skunkworks.erlang_ec2.plugins.plugin_utils.ec2_records import (
+    REC_ID, REC_PRIVATE_IP, REC_PUBLIC_IP, REC_PRIVATE_DNS, REC_PUBLIC_DNS, REC_STATE, REC_TYPE, REC_ZONE, REC_TAGS,
+)
 CACHE_FORMAT = 1
 
 ADDRESS_FIELDS = {

@@ -31,16 +31,9 @@ from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInv
 # DescribeInstances' largest page.
 PAGE_SIZE = 1000
 
-# Fields of a compact instance record (what the plugin caches; one list per instance).
-REC_ID = 0
-REC_PRIVATE_IP = 1
-REC_PUBLIC_IP = 2
-REC_PRIVATE_DNS = 3
-REC_PUBLIC_DNS = 4
-REC_STATE = 5
-REC_TYPE = 6
-REC_ZONE = 7
-REC_TAGS = 8
+from ansible_collections.skunkworks.erlang_ec2.plugins.plugin_utils.ec2_records import (  # noqa: F401  (re-exported)
+    REC_ID, REC_PRIVATE_IP, REC_PUBLIC_IP, REC_PRIVATE_DNS, REC_PUBLIC_DNS, REC_STATE, REC_TYPE, REC_ZONE, REC_TAGS,
+)
 
 
 def instance_record(instance):

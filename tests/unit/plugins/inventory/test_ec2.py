@@ -7,6 +7,8 @@ __metaclass__ = type
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -128,12 +130,16 @@ def test_records_keep_only_the_fields_used():
     json.dumps(records)  # cacheable as JSON
 
 
-def test_record_field_indexes_agree():
-    # ec2.py repeats the indexes so that a cache hit does not import ec2_scan
-    from ansible_collections.skunkworks.erlang_ec2.plugins.inventory import ec2
-
-    for name in ("REC_ID", "REC_PRIVATE_IP", "REC_PUBLIC_IP", "REC_PRIVATE_DNS", "REC_PUBLIC_DNS", "REC_STATE", "REC_TYPE", "REC_ZONE", "REC_TAGS"):
-        assert getattr(ec2, name) == getattr(ec2_scan, name)
+def test_plugin_module_does_not_import_boto3():
+    # A cache hit must not pay for boto3: the plugin reads records through ec2_records only.
+    code = (
+        "import sys\n"
+        "from ansible_collections.skunkworks.erlang_ec2.plugins.inventory import ec2\n"
+        "print(sorted(m for m in ('boto3', 'botocore', ec2.__name__.replace('inventory.ec2', 'plugin_utils.ec2_scan')) if m in sys.modules))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_build_filters_combines_own_and_user_filters():
