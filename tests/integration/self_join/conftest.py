@@ -51,6 +51,7 @@ class Cluster:
                                 aws_access_key_id="testing", aws_secret_access_key="testing")
         self.ssh_key = pathlib.Path(os.environ.get("LOCALCLOUD_SSH_KEY") or config.Paths().ssh_key)
         self.launched = []
+        self.boot_id = None
         self.boot_ip = None
         self.boot_node = None
         self.image_id = None
@@ -245,6 +246,7 @@ def cluster(endpoint_url, release, tmp_path_factory):
     try:
         boot = c.run_instances(c.erlang_ami(), 1, contract.ROLE_BOOT_SERVER,
                                contract.render_user_data(c.name, contract.ROLE_BOOT_SERVER, "boot"))[0]
+        c.boot_id = boot["InstanceId"]
         c.boot_ip = boot["PrivateIpAddress"]
         c.boot_node = contract.node_id("boot", c.boot_ip)
         c.wait_state([boot["InstanceId"]], "running")

@@ -23,6 +23,11 @@ def report(name, value):
             handle.write(json.dumps({name: value}) + "\n")
 
 
+def changed_by_host(stdout):
+    """{host: changed count} from an ansible-playbook recap."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", stdout, re.M)}
+
+
 def test_baked_image_has_no_cluster_address(cluster):
     """The image carries the units and the cookie file, but no boot server address nor worker settings."""
     assert cluster.image_id.startswith("ami-")
@@ -196,6 +201,10 @@ def test_reconcile_removes_a_terminated_worker(cluster):
     cluster.terminate([gone_id])
     cluster.wait_state([gone_id], "terminated")
     assert gone in cluster.which_slaves()
+    # Check mode reports the change and makes none.
+    check = cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "--check", "--diff", "-e", "cluster_name=%s" % cluster.name)
+    assert changed_by_host(check.stdout)[cluster.boot_id] > 0 and "-%s" % gone in check.stdout, check.stdout[-3000:]
+    assert gone in cluster.which_slaves() and gone in cluster.persisted_slaves()
     proc = cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "-e", "cluster_name=%s" % cluster.name)
     assert gone not in cluster.which_slaves()
     assert cluster.which_slaves() == set(cluster.workers)
@@ -203,7 +212,7 @@ def test_reconcile_removes_a_terminated_worker(cluster):
     assert cluster.cookie not in proc.stdout
     # A second run changes nothing.
     again = cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "-e", "cluster_name=%s" % cluster.name)
-    assert "changed=0" in again.stdout
+    assert changed_by_host(again.stdout) == {cluster.boot_id: 0, "localhost": 0}, again.stdout[-3000:]
     assert JOIN_BOUND_SECONDS > 0
 
 
@@ -222,11 +231,11 @@ def test_node_image_role_is_idempotent(cluster):
             "-e", "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'",
             "-e", "ansible_python_interpreter=/usr/bin/python3"]
     first = cluster.ansible_playbook(play, *conn, inventory=False)
-    assert "changed=0" not in first.stdout
+    assert changed_by_host(first.stdout)[ip] > 0
     check = cluster.ansible_playbook(play, "--check", "--diff", *conn, inventory=False)
-    assert "changed=0" in check.stdout, check.stdout[-3000:]
+    assert changed_by_host(check.stdout) == {ip: 0}, check.stdout[-3000:]
     second = cluster.ansible_playbook(play, *conn, inventory=False)
-    assert "changed=0" in second.stdout and "failed=0" in second.stdout, second.stdout[-3000:]
+    assert changed_by_host(second.stdout) == {ip: 0}, second.stdout[-3000:]
     assert cluster.cookie not in first.stdout + second.stdout + check.stdout
     assert cluster.ssh(ip, "systemctl is-enabled erlang-ec2-bootstrap").stdout.strip() == "enabled"
     assert cluster.ssh(ip, "systemctl is-active erlang-ec2-bootstrap erlang-worker", check=False).stdout.split() == ["inactive", "inactive"]
