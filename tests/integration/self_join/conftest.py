@@ -264,3 +264,5 @@ def cluster(endpoint_url, release, tmp_path_factory):
         yield c
     finally:
         c.terminate(c.launched)
+        if c.image_id:
+            c.ec2.deregister_image(ImageId=c.image_id)
