@@ -31,13 +31,9 @@ from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInv
 # DescribeInstances' largest page.
 PAGE_SIZE = 1000
 
-from ansible_collections.skunkworks.erlang_ec2.plugins.plugin_utils.ec2_records import (  # noqa: F401  (re-exported)
-    REC_ID, REC_PRIVATE_IP, REC_PUBLIC_IP, REC_PRIVATE_DNS, REC_PUBLIC_DNS, REC_STATE, REC_TYPE, REC_ZONE, REC_TAGS,
-)
-
 
 def instance_record(instance):
-    """The few fields the inventory uses, from one DescribeInstances instance dict."""
+    """The few fields the inventory uses, from one DescribeInstances instance dict (indexes: ec2_records)."""
     get = instance.get
     return [
         instance["InstanceId"],

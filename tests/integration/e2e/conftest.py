@@ -35,7 +35,7 @@ def localcloud_env():
     for line in out.splitlines():
         parts = shlex.split(line)
         if parts and parts[0] == "export":
-            key, _, value = parts[1].partition("=")
+            key, dummy, value = parts[1].partition("=")
             env[key] = value
         elif parts and parts[0] == "unset":
             for key in parts[1:]:
@@ -87,7 +87,7 @@ class Cluster:
             argv += ["-e", json.dumps({key: value})]
         argv += list(args)
         started = time.monotonic()
-        proc = subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT)
+        proc = subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT, check=False)
         result = Result(proc, time.monotonic() - started)
         with open(os.path.join(self.workdir, "ansible.log"), "a") as log:
             log.write("$ %s\n%s\n%s\n" % (" ".join(argv), proc.stdout, proc.stderr))
@@ -126,7 +126,7 @@ class Cluster:
     def ssh(self, ip, command):
         key = self.env["LOCALCLOUD_SSH_KEY"]
         return subprocess.run(["ssh", "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                               "admin@%s" % ip, command], capture_output=True, text=True, timeout=60)
+                               "admin@%s" % ip, command], capture_output=True, text=True, timeout=60, check=False)
 
     def terminate(self):
         ec2 = self.boto3("ec2")
@@ -136,7 +136,7 @@ class Cluster:
             ec2.terminate_instances(InstanceIds=ids)
         try:
             self.boto3("ssm").delete_parameter(Name=self.cookie_parameter)
-        except Exception:  # pylint: disable=broad-except - best-effort clean-up
+        except Exception:  # pylint: disable=broad-except  # best-effort clean-up
             pass
 
 

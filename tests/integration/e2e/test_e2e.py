@@ -9,8 +9,6 @@ import tarfile
 import threading
 import time
 
-import pytest
-
 
 def statuses(cluster):
     return {ip: cluster.status(ip) for ip in cluster.workers.values()}
@@ -101,10 +99,10 @@ def test_rolling_deploy_v2_keeps_the_cluster_serving(cluster, releases):
         sampler.stop()
     rounds = sampler.rounds
     assert len(rounds) > 20, "too few samples to judge availability"
-    down_per_round = [sum(1 for s in answers.values() if s is None) for _, answers in rounds]
+    down_per_round = [sum(1 for s in answers.values() if s is None) for dummy, answers in rounds]
     assert max(down_per_round) <= 1, "more than one worker unavailable at once"
     for ip in cluster.workers.values():
-        versions = [answers[ip]["version"] for _, answers in rounds if answers.get(ip)]
+        versions = [answers[ip]["version"] for dummy, answers in rounds if answers.get(ip)]
         assert versions[0] == "1.0.0" and versions[-1] == "2.0.0", (ip, versions[:3], versions[-3:])
         # The node moved once, from v1 to v2 (no flapping back).
         assert "1.0.0" not in versions[versions.index("2.0.0"):]

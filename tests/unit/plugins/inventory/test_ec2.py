@@ -22,7 +22,7 @@ if AnsibleCollectionConfig.collection_finder is None:  # plain pytest; ansible-t
     init_plugin_loader()
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.inventory.ec2 import InventoryModule
-from ansible_collections.skunkworks.erlang_ec2.plugins.plugin_utils import ec2_scan
+from ansible_collections.skunkworks.erlang_ec2.plugins.plugin_utils import ec2_records, ec2_scan
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "describe_instances_eu-west-1.json")
 
@@ -122,11 +122,11 @@ def test_records_keep_only_the_fields_used():
     records = ec2_scan.records_from_pages(pages)
     assert len(records) == 6
     first = pages[0]["Reservations"][0]["Instances"][0]
-    record = [r for r in records if r[ec2_scan.REC_ID] == first["InstanceId"]][0]
-    assert record[ec2_scan.REC_PRIVATE_IP] == first["PrivateIpAddress"]
-    assert record[ec2_scan.REC_STATE] == "running"
-    assert record[ec2_scan.REC_ZONE] == first["Placement"]["AvailabilityZone"]
-    assert record[ec2_scan.REC_TAGS] == dict((t["Key"], t["Value"]) for t in first["Tags"])
+    record = [r for r in records if r[ec2_records.REC_ID] == first["InstanceId"]][0]
+    assert record[ec2_records.REC_PRIVATE_IP] == first["PrivateIpAddress"]
+    assert record[ec2_records.REC_STATE] == "running"
+    assert record[ec2_records.REC_ZONE] == first["Placement"]["AvailabilityZone"]
+    assert record[ec2_records.REC_TAGS] == dict((t["Key"], t["Value"]) for t in first["Tags"])
     json.dumps(records)  # cacheable as JSON
 
 
