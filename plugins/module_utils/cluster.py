@@ -15,6 +15,13 @@ import re
 TAG_CLUSTER = "erlang-cluster"
 TAG_ROLE = "erlang-role"
 TAG_NODE_NAME = "erlang-node-name"
+# On AMIs made by the bake_image playbook: what the image is for (and, if baked for one, its cluster).
+TAG_IMAGE = "erlang-ec2-image"
+IMAGE_NODE = "node"
+
+JOIN_PUSH = "push"
+JOIN_SELF = "self"
+JOIN_MODES = (JOIN_PUSH, JOIN_SELF)
 
 ROLE_BOOT_SERVER = "boot_server"
 ROLE_WORKER = "worker"

@@ -73,8 +73,9 @@ class LaunchError(Exception):
 
 # -- instance records -------------------------------------------------------
 
-def tag_dict(instance):
-    return dict((t["Key"], t["Value"]) for t in instance.get("Tags") or [])
+def tag_dict(resource):
+    """Tags of an instance or an image, as a dict."""
+    return dict((t["Key"], t["Value"]) for t in resource.get("Tags") or [])
 
 
 def summarize(instance):
@@ -228,12 +229,39 @@ def build_run_spec(image_id, instance_type, user_data, tags, security_group_ids=
 
 # -- API calls --------------------------------------------------------------
 
-def root_device_name(client, image_id):
-    """The AMI's root device name (needed to size the root volume): one DescribeImages request."""
-    images = client.describe_images(aws_retry=True, ImageIds=[image_id])["Images"]
-    if not images or not images[0].get("RootDeviceName"):
-        raise PlanError("image %s not found or has no root device" % image_id)
-    return images[0]["RootDeviceName"]
+def describe_image(client, image_id):
+    """The AMI: one DescribeImages request; PlanError if there is no such image."""
+    try:
+        images = client.describe_images(aws_retry=True, ImageIds=[image_id])["Images"]
+    except botocore.exceptions.ClientError as e:
+        if e.response.get("Error", {}).get("Code", "").startswith("InvalidAMIID"):
+            raise PlanError("image %s not found" % image_id)
+        raise
+    if not images:
+        raise PlanError("image %s not found" % image_id)
+    return images[0]
+
+
+def root_device_name(image):
+    """The AMI's root device name (needed to size the root volume)."""
+    if not image.get("RootDeviceName"):
+        raise PlanError("image %s has no root device" % image.get("ImageId"))
+    return image["RootDeviceName"]
+
+
+def check_node_image(image, cluster):
+    """Refuse an image that cannot join `cluster` by itself (see docs/design.md, AMI tags)."""
+    tags = tag_dict(image)
+    image_id = image.get("ImageId")
+    if tags.get(contract.TAG_IMAGE) != contract.IMAGE_NODE:
+        raise PlanError(
+            "join=self needs a node image (made by the skunkworks.erlang_ec2.bake_image playbook, tagged %s=%s); "
+            "%s has no such tag. Nothing was launched." % (contract.TAG_IMAGE, contract.IMAGE_NODE, image_id))
+    baked_for = tags.get(contract.TAG_CLUSTER)
+    if baked_for and baked_for != cluster:
+        raise PlanError(
+            "image %s was baked for cluster %s (its cookie) and cannot join cluster %s. Nothing was launched."
+            % (image_id, baked_for, cluster))
 
 
 def describe_cluster(client, cluster, states=COUNTED_STATES):

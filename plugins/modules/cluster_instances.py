@@ -107,8 +107,24 @@ options:
       - Private IPv4 address of the boot server, written in the user data of new workers.
       - Default is the private IP of the cluster's running boot server, found in the same
         DescribeInstances request that lists the cluster. If there is none, workers are launched
-        without a boot server address (with a warning); if there are several, the task fails.
+        without a boot server address (with a warning, or a failure with O(join=self)); if there
+        are several, the task fails.
     type: str
+  join:
+    description:
+      - How new workers join the cluster. Only for O(role=worker).
+      - V(push) launches them for a playbook (C(skunkworks.erlang_ec2.site)) to put on the boot
+        server's allow-list and start.
+      - V(self) launches them from a node image (made by the C(skunkworks.erlang_ec2.bake_image)
+        playbook) that, at every boot, reads the user data, puts its own address on the boot
+        server's allow-list and starts its worker; no playbook runs against the new instances.
+      - With V(self), a run that launches checks first, with one DescribeImages request, that
+        O(image_id) is tagged C(erlang-ec2-image=node) and was not baked for another cluster
+        (its C(erlang-cluster) tag), and that the cluster has a running boot server (or O(boot_server_ip)
+        is given); otherwise it fails and launches nothing.
+    type: str
+    choices: [push, self]
+    default: push
   user_data_extra:
     description:
       - Extra C(KEY=value) pairs for the user data. Keys are upper-cased and prefixed with C(ERLANG_).
@@ -204,6 +220,16 @@ EXAMPLES = r"""
     user_data_extra:
       contact_nodes: boot@10.0.0.4
   register: workers
+
+- name: Grow the cluster by five workers that join by themselves (no playbook against them)
+  skunkworks.erlang_ec2.cluster_instances:
+    cluster: demo
+    role: worker
+    count: "{{ groups['erlang_workers'] | length + 5 }}"
+    join: self
+    image_id: "{{ node_image_id }}"  # AMI from the skunkworks.erlang_ec2.bake_image playbook
+    instance_type: t3.small
+    subnet_ids: [subnet-0aaa, subnet-0bbb]
 
 - name: Replace a broken worker, keep ten
   skunkworks.erlang_ec2.cluster_instances:
@@ -319,6 +345,7 @@ ARGUMENT_SPEC = dict(
     volume_type=dict(type="str", choices=["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"], default="gp3"),
     node_name=dict(type="str"),
     boot_server_ip=dict(type="str"),
+    join=dict(type="str", choices=list(contract.JOIN_MODES), default=contract.JOIN_PUSH),
     user_data_extra=dict(type="dict", default={}),
     metadata_tokens=dict(type="str", choices=["required", "optional"], default="required"),
     metadata_hop_limit=dict(type="int", default=2),
@@ -351,6 +378,8 @@ def preflight(module):
             raise contract.ClusterContractError("boot_server_ip %r is not a dotted-quad IPv4 address" % p["boot_server_ip"])
         if p["boot_server_ip"] and p["role"] == contract.ROLE_BOOT_SERVER:
             raise contract.ClusterContractError("boot_server_ip is for workers; a boot server does not get one")
+        if p["join"] == contract.JOIN_SELF and p["role"] != contract.ROLE_WORKER:
+            raise contract.ClusterContractError("join=self is for workers; a boot server is set up by the site playbook")
         reserved = sorted(k for k in p["tags"] if k in RESERVED_TAGS)
         if reserved:
             raise contract.ClusterContractError("tags may not set %s: the module sets them from cluster, role and node_name" % ", ".join(reserved))
@@ -412,7 +441,21 @@ def run(module, client, node_name):
         user_data = render_user_data(module, node_name, boot_ip, boot_node_name)
     except (ec2_cluster.PlanError, contract.ClusterContractError) as e:
         module.fail_json(msg=str(e), instances=[ec2_cluster.public_record(r) for r in members])
-    if plan["launch"] and p["role"] == contract.ROLE_WORKER and not boot_ip:
+    image = None
+    if plan["launch"] and p["join"] == contract.JOIN_SELF:
+        # Checked in check mode too: a launch that could not join is refused before any change.
+        if not boot_ip:
+            module.fail_json(msg="join=self needs a running boot server in cluster %s (or boot_server_ip): its address goes "
+                                 "in the new workers' user data. Nothing was launched." % p["cluster"],
+                             instances=[ec2_cluster.public_record(r) for r in members])
+        try:
+            image = ec2_cluster.describe_image(client, p["image_id"])
+            ec2_cluster.check_node_image(image, p["cluster"])
+        except ec2_cluster.PlanError as e:
+            module.fail_json(msg=str(e), instances=[ec2_cluster.public_record(r) for r in members])
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+            module.fail_json_aws(e, msg="Failed to describe image %s" % p["image_id"])
+    elif plan["launch"] and p["role"] == contract.ROLE_WORKER and not boot_ip:
         module.warn("cluster %s has no running boot server: new workers get no boot server address in their user data" % p["cluster"])
 
     result.update(
@@ -439,7 +482,7 @@ def run(module, client, node_name):
     if plan["launch"]:
         # Everything the launch needs is resolved before the first change.
         try:
-            spec = run_spec(module, client, node_name, user_data)
+            spec = run_spec(module, client, node_name, user_data, image)
         except (ec2_cluster.PlanError, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
             module.fail_json(msg="Failed to prepare the launch: %s" % e, **result)
 
@@ -487,11 +530,12 @@ def run(module, client, node_name):
     module.exit_json(**result)
 
 
-def run_spec(module, client, node_name, user_data):
+def run_spec(module, client, node_name, user_data, image=None):
     p = module.params
     root_volume = None
     if p["volume_size"]:
-        root_volume = (ec2_cluster.root_device_name(client, p["image_id"]), p["volume_size"], p["volume_type"])
+        image = image or ec2_cluster.describe_image(client, p["image_id"])
+        root_volume = (ec2_cluster.root_device_name(image), p["volume_size"], p["volume_type"])
     return ec2_cluster.build_run_spec(
         p["image_id"], p["instance_type"], user_data,
         ec2_cluster.instance_tags(p["cluster"], p["role"], node_name, p["tags"]),

@@ -87,22 +87,26 @@ def test_five_at_once_make_one_cluster(cluster):
 
 
 def test_cluster_instances_grows_the_cluster_from_the_image(cluster):
-    """skunkworks.erlang_ec2.cluster_instances with the baked image: count + 2 new workers join by themselves."""
-    count = len(cluster.workers) + 2
-    args = json.dumps({"cluster": cluster.name, "role": "worker", "count": count, "image_id": cluster.image_id,
+    """skunkworks.erlang_ec2.cluster_instances join=self count=+5 with the baked image: 5 new workers join by themselves."""
+    count = len(cluster.workers) + 5
+    args = json.dumps({"cluster": cluster.name, "role": "worker", "count": count, "join": "self", "image_id": cluster.image_id,
                        "instance_type": "t3.small", "subnet_ids": [cluster.subnet_id], "key_name": "localcloud",
                        "endpoint_url": cluster.endpoint_url, "region": "us-east-1", "wait": True})
     t0 = time.monotonic()
     proc = cluster.ansible("localhost", "-m", "skunkworks.erlang_ec2.cluster_instances", "-a", args)
     result = json.loads(proc.stdout.split(" => ", 1)[1])
     new = [i for i in result["instances"] if i["id"] in result["launched"]]
-    assert len(new) == 2 and result["boot_server_ip"] == cluster.boot_ip
+    assert len(new) == 5 and result["boot_server_ip"] == cluster.boot_ip
     assert cluster.cookie not in result["user_data"]
     cluster.launched += result["launched"]
     ips = [i["private_ip"] for i in new]
     joined = cluster.wait_joined(ips + cluster.workers, t0)
-    report("cluster_instances_to_joined_seconds_2_workers", {ip: joined[ip] for ip in ips})
+    report("cluster_instances_join_self_to_joined_seconds_5_workers", {ip: joined[ip] for ip in ips})
     cluster.workers += ips
+    # Same count again: nothing launched (the module is idempotent on the self-join path too).
+    proc = cluster.ansible("localhost", "-m", "skunkworks.erlang_ec2.cluster_instances", "-a", args)
+    again = json.loads(proc.stdout.split(" => ", 1)[1])
+    assert again["changed"] is False and again["launched"] == []
 
 
 def test_user_data_never_holds_the_cookie(cluster):

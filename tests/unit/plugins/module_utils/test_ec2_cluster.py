@@ -200,3 +200,28 @@ def test_run_spec_sizes_the_root_volume_only_when_asked():
     assert "BlockDeviceMappings" not in ec2_cluster.build_run_spec("ami-1", "t3.micro", "ud", {})
     spec = ec2_cluster.build_run_spec("ami-1", "t3.micro", "ud", {}, root_volume=("/dev/xvda", 30, "gp3"))
     assert spec["BlockDeviceMappings"] == [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 30, "VolumeType": "gp3", "DeleteOnTermination": True}}]
+
+
+def image(**tags):
+    return {"ImageId": "ami-1", "RootDeviceName": "/dev/xvda", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+
+
+def test_node_image_check_accepts_a_node_image_of_any_or_the_same_cluster():
+    ec2_cluster.check_node_image(image(**{"erlang-ec2-image": "node"}), "demo")
+    ec2_cluster.check_node_image(image(**{"erlang-ec2-image": "node", "erlang-cluster": "demo"}), "demo")
+
+
+@pytest.mark.parametrize("tags, message", [
+    ({}, "needs a node image"),
+    ({"erlang-ec2-image": "base"}, "needs a node image"),
+    ({"erlang-ec2-image": "node", "erlang-cluster": "other"}, "baked for cluster other"),
+])
+def test_node_image_check_refuses_other_images(tags, message):
+    with pytest.raises(ec2_cluster.PlanError, match=message):
+        ec2_cluster.check_node_image(image(**tags), "demo")
+
+
+def test_root_device_name_of_an_image():
+    assert ec2_cluster.root_device_name(image()) == "/dev/xvda"
+    with pytest.raises(ec2_cluster.PlanError, match="no root device"):
+        ec2_cluster.root_device_name({"ImageId": "ami-2"})
