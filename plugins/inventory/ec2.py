@@ -20,6 +20,7 @@ description:
     the instance); C(ansible_host) is the address chosen by O(ansible_host_source).
   - "Host variables: C(erlang_cluster), C(erlang_role), C(erlang_node) (C(<node name>@<private IP>)),
     C(erlang_boot_server_ip) and C(erlang_boot_node) (the cluster's boot server, on every host of the cluster),
+    C(erlang_join) (on workers, how they join: the C(erlang-join) tag, V(push) when absent; null on a boot server),
     C(ec2_instance_id), C(ec2_region), C(ec2_private_ip), C(ec2_state), C(ec2_instance_type),
     C(ec2_availability_zone), C(ec2_tags) (a dict) and C(ansible_host)."
   - "A cluster with no boot server, with more than one, or whose boot server has no private IP address is
@@ -413,6 +414,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 "erlang_node": contract.node_id(node_name, private_ip) if private_ip else None,
                 "erlang_boot_server_ip": boot_ip,
                 "erlang_boot_node": boot_node,
+                "erlang_join": record[REC_TAGS].get(contract.TAG_JOIN, contract.JOIN_PUSH) if role == contract.ROLE_WORKER else None,
                 "ec2_instance_id": instance_id,
                 "ec2_region": region,
                 "ec2_private_ip": private_ip,

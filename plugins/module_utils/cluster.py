@@ -15,6 +15,8 @@ import re
 TAG_CLUSTER = "erlang-cluster"
 TAG_ROLE = "erlang-role"
 TAG_NODE_NAME = "erlang-node-name"
+# On workers: how the worker joins (JOIN_MODES); a worker without it joins by push.
+TAG_JOIN = "erlang-join"
 # On AMIs made by the bake_image playbook: what the image is for (and, if baked for one, its cluster).
 TAG_IMAGE = "erlang-ec2-image"
 IMAGE_NODE = "node"

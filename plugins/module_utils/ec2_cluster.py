@@ -73,6 +73,10 @@ class LaunchError(Exception):
 
 # -- instance records -------------------------------------------------------
 
+# Set by AWS on the instances of an Auto Scaling group.
+AUTOSCALING_GROUP_TAG = "aws:autoscaling:groupName"
+
+
 def tag_dict(resource):
     """Tags of an instance or an image, as a dict."""
     return dict((t["Key"], t["Value"]) for t in resource.get("Tags") or [])
@@ -97,6 +101,7 @@ def summarize(instance):
         "subnet_id": instance.get("SubnetId"),
         "launch_time": launch_time,
         "launch_index": instance.get("AmiLaunchIndex", 0),
+        "autoscaling_group": tags.get(AUTOSCALING_GROUP_TAG),
     }
 
 
@@ -186,11 +191,13 @@ def find_boot_server(records):
     return boot[0] if boot else None
 
 
-def instance_tags(cluster, role, node_name, user_tags=None):
+def instance_tags(cluster, role, node_name, user_tags=None, join=None):
     """Tags for a new instance: the user's, then the contract's (which win)."""
     tags = {"Name": "%s-%s" % (cluster, role)}
     tags.update(user_tags or {})
     tags.update({contract.TAG_CLUSTER: cluster, contract.TAG_ROLE: role, contract.TAG_NODE_NAME: node_name})
+    if role == contract.ROLE_WORKER:
+        tags[contract.TAG_JOIN] = join or contract.JOIN_PUSH
     return tags
 
 

@@ -25,6 +25,8 @@ description:
   - New instances get user data (a C(KEY=value) file, see the collection's C(docs/design.md)) naming
     their cluster, role, node name and, for workers, the boot server address. It never carries the
     Erlang cookie or another secret, and is checked to be at most 16 KB before any API call.
+  - Members launched by an Auto Scaling group (tag C(aws:autoscaling:groupName)) are counted, but a run
+    that would launch, start or terminate members fails without any change: the group owns their number.
   - Only the number of members is enforced. Existing instances are never modified or replaced
     when O(image_id), O(instance_type), tags or user data change.
   - An unchanged run makes one paginated DescribeInstances request (one per 1000 instances of
@@ -82,7 +84,8 @@ options:
   tags:
     description:
       - Extra tags for new instances and their volumes.
-      - C(erlang-cluster), C(erlang-role) and C(erlang-node-name) are set by the module and cannot be given here.
+      - C(erlang-cluster), C(erlang-role), C(erlang-node-name) and, on workers, C(erlang-join) (the value
+        of O(join)) are set by the module and cannot be given here.
       - C(Name) defaults to C(<cluster>-<role>).
     type: dict
     default: {}
@@ -325,7 +328,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import cluster as contract
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import ec2_cluster
 
-RESERVED_TAGS = (contract.TAG_CLUSTER, contract.TAG_ROLE, contract.TAG_NODE_NAME)
+RESERVED_TAGS = (contract.TAG_CLUSTER, contract.TAG_ROLE, contract.TAG_NODE_NAME, contract.TAG_JOIN)
 # Worst case for the 16 KB check before the boot server is known: longest IPv4 and node name.
 WORST_CASE_BOOT_IP = "255.255.255.255"
 WORST_CASE_BOOT_NODE_NAME = "b" * 64
@@ -441,6 +444,12 @@ def run(module, client, node_name):
         user_data = render_user_data(module, node_name, boot_ip, boot_node_name)
     except (ec2_cluster.PlanError, contract.ClusterContractError) as e:
         module.fail_json(msg=str(e), instances=[ec2_cluster.public_record(r) for r in members])
+    scaled = sorted(set(r["autoscaling_group"] for r in members if r["autoscaling_group"]))
+    if scaled and (plan["launch"] or plan["start"] or plan["terminate"]):
+        # The group would undo the change (or fight over the count): its capacity is the one to change.
+        module.fail_json(msg="%s members of cluster %s belong to the Auto Scaling group(s) %s: change the group's desired "
+                             "capacity instead of count. Nothing was changed." % (p["role"], p["cluster"], ", ".join(scaled)),
+                         instances=[ec2_cluster.public_record(r) for r in members])
     image = None
     if plan["launch"] and p["join"] == contract.JOIN_SELF:
         # Checked in check mode too: a launch that could not join is refused before any change.
@@ -538,7 +547,7 @@ def run_spec(module, client, node_name, user_data, image=None):
         root_volume = (ec2_cluster.root_device_name(image), p["volume_size"], p["volume_type"])
     return ec2_cluster.build_run_spec(
         p["image_id"], p["instance_type"], user_data,
-        ec2_cluster.instance_tags(p["cluster"], p["role"], node_name, p["tags"]),
+        ec2_cluster.instance_tags(p["cluster"], p["role"], node_name, p["tags"], p["join"]),
         p["security_group_ids"], p["key_name"], p["instance_profile"],
         p["metadata_tokens"], p["metadata_hop_limit"], p["instance_metadata_tags"], root_volume,
     )

@@ -51,7 +51,7 @@ def test_launch_spreads_over_subnets_one_run_instances_per_subnet(playbook, clea
     for instance in found:
         tags = dict((t["Key"], t["Value"]) for t in instance["Tags"])
         assert tags == {"erlang-cluster": "demo", "erlang-role": "worker", "erlang-node-name": "worker",
-                        "Name": "demo-worker", "team": "payments"}
+                        "erlang-join": "push", "Name": "demo-worker", "team": "payments"}
         assert instance["State"]["Name"] == "running"
         assert instance["MetadataOptions"]["HttpTokens"] == "required"
     returned = dict((i["id"], i) for i in result["instances"])

@@ -1,7 +1,10 @@
 """cluster_instances join=self against moto: what is refused before any change, and what is launched."""
 
+import boto3
+
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import cluster as contract
-from cluster_instances_helpers import IMAGE_ID, members
+from aws_endpoint import FAKE_CREDENTIALS
+from cluster_instances_helpers import IMAGE_ID, REGION, members
 from test_cluster_instances import BOOT, args, failed, ok
 
 MUTATING = ("RunInstances", "StartInstances", "TerminateInstances")
@@ -35,7 +38,9 @@ def test_join_self_launches_a_node_image_with_the_boot_server_in_user_data(playb
     assert clean_aws.calls("DescribeImages") == 1 and clean_aws.calls("RunInstances") == 1
     data = contract.parse_user_data(result["user_data"])
     assert data["ERLANG_BOOT_SERVER_IP"] == boot_ip and data["ERLANG_BOOT_NODE"] == "boot@" + boot_ip
-    assert sorted(i["ImageId"] for i in members(ec2, "demo", "worker")) == [image_id] * 5
+    found = members(ec2, "demo", "worker")
+    assert sorted(i["ImageId"] for i in found) == [image_id] * 5
+    assert [dict((t["Key"], t["Value"]) for t in i["Tags"])["erlang-join"] for i in found] == ["self"] * 5
     # Unchanged re-run: no image check, no launch.
     clean_aws.reset_counts()
     assert ok(playbook(self_workers(image_id, count=5)))["changed"] is False
@@ -81,3 +86,27 @@ def test_push_is_the_default_and_does_not_check_the_image(playbook, clean_aws, e
     clean_aws.reset_counts()
     result = ok(playbook({"cluster": "demo", "role": "worker", "count": 1, "image_id": IMAGE_ID, "instance_type": "t3.micro"}))
     assert len(result["launched"]) == 1 and clean_aws.calls("DescribeImages") == 0
+
+
+def test_members_of_an_auto_scaling_group_are_counted_but_never_changed(playbook, clean_aws, ec2):
+    """The group owns its instances' number: launching beside them or terminating them is refused."""
+    autoscaling = boto3.client(
+        "autoscaling", region_name=REGION, endpoint_url=clean_aws.url,
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=FAKE_CREDENTIALS["AWS_SESSION_TOKEN"])
+    ok(playbook(BOOT))
+    ec2.create_launch_template(LaunchTemplateName="erlang-demo-worker", LaunchTemplateData={
+        "ImageId": IMAGE_ID, "InstanceType": "t3.micro",
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": [
+            {"Key": "erlang-cluster", "Value": "demo"}, {"Key": "erlang-role", "Value": "worker"}]}]})
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="erlang-demo-workers", LaunchTemplate={"LaunchTemplateName": "erlang-demo-worker", "Version": "$Latest"},
+        MinSize=2, MaxSize=2, DesiredCapacity=2, AvailabilityZones=["us-east-1a"])
+    assert len(members(ec2, "demo", "worker")) == 2
+    clean_aws.reset_counts()
+    # The group's count: nothing to do, not a failure.
+    assert ok(playbook({"cluster": "demo", "role": "worker", "count": 2, "image_id": IMAGE_ID, "instance_type": "t3.micro"}))["changed"] is False
+    for count in (3, 0):
+        result = failed(playbook({"cluster": "demo", "role": "worker", "count": count, "image_id": IMAGE_ID, "instance_type": "t3.micro"}))
+        assert "Auto Scaling group(s) erlang-demo-workers" in result["msg"] and "Nothing was changed" in result["msg"]
+    assert no_mutation(clean_aws) and len(members(ec2, "demo", "worker", states=("running",))) == 2

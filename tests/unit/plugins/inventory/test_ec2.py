@@ -190,7 +190,24 @@ def test_groups_and_hostvars(source, fake_aws):
         assert hostvars["ec2_region"] == "eu-west-1"
         assert hostvars["ec2_tags"]["Name"] == "payments-worker"
         assert "erlang_cluster_problem" not in hostvars
+        assert hostvars["erlang_join"] == "push"  # no erlang-join tag: pushed by the site playbook
     assert inventory.get_host(boot_id).vars["erlang_node"] == "boot@" + boot_ip
+    assert inventory.get_host(boot_id).vars["erlang_join"] is None
+
+
+def test_erlang_join_hostvar_follows_the_tag(source, monkeypatch):
+    region, pages = recorded()
+    (worker_id, _ip) = instances_by_tag()[("payments", "worker")][0]
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                if instance["InstanceId"] == worker_id:
+                    instance["Tags"].append({"Key": "erlang-join", "Value": "self"})
+    monkeypatch.setattr(ec2_scan, "fetch", lambda *a, **kw: ({region: ec2_scan.records_from_pages(pages)}, {}))
+    _plugin, inventory = parse(source())
+    assert inventory.get_host(worker_id).vars["erlang_join"] == "self"
+    others = [w for w, _ in instances_by_tag()[("payments", "worker")] if w != worker_id]
+    assert [inventory.get_host(w).vars["erlang_join"] for w in others] == ["push"] * len(others)
 
 
 def test_cluster_problems_are_hostvars(source, fake_aws):

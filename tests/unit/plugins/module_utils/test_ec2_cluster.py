@@ -107,8 +107,14 @@ def test_find_boot_server_none_one_or_ambiguous():
 
 
 def test_contract_tags_win_over_user_tags():
-    tags = ec2_cluster.instance_tags("demo", "worker", "app", {"team": "x", "Name": "custom"})
-    assert tags == {"Name": "custom", "team": "x", "erlang-cluster": "demo", "erlang-role": "worker", "erlang-node-name": "app"}
+    tags = ec2_cluster.instance_tags("demo", "worker", "app", {"team": "x", "Name": "custom", "erlang-join": "x"})
+    assert tags == {"Name": "custom", "team": "x", "erlang-cluster": "demo", "erlang-role": "worker", "erlang-node-name": "app",
+                    "erlang-join": "push"}
+
+
+def test_join_tag_is_on_workers_only():
+    assert ec2_cluster.instance_tags("demo", "worker", "worker", join="self")["erlang-join"] == "self"
+    assert "erlang-join" not in ec2_cluster.instance_tags("demo", "boot_server", "boot")
 
 
 def test_run_spec_requires_imdsv2_and_takes_profile_name_or_arn():
