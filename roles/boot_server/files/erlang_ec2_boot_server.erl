@@ -4,10 +4,16 @@
 %% boot server would lock every worker out until Ansible ran again.
 %% Started by the unit as `-s erlang_ec2_boot_server start <file>`; the file holds one
 %% IPv4 address a line ('#' starts a comment). A bad line is logged and skipped.
+%%
+%% Workers that join by themselves (node image bootstrap) call add_slave/1, which also appends
+%% the address to `<file>.joined`: the main file is Ansible's (root-owned), the joined file the
+%% boot server's own. start/1 reads both; the role's slaves.yml folds and resets the joined file.
 -module(erlang_ec2_boot_server).
--export([start/0, start/1, read_slaves/1]).
+-export([start/0, start/1, read_slaves/1, add_slave/1, joined_file/1]).
 
 -define(DEFAULT_FILE, "/var/lib/erlang-ec2/boot_server_slaves").
+-define(JOINED_KEY, {?MODULE, joined_file}).
+-define(IS_OCTET(X), (is_integer(X) andalso X >= 0 andalso X =< 255)).
 
 start() ->
     start([?DEFAULT_FILE]).
@@ -15,27 +21,114 @@ start() ->
 start([File]) when is_atom(File) ->
     start([atom_to_list(File)]);
 start([File]) ->
-    Slaves = read_slaves(File),
+    Joined = joined_file(File),
+    persistent_term:put(?JOINED_KEY, Joined),
+    Slaves = lists:usort(read_slaves(File) ++ read_joined(Joined)),
     case erl_boot_server:start(Slaves) of
         {ok, _Pid} ->
-            logger:notice("erl_boot_server started with ~b allowed worker(s) from ~s", [length(Slaves), File]),
+            logger:notice("erl_boot_server started with ~b allowed worker(s) from ~s and ~s",
+                          [length(Slaves), File, Joined]),
             ok;
         {error, Reason} ->
             logger:critical("erl_boot_server failed to start: ~p", [Reason]),
             erlang:halt(1)
     end.
 
+joined_file(File) ->
+    File ++ ".joined".
+
 read_slaves(File) ->
     case file:read_file(File) of
         {ok, Bin} ->
-            Lines = string:lexemes(binary_to_list(Bin), "\r\n"),
-            lists:usort(lists:filtermap(fun parse_line/1, Lines));
+            parse_file(Bin);
         {error, enoent} ->
             [];
         {error, Reason} ->
             logger:critical("cannot read ~s: ~p", [File, Reason]),
             erlang:halt(1)
     end.
+
+%% Unlike the main file, an unreadable joined file does not stop the boot server: refusing
+%% every worker would be worse than forgetting the self-joined ones until reconcile runs.
+read_joined(File) ->
+    case file:read_file(File) of
+        {ok, Bin} ->
+            parse_file(Bin);
+        {error, enoent} ->
+            [];
+        {error, Reason} ->
+            logger:error("cannot read ~s: ~p; self-joined workers are not restored", [File, Reason]),
+            []
+    end.
+
+parse_file(Bin) ->
+    Lines = string:lexemes(binary_to_list(Bin), "\r\n"),
+    lists:usort(lists:filtermap(fun parse_line/1, Lines)).
+
+%% erl_boot_server:add_slave/1, then the address appended to the joined file (if not there yet).
+%% Returns ok, {error, {bad_address, Arg}} (nothing changed) or
+%% {error, {not_persisted, File, Reason}} (allowed now, forgotten at the next restart).
+add_slave(Arg) ->
+    case to_ipv4(Arg) of
+        {ok, Ip} ->
+            ok = erl_boot_server:add_slave(Ip),
+            persist(Ip);
+        error ->
+            {error, {bad_address, Arg}}
+    end.
+
+to_ipv4({A, B, C, D} = Ip) when ?IS_OCTET(A), ?IS_OCTET(B), ?IS_OCTET(C), ?IS_OCTET(D) ->
+    {ok, Ip};
+to_ipv4(Bin) when is_binary(Bin) ->
+    to_ipv4(binary_to_list(Bin));
+to_ipv4(Str) when is_list(Str) ->
+    try inet:parse_ipv4strict_address(Str) of
+        {ok, Ip} -> {ok, Ip};
+        {error, _} -> error
+    catch
+        _:_ -> error
+    end;
+to_ipv4(_) ->
+    error.
+
+%% Appends are O_APPEND writes of one short line, so concurrent add_slave calls do not lose
+%% each other's lines; two racing adds of one address may both append (reading does usort).
+persist(Ip) ->
+    Line = inet:ntoa(Ip),
+    case persistent_term:get(?JOINED_KEY, undefined) of
+        undefined ->
+            logger:error("allowed ~s but not persisted: the boot server was not started by ~s:start/1",
+                         [Line, ?MODULE]),
+            {error, {not_persisted, undefined, not_started}};
+        File ->
+            %% Unreadable: try the append anyway; its error is the one to report.
+            {Present, Prefix} = case file:read_file(File) of
+                                    {ok, Bin} -> {lists:member(Ip, parse_file_quiet(Bin)), newline_prefix(Bin)};
+                                    {error, _} -> {false, ""}
+                                end,
+            case Present orelse file:write_file(File, [Prefix, Line, $\n], [append]) of
+                true ->
+                    ok;
+                ok ->
+                    logger:notice("allowed ~s and persisted it in ~s", [Line, File]),
+                    ok;
+                {error, Reason} ->
+                    logger:error("allowed ~s but cannot persist it in ~s: ~p", [Line, File, Reason]),
+                    {error, {not_persisted, File, Reason}}
+            end
+    end.
+
+%% A file edited by hand may lack its last newline: never glue two addresses together.
+newline_prefix(<<>>) -> "";
+newline_prefix(Bin) ->
+    case binary:last(Bin) of
+        $\n -> "";
+        _ -> "\n"
+    end.
+
+parse_file_quiet(Bin) ->
+    [Ip || L <- string:lexemes(binary_to_list(Bin), "\r\n"),
+           {ok, Ip} <- [inet:parse_ipv4strict_address(string:trim(hd(string:split(L, "#"))))]].
 
 parse_line(Line0) ->
     Line = string:trim(hd(string:split(Line0, "#"))),
