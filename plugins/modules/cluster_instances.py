@@ -25,8 +25,8 @@ description:
   - New instances get user data (a C(KEY=value) file, see the collection's C(docs/design.md)) naming
     their cluster, role, node name and, for workers, the boot server address. It never carries the
     Erlang cookie or another secret, and is checked to be at most 16 KB before any API call.
-  - Members launched by an Auto Scaling group (tag C(aws:autoscaling:groupName)) are counted, but a run
-    that would launch, start or terminate members fails without any change: the group owns their number.
+  - "Members launched by an Auto Scaling group (tag C(aws:autoscaling:groupName)) are counted, but a run
+    that would launch, start or terminate members fails without any change: the group owns their number."
   - Only the number of members is enforced. Existing instances are never modified or replaced
     when O(image_id), O(instance_type), tags or user data change.
   - An unchanged run makes one paginated DescribeInstances request (one per 1000 instances of
