@@ -197,7 +197,7 @@ def test_groups_and_hostvars(source, fake_aws):
 
 def test_erlang_join_hostvar_follows_the_tag(source, monkeypatch):
     region, pages = recorded()
-    (worker_id, _ip) = instances_by_tag()[("payments", "worker")][0]
+    worker_id = instances_by_tag()[("payments", "worker")][0][0]
     for page in pages:
         for reservation in page["Reservations"]:
             for instance in reservation["Instances"]:
@@ -206,7 +206,7 @@ def test_erlang_join_hostvar_follows_the_tag(source, monkeypatch):
     monkeypatch.setattr(ec2_scan, "fetch", lambda *a, **kw: ({region: ec2_scan.records_from_pages(pages)}, {}))
     _plugin, inventory = parse(source())
     assert inventory.get_host(worker_id).vars["erlang_join"] == "self"
-    others = [w for w, _ in instances_by_tag()[("payments", "worker")] if w != worker_id]
+    others = [w[0] for w in instances_by_tag()[("payments", "worker")] if w[0] != worker_id]
     assert [inventory.get_host(w).vars["erlang_join"] for w in others] == ["push"] * len(others)
 
 
