@@ -12,7 +12,7 @@ import threading
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from localcloud import config, ec2, images, network
+from localcloud import autoscaling, config, ec2, images, network
 from localcloud.imds import Imds
 from localcloud.podman import Podman
 from localcloud.reconciler import Reconciler
@@ -113,6 +113,7 @@ def serve(paths, port, restore=False):
     reconciler = Reconciler(podman, paths, image_refs)
     public_key = paths.ssh_key.with_suffix(".pub").read_text().strip() if paths.ssh_key.with_suffix(".pub").exists() else None
     ec2.install(reconciler, default_public_key=public_key)
+    autoscaling.install()
 
     moto_app = DomainDispatcherApplication(create_backend_app)
     gate = _Gate()

@@ -315,3 +315,23 @@ def test_run_instances_beyond_the_host_limit_is_refused(cloud, ec2):
     assert error.value.response["Error"]["Code"] == "InstanceLimitExceeded"
     assert "LOCALCLOUD_MAX_HOSTS" in error.value.response["Error"]["Message"]
     assert ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [marker]}])["Reservations"] == []
+
+
+def test_auto_scaling_metrics_collection_can_be_disabled(cloud, ec2):
+    """amazon.aws.autoscaling_group calls DisableMetricsCollection on every update; moto lacks it, localcloud adds it."""
+    autoscaling = cloud.client("autoscaling")
+    name = "localcloud-test-metrics-%d" % time.monotonic_ns()
+    ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={"ImageId": config.BASE_AMI_ID, "InstanceType": "t3.micro"})
+    autoscaling.create_auto_scaling_group(AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": name},
+                                          MinSize=0, MaxSize=0, DesiredCapacity=0, AvailabilityZones=["us-east-1a"])
+    try:
+        def enabled():
+            return [m["Metric"] for m in autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]["EnabledMetrics"]]
+        autoscaling.enable_metrics_collection(AutoScalingGroupName=name, Granularity="1Minute", Metrics=["GroupMinSize", "GroupMaxSize"])
+        autoscaling.disable_metrics_collection(AutoScalingGroupName=name, Metrics=["GroupMinSize"])
+        assert enabled() == ["GroupMaxSize"]
+        autoscaling.disable_metrics_collection(AutoScalingGroupName=name)  # no Metrics: all of them
+        assert enabled() == []
+    finally:
+        autoscaling.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
+        ec2.delete_launch_template(LaunchTemplateName=name)
