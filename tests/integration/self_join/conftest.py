@@ -192,6 +192,21 @@ class Cluster:
         out = self.ssh(self.boot_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves").stdout
         return set(line.strip() for line in out.splitlines() if line.strip() and not line.startswith("#"))
 
+    def joined_slaves(self):
+        """The addresses the boot server appended itself (erlang_ec2_boot_server:add_slave/1)."""
+        out = self.ssh(self.boot_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves.joined").stdout
+        return set(line.strip() for line in out.splitlines() if line.strip() and not line.startswith("#"))
+
+    def restart_boot_server(self, bound=60):
+        """systemctl restart (the unit's ExecStartPost waits for erl_boot_server), then the allow-list as read back."""
+        self.ssh(self.boot_ip, "sudo systemctl restart erlang-boot-server", timeout=bound)
+        deadline = time.monotonic() + bound
+        while self.boot_eval("is_pid(whereis(boot_server)).") != "{ok, true}":
+            if time.monotonic() > deadline:
+                raise AssertionError("the boot server did not come back within %d s" % bound)
+            time.sleep(1)
+        return self.which_slaves()
+
     def bootstrap_state(self, ip):
         proc = self.ssh(ip, "systemctl show -p ActiveState --value erlang-ec2-bootstrap", check=False)
         return proc.stdout.strip() if proc.returncode == 0 else "unreachable"

@@ -137,6 +137,38 @@ def test_refuses_foreign_user_data(cluster):
         cluster.terminate([instance["InstanceId"]])
 
 
+def test_boot_server_restart_keeps_self_joined_workers(cluster):
+    """No playbook ran since site: the boot server itself persisted every self-joined worker (joined file),
+    so a restart of its unit allows them all again, and a worker's init:restart() still loads its code."""
+    workers = set(cluster.workers)
+    assert workers <= cluster.joined_slaves()
+    assert not workers & cluster.persisted_slaves()  # site ran before any worker: not Ansible's file
+    first = cluster.workers[0]
+    journal = cluster.bootstrap_journal(first)
+    assert "erlang_ec2_boot_server:add_slave(%s) done" % first in journal and "not persisted" not in journal, journal
+    t0 = time.monotonic()
+    allowed = cluster.restart_boot_server()
+    report("boot_server_restart_seconds", round(time.monotonic() - t0, 1))
+    assert workers <= allowed, workers - allowed
+    # The harm a forgotten address does: a restarting worker hangs in the inet loader.
+    node = "worker@%s" % first
+    app_controller = "rpc:call('%s', erlang, pid_to_list, [rpc:call('%s', erlang, whereis, [application_controller], 5000)], 5000)." % (node, node)
+    before = cluster.boot_eval(app_controller)
+    assert before and "<0." in before, before
+    t0 = time.monotonic()
+    assert cluster.boot_eval("rpc:call('%s', init, restart, [], 5000)." % node) == "{ok, ok}"
+    deadline = time.monotonic() + JOIN_BOUND_SECONDS
+    while True:
+        status = cluster.boot_eval("element(1, rpc:call('%s', init, get_status, [], 5000))." % node)
+        after = cluster.boot_eval(app_controller)
+        if status == "{ok, started}" and after and "<0." in after and after != before:
+            break
+        assert time.monotonic() < deadline, "worker %s not back from init:restart(): %s %s" % (first, status, after)
+        time.sleep(1)
+    joined = cluster.wait_joined(cluster.workers, t0)
+    report("worker_init_restart_after_boot_server_restart_seconds", joined[first])
+
+
 def test_worker_waits_for_a_boot_server_that_comes_back(cluster):
     """Boot server down at launch: the bootstrap retries with backoff and joins once it is back.
 
@@ -145,6 +177,8 @@ def test_worker_waits_for_a_boot_server_that_comes_back(cluster):
     """
     cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "-e", "cluster_name=%s" % cluster.name)
     assert cluster.persisted_slaves() == set(cluster.workers)
+    # Folded: the self-joined workers are in the main file now, the joined file is reset.
+    assert cluster.joined_slaves() == set()
     cluster.ssh(cluster.boot_ip, "sudo systemctl stop erlang-boot-server")
     try:
         t0 = time.monotonic()
@@ -194,26 +228,32 @@ def test_worker_fails_visibly_after_the_deadline(cluster):
 
 
 def test_reconcile_removes_a_terminated_worker(cluster):
-    """After a worker is terminated, reconcile leaves exactly the running workers on the allow-list."""
-    # The first worker: on the running and the persisted list (reconcile ran before the boot server
-    # restarts). The last one joined by add_slave only and was dropped by the boot server's restart:
-    # reconcile must put it back.
-    gone = cluster.workers.pop(0)
-    assert gone in cluster.persisted_slaves()
-    gone_id = [i for i in cluster.launched if cluster.ec2.describe_instances(InstanceIds=[i])["Reservations"][0]["Instances"][0]
-               .get("PrivateIpAddress") == gone][0]
-    cluster.terminate([gone_id])
-    cluster.wait_state([gone_id], "terminated")
-    assert gone in cluster.which_slaves()
+    """After workers are terminated, reconcile leaves exactly the running workers on the allow-list and in
+    the persisted file, and resets the joined file: a restarted boot server allows none of the gone ones."""
+    # The first worker: in the main file (the reconcile of an earlier test). The last one joined by itself
+    # after that reconcile: in the joined file only, still allowed after the boot server restarts above.
+    gone_main, gone_joined = cluster.workers.pop(0), cluster.workers.pop()
+    assert gone_main in cluster.persisted_slaves()
+    assert gone_joined in cluster.joined_slaves() and gone_joined not in cluster.persisted_slaves()
+    gone_ids = [i for i in cluster.launched if cluster.ec2.describe_instances(InstanceIds=[i])["Reservations"][0]["Instances"][0]
+                .get("PrivateIpAddress") in (gone_main, gone_joined)]
+    assert len(gone_ids) == 2, gone_ids
+    cluster.terminate(gone_ids)
+    cluster.wait_state(gone_ids, "terminated")
+    assert {gone_main, gone_joined} <= cluster.which_slaves()
     # Check mode reports the change and makes none.
     check = cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "--check", "--diff", "-e", "cluster_name=%s" % cluster.name)
-    assert changed_by_host(check.stdout)[cluster.boot_id] > 0 and "-%s" % gone in check.stdout, check.stdout[-3000:]
-    assert gone in cluster.which_slaves() and gone in cluster.persisted_slaves()
+    assert changed_by_host(check.stdout)[cluster.boot_id] > 0, check.stdout[-3000:]
+    assert "-%s" % gone_main in check.stdout and "-%s" % gone_joined in check.stdout, check.stdout[-3000:]
+    assert {gone_main, gone_joined} <= cluster.which_slaves()
+    assert gone_main in cluster.persisted_slaves() and gone_joined in cluster.joined_slaves()
     proc = cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "-e", "cluster_name=%s" % cluster.name)
-    assert gone not in cluster.which_slaves()
     assert cluster.which_slaves() == set(cluster.workers)
     assert cluster.persisted_slaves() == set(cluster.workers)
+    assert cluster.joined_slaves() == set()
     assert cluster.cookie not in proc.stdout
+    # Gone for good: a restart reads both files.
+    assert cluster.restart_boot_server() == set(cluster.workers)
     # A second run changes nothing.
     again = cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "-e", "cluster_name=%s" % cluster.name)
     assert changed_by_host(again.stdout) == {cluster.boot_id: 0, "localhost": 0}, again.stdout[-3000:]
