@@ -8,6 +8,7 @@ and terminates only the instances it launched.
 """
 
 import base64
+import json
 import os
 import pathlib
 import re
@@ -30,6 +31,15 @@ SUBNET_AZ = "us-east-1a"
 # Generous bounds: only there so that a broken bootstrap fails the test instead of hanging it.
 JOIN_BOUND_SECONDS = 240
 PLAYBOOK_TIMEOUT = 1200
+REPORT = os.environ.get("SELF_JOIN_REPORT", "")
+
+
+def report(name, value):
+    """Print a timing and append it to the suite's report file (make test-self-join sets SELF_JOIN_REPORT)."""
+    print("%s: %s" % (name, value))
+    if REPORT:
+        with open(REPORT, "a") as handle:
+            handle.write(json.dumps({name: value}) + "\n")
 
 
 def run(cmd, timeout=PLAYBOOK_TIMEOUT, check=True, env=None, **kwargs):

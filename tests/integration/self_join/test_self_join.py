@@ -6,21 +6,11 @@ beyond generous bounds that only keep a broken bootstrap from hanging the run.
 """
 
 import json
-import os
 import pathlib
 import re
 import time
 
-from conftest import JOIN_BOUND_SECONDS
-
-REPORT = os.environ.get("SELF_JOIN_REPORT", "")
-
-
-def report(name, value):
-    print("%s: %s" % (name, value))
-    if REPORT:
-        with open(REPORT, "a") as handle:
-            handle.write(json.dumps({name: value}) + "\n")
+from conftest import JOIN_BOUND_SECONDS, report
 
 
 def changed_by_host(stdout):
