@@ -55,6 +55,12 @@ def test_provision_autoscaling_workers_join_by_themselves(cluster):
         assert bad.returncode != 0 and "provision_autoscaling=true needs provision_join=self" in bad.stdout, bad.stdout[-3000:]
         assert autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])["AutoScalingGroups"] == []
 
+        # Check mode: reports the template and the group, creates neither.
+        checked = cluster.ansible_playbook(*provision, "--check", inventory=False)
+        assert recap(checked.stdout)["localhost"][1] >= 2, checked.stdout[-3000:]
+        assert autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])["AutoScalingGroups"] == []
+        assert template_name not in [t["LaunchTemplateName"] for t in cluster.ec2.describe_launch_templates()["LaunchTemplates"]]
+
         t0 = time.monotonic()
         first = cluster.ansible_playbook(*provision, inventory=False)
         assert cluster.cookie not in first.stdout
