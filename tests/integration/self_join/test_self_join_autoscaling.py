@@ -103,6 +103,14 @@ def test_provision_autoscaling_workers_join_by_themselves(cluster):
         assert set(ips + new_ips) <= cluster.which_slaves()
         for ip in ips + new_ips:
             assert cluster.bootstrap_state(ip) == "active"
+
+        # decommission refuses a group member (the group would replace it) before any change.
+        member = group_instances(cluster, autoscaling, group_name)[0]
+        refused = cluster.ansible_playbook("skunkworks.erlang_ec2.decommission", "-e", "cluster_name=%s" % cluster.name,
+                                           "-e", json.dumps({"decommission_hosts": [member["InstanceId"]]}), check=False)
+        assert refused.returncode != 0 and "belong to an Auto Scaling group" in refused.stdout, refused.stdout[-3000:]
+        assert member["PrivateIpAddress"] in cluster.which_slaves() and cluster.bootstrap_state(member["PrivateIpAddress"]) == "active"
+        assert len(group_instances(cluster, autoscaling, group_name)) == 3
     finally:
         # The session's teardown terminates them (a deleted group's instances would be orphans otherwise).
         cluster.launched += [i["InstanceId"] for i in group_instances(cluster, autoscaling, group_name)]
