@@ -50,11 +50,15 @@ demo-status: ## show every demo worker's status page
 	  ips = sorted(i["PrivateIpAddress"] for r in found["Reservations"] for i in r["Instances"]); \
 	  [print("  http://%s:8080/status -> %s" % (ip, urllib.request.urlopen("http://%s:8080/status" % ip, timeout=3).read().decode())) for ip in ips]'
 
-demo-down: bootstrap ## terminate the demo's instances and delete its cookie parameter (localcloud keeps running)
+demo-down: bootstrap ## terminate the demo's instances, deregister its node images (demo-self-join), delete its cookie parameter (localcloud keeps running)
 	$(LOCALCLOUD_ENV); ANSIBLE_PIPELINING=1 ansible localhost -m skunkworks.erlang_ec2.cluster_instances \
 	  -a '{"cluster": "$(DEMO_CLUSTER)", "role": "worker", "count": 0}' && \
 	ansible localhost -m skunkworks.erlang_ec2.cluster_instances \
 	  -a '{"cluster": "$(DEMO_CLUSTER)", "role": "boot_server", "count": 0, "allow_boot_server_termination": true}'
+	@$(LOCALCLOUD_ENV); $(PYTHON) -c 'import boto3; ec2 = boto3.client("ec2"); \
+	  images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:erlang-cluster", "Values": ["$(DEMO_CLUSTER)"]}, \
+	    {"Name": "tag:erlang-ec2-image", "Values": ["node"]}])["Images"]; \
+	  [(print("deregister node image", i["ImageId"]), ec2.deregister_image(ImageId=i["ImageId"])) for i in images]'
 	@$(LOCALCLOUD_ENV); $(PYTHON) -c 'import boto3; ssm = boto3.client("ssm"); \
 	  names = [p["Name"] for p in ssm.describe_parameters()["Parameters"]]; \
 	  "$(DEMO_COOKIE)" in names and ssm.delete_parameter(Name="$(DEMO_COOKIE)")'
