@@ -51,8 +51,8 @@ def main():
         if len(ips) >= args.count and len(joined) == len(ips):
             for ip in ips:
                 page = pages[ip]
-                print("  %s %s %s, sees %d other worker(s)" % (page["node"], page["release"], page["version"],
-                                                              len(nodes - {page["node"]})))
+                others = len(nodes - {page["node"]})
+                print("  %s %s %s, sees %d other worker(s)" % (page["node"], page["release"], page["version"], others))
             print("%d workers serve their status page and see each other (%.1f s)" % (len(ips), time.monotonic() - started))
             return 0
         if time.monotonic() > deadline:
