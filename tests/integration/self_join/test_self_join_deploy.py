@@ -1,0 +1,44 @@
+"""A rolling deploy reaches self-joined workers too: their diskless nodes re-fetch the new release from
+the boot server at init:restart(), one at a time, like pushed workers.
+
+Runs after the other self_join files on the same session cluster (its workers all joined by themselves).
+"""
+
+import json
+import time
+import urllib.request
+
+from conftest import REPO, run
+
+
+def running_workers(cluster):
+    reply = cluster.ec2.describe_instances(Filters=[
+        {"Name": "tag:erlang-cluster", "Values": [cluster.name]}, {"Name": "tag:erlang-role", "Values": ["worker"]},
+        {"Name": "instance-state-name", "Values": ["running"]}])
+    return [i for r in reply["Reservations"] for i in r["Instances"]]
+
+
+def status_page(ip):
+    with urllib.request.urlopen("http://%s:8080/status" % ip, timeout=5) as answer:
+        return json.loads(answer.read().decode())
+
+
+def test_deploy_rolls_self_joined_workers_to_the_new_release(cluster, tmp_path):
+    workers = running_workers(cluster)
+    if len(workers) < 2:  # this file run alone: two workers launched by the API, as in test_self_join.py
+        t0 = time.monotonic()
+        cluster.wait_joined([w["PrivateIpAddress"] for w in cluster.launch_workers(2)], t0)
+        workers = running_workers(cluster)
+    # Every worker of this suite joined by itself (node image bootstrap); none was configured by a playbook.
+    before = {w["PrivateIpAddress"]: status_page(w["PrivateIpAddress"])["version"] for w in workers}
+    assert set(before.values()) == {"1.0.0"}, before
+    tar = run(["make", "--no-print-directory", "-C", str(REPO / "examples/hello_cluster"), "tar", "VSN=2.0.0",
+               "OUT=%s" % tmp_path]).stdout.strip().splitlines()[-1]
+    deploy = cluster.ansible_playbook("skunkworks.erlang_ec2.deploy", "-e", "cluster_name=%s" % cluster.name,
+                                      "-e", "deploy_release=%s" % tar)
+    assert cluster.cookie not in deploy.stdout
+    after = {ip: status_page(ip) for ip in before}
+    assert set(page["version"] for page in after.values()) == {"2.0.0"}, after
+    nodes = set(page["node"] for page in after.values())
+    for page in after.values():
+        assert nodes - {page["node"]} <= set(page["nodes"]), page
