@@ -129,6 +129,11 @@ def test_broken_release_stops_at_the_first_node(cluster, releases):
 
 def test_rollback_restores_v2(cluster):
     # current points at v3 after the failed rollout; rollback switches to previous (v2) and rolls.
+    before = statuses(cluster)
+    # Check mode first: reports the switch, changes nothing (no link switched, no node restarted).
+    checked = cluster.playbook("rollback", "--check", extra={"rolling_restart_timeout": 60})
+    assert current_release(cluster) == "3.0.0", checked.tail()
+    assert {ip: s and s["version"] for ip, s in statuses(cluster).items()} == {ip: s and s["version"] for ip, s in before.items()}
     cluster.playbook("rollback", extra={"rolling_restart_timeout": 60}, check=False)
     final = statuses(cluster)
     assert current_release(cluster) == "2.0.0"
@@ -137,12 +142,18 @@ def test_rollback_restores_v2(cluster):
 
 def test_decommission_removes_a_worker_for_good(cluster):
     host, ip = sorted(cluster.workers.items())[-1]
+    ec2 = cluster.boto3("ec2")
+    # Check mode first: the worker keeps running, serving and allowed.
+    cluster.playbook("decommission", "--check", extra={"decommission_hosts": [host]})
+    assert ec2.describe_instances(InstanceIds=[host])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
+    assert cluster.status(ip)
+    assert ip in cluster.ssh(cluster.boot_server_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves").stdout.split()
     cluster.playbook("decommission", extra={"decommission_hosts": [host]})
     lines = cluster.ssh(cluster.boot_server_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves").stdout.splitlines()
     allowed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert allowed, "could not read the persisted allow-list"
     assert ip not in allowed
-    state = cluster.boto3("ec2").describe_instances(InstanceIds=[host])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    state = ec2.describe_instances(InstanceIds=[host])["Reservations"][0]["Instances"][0]["State"]["Name"]
     assert state in ("shutting-down", "terminated")
     remaining = cluster.refresh().workers
     assert host not in remaining
