@@ -38,11 +38,9 @@ joined_file(File) ->
     File ++ ".joined".
 
 read_slaves(File) ->
-    case file:read_file(File) of
-        {ok, Bin} ->
-            parse_file(Bin);
-        {error, enoent} ->
-            [];
+    case read_addresses(File) of
+        {ok, Ips} ->
+            Ips;
         {error, Reason} ->
             logger:critical("cannot read ~s: ~p", [File, Reason]),
             erlang:halt(1)
@@ -51,19 +49,26 @@ read_slaves(File) ->
 %% Unlike the main file, an unreadable joined file does not stop the boot server: refusing
 %% every worker would be worse than forgetting the self-joined ones until reconcile runs.
 read_joined(File) ->
-    case file:read_file(File) of
-        {ok, Bin} ->
-            parse_file(Bin);
-        {error, enoent} ->
-            [];
+    case read_addresses(File) of
+        {ok, Ips} ->
+            Ips;
         {error, Reason} ->
             logger:error("cannot read ~s: ~p; self-joined workers are not restored", [File, Reason]),
             []
     end.
 
-parse_file(Bin) ->
+%% {ok, Addresses} (a missing file holds none) or {error, Reason}.
+read_addresses(File) ->
+    case file:read_file(File) of
+        {ok, Bin} -> {ok, parse_file(Bin, warn)};
+        {error, enoent} -> {ok, []};
+        {error, _} = Error -> Error
+    end.
+
+%% Warn: log each line that is not an address (at start), or stay quiet (at every add_slave).
+parse_file(Bin, Warn) ->
     Lines = string:lexemes(binary_to_list(Bin), "\r\n"),
-    lists:usort(lists:filtermap(fun parse_line/1, Lines)).
+    lists:usort(lists:filtermap(fun(Line) -> parse_line(Line, Warn) end, Lines)).
 
 %% erl_boot_server:add_slave/1, then the address appended to the joined file (if not there yet).
 %% Returns ok, {error, {bad_address, Arg}} (nothing changed) or
@@ -103,7 +108,7 @@ persist(Ip) ->
         File ->
             %% Unreadable: try the append anyway; its error is the one to report.
             {Present, Prefix} = case file:read_file(File) of
-                                    {ok, Bin} -> {lists:member(Ip, parse_file_quiet(Bin)), newline_prefix(Bin)};
+                                    {ok, Bin} -> {lists:member(Ip, parse_file(Bin, quiet)), newline_prefix(Bin)};
                                     {error, _} -> {false, ""}
                                 end,
             case Present orelse file:write_file(File, [Prefix, Line, $\n], [append]) of
@@ -126,11 +131,7 @@ newline_prefix(Bin) ->
         _ -> "\n"
     end.
 
-parse_file_quiet(Bin) ->
-    [Ip || L <- string:lexemes(binary_to_list(Bin), "\r\n"),
-           {ok, Ip} <- [inet:parse_ipv4strict_address(string:trim(hd(string:split(L, "#"))))]].
-
-parse_line(Line0) ->
+parse_line(Line0, Warn) ->
     Line = string:trim(hd(string:split(Line0, "#"))),
     case Line of
         "" ->
@@ -139,8 +140,10 @@ parse_line(Line0) ->
             case inet:parse_ipv4strict_address(Line) of
                 {ok, Ip} ->
                     {true, Ip};
-                {error, _} ->
+                {error, _} when Warn =:= warn ->
                     logger:warning("ignoring allow-list line ~p: not an IPv4 address", [Line]),
+                    false;
+                {error, _} ->
                     false
             end
     end.
