@@ -17,12 +17,10 @@ def instance_tags(cluster, role=contract.ROLE_WORKER, node_name=None, tags=None,
     """The tags skunkworks.erlang_ec2.cluster_instances gives new instances (one place for both)."""
     try:
         contract.validate_cluster_name(cluster)
-        if role not in contract.ROLES:
-            raise contract.ClusterContractError("invalid role %r: expected one of %s" % (role, ", ".join(contract.ROLES)))
-        node_name = node_name or contract.default_node_name(role)
+        node_name = node_name or contract.default_node_name(contract.validate_role(role))
         contract.validate_node_name(node_name)
-        if join is not None and join not in contract.JOIN_MODES:
-            raise contract.ClusterContractError("invalid join %r: expected one of %s" % (join, ", ".join(contract.JOIN_MODES)))
+        if join is not None:
+            contract.validate_join(join)
     except contract.ClusterContractError as e:
         raise AnsibleFilterError("skunkworks.erlang_ec2.instance_tags: %s" % e)
     return ec2_cluster.instance_tags(cluster, role, node_name, tags or {}, join)

@@ -66,6 +66,18 @@ def validate_node_name(name):
     return name
 
 
+def validate_role(role):
+    if role not in ROLES:
+        raise ClusterContractError("invalid role %r: expected one of %s" % (role, ", ".join(ROLES)))
+    return role
+
+
+def validate_join(join):
+    if join not in JOIN_MODES:
+        raise ClusterContractError("invalid join %r: expected one of %s" % (join, ", ".join(JOIN_MODES)))
+    return join
+
+
 def is_ipv4(value):
     return isinstance(value, str) and bool(IPV4_RE.match(value))
 
@@ -90,8 +102,7 @@ def node_id(name, private_ip):
 def render_user_data(cluster, role, node_name, boot_server_ip=None, boot_node_name=None, extra=None):
     """Render the user-data file; raises ClusterContractError on bad input or size > 16 KB."""
     validate_cluster_name(cluster)
-    if role not in ROLES:
-        raise ClusterContractError("invalid role %r: expected one of %s" % (role, ", ".join(ROLES)))
+    validate_role(role)
     validate_node_name(node_name)
     pairs = [("ERLANG_CLUSTER", cluster), ("ERLANG_ROLE", role), ("ERLANG_NODE_NAME", node_name)]
     if boot_server_ip:
