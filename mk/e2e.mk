@@ -45,10 +45,7 @@ demo: bootstrap ## the README's first command: localcloud, 1 boot server + 3 wor
 
 .PHONY: demo-status
 demo-status: ## show every demo worker's status page
-	@$(LOCALCLOUD_ENV); $(PYTHON) -c 'import boto3, json, urllib.request; ec2 = boto3.client("ec2"); \
-	  found = ec2.describe_instances(Filters=[{"Name": "tag:erlang-cluster", "Values": ["$(DEMO_CLUSTER)"]}, {"Name": "tag:erlang-role", "Values": ["worker"]}, {"Name": "instance-state-name", "Values": ["running"]}]); \
-	  ips = sorted(i["PrivateIpAddress"] for r in found["Reservations"] for i in r["Instances"]); \
-	  [print("  http://%s:8080/status -> %s" % (ip, urllib.request.urlopen("http://%s:8080/status" % ip, timeout=3).read().decode())) for ip in ips]'
+	@$(LOCALCLOUD_ENV); $(PYTHON) scripts/demo_workers.py status $(DEMO_CLUSTER)
 
 demo-down: bootstrap ## terminate the demo's instances, deregister its node images (demo-self-join), delete its cookie parameter (localcloud keeps running)
 	$(LOCALCLOUD_ENV); ANSIBLE_PIPELINING=1 ansible localhost -m skunkworks.erlang_ec2.cluster_instances \
