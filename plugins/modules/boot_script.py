@@ -22,6 +22,10 @@ description:
     files' digests in C(OUTDIR/.NAME.boot_script.json); the files are replaced (atomically) only when the
     new build differs from what is there.
   - systools errors (missing application, missing C(.app) key, version mismatch) fail the module with systools' message.
+  - Also writes C(OUTDIR/NAME.local_files), the manifest of the files a diskless node reads from its own disk
+    rather than through the boot server. It lists every file under C(priv/) of every application in the boot
+    script, and O(extra_local_files), each with its size, mode and MD5. Workers copy these files before they
+    boot or restart into the release (docs/releases.md). It is rewritten only when its content changes.
 author:
   - Skunkworks developers (@skunkworks)
 options:
@@ -50,6 +54,21 @@ options:
       - Seconds allowed for each C(erl) run.
     type: int
     default: 60
+  prepend_paths:
+    description:
+      - Code paths put in front of every C(path) instruction of the script, as C(mix release) does for an Elixir
+        release's consolidated protocols (C(releases/<vsn>/consolidated)). The boot then loads the modules of
+        these directories instead of the same-named ones of the applications.
+    type: list
+    elements: path
+    default: []
+  extra_local_files:
+    description:
+      - Files listed in the C(NAME.local_files) manifest besides the priv files, for example the release's
+        C(vm.args), which C(erl) reads from local disk. A listed file that does not exist is left out.
+    type: list
+    elements: path
+    default: []
 attributes:
   check_mode:
     support: full
@@ -105,6 +124,16 @@ app_files:
   type: list
   elements: str
   sample: ["/srv/erlang-ec2/releases/2.0.0/lib/hello_cluster-2.0.0/ebin/hello_cluster.app"]
+local_files:
+  description: Path of the manifest of the files a node reads from its own disk.
+  returned: always
+  type: str
+  sample: /srv/erlang-ec2/releases/2.0.0/hello_cluster.local_files
+local_files_count:
+  description: How many files the manifest lists.
+  returned: success
+  type: int
+  sample: 3
 warnings_text:
   description: systools warnings, if any.
   returned: success
@@ -149,17 +178,51 @@ SkwRead = fun(F) -> case file:read_file(F) of {ok, B} -> B; {error, E} -> throw(
 """
 
 BUILD = r"""
-case systools:make_script(filename:rootname(SkwRel), [local, silent, no_warn_sasl, {outdir, SkwOut}, {path, SkwPath}]) of
-    ok -> {built, <<>>};
-    {ok, _, []} -> {built, <<>>};
-    {ok, SkwMod, SkwW} -> {built, unicode:characters_to_binary(SkwMod:format_warning(SkwW))};
+SkwPrependTo = fun(SkwName) ->
+    SkwScript = filename:join(SkwOut, SkwName ++ ".script"),
+    {ok, [{script, SkwId, SkwInstrs}]} = file:consult(SkwScript),
+    SkwNew = [case I of {path, SkwPs} -> {path, SkwPrepend ++ SkwPs}; _ -> I end || I <- SkwInstrs],
+    ok = file:write_file(SkwScript, io_lib:format("~p.~n", [{script, SkwId, SkwNew}])),
+    ok = systools:script2boot(filename:join(SkwOut, SkwName))
+end,
+SkwWarn = case systools:make_script(filename:rootname(SkwRel), [local, silent, no_warn_sasl, {outdir, SkwOut}, {path, SkwPath}]) of
+    ok -> {ok, <<>>};
+    {ok, _, []} -> {ok, <<>>};
+    {ok, SkwMod, SkwW} -> {ok, unicode:characters_to_binary(SkwMod:format_warning(SkwW))};
     {error, SkwMod, SkwR} -> {systools_error, unicode:characters_to_binary(SkwMod:format_error(SkwR))}
+end,
+case SkwWarn of
+    {ok, SkwText} when SkwPrepend =:= [] -> {built, SkwText};
+    {ok, SkwText} -> SkwPrependTo(filename:basename(SkwRel, ".rel")), {built, SkwText};
+    _ -> SkwWarn
 end
+"""
+
+# The files a diskless node reads from its own disk (every priv/ file of every application in the
+# boot script, and the extra files), as the manifest the worker's sync reads (docs/releases.md).
+MANIFEST = r"""
+SkwScript = filename:join(SkwOut, filename:basename(SkwRel, ".rel") ++ ".script"),
+{ok, [{script, {SkwN, SkwV}, SkwInstrs}]} = case file:consult(SkwScript) of
+    {ok, _} = SkwOk -> SkwOk;
+    {error, SkwE} -> throw({read, unicode:characters_to_binary(SkwScript), SkwE})
+end,
+SkwDirs = lists:usort([filename:join(filename:dirname(D), "priv") || {path, Ps} <- SkwInstrs, D <- Ps,
+                       filename:basename(D) =:= "ebin"]),
+SkwFiles = lists:usort(lists:append([filelib:fold_files(D, ".*", true, fun(F, A) -> [F | A] end, []) || D <- SkwDirs])
+                       ++ [F || F <- SkwExtra, filelib:is_regular(F)]),
+SkwEntry = fun(F) ->
+    {ok, B} = file:read_file(F),
+    {ok, Info} = file:read_file_info(F),
+    Md5 = list_to_binary([io_lib:format("~2.16.0b", [X]) || <<X>> <= erlang:md5(B)]),
+    {file, F, byte_size(B), element(8, Info) band 8#777, binary_to_list(Md5)}
+end,
+SkwTerms = [{local_files, 1, SkwN, SkwV} | [SkwEntry(F) || F <- SkwFiles]],
+{manifest, iolist_to_binary([io_lib:format("~p.~n", [T]) || T <- SkwTerms]), length(SkwFiles)}
 """
 
 PROGRAM = (
     "spawn(fun() -> timer:sleep(%(timeout_ms)d), io:format(\"~n" + MARKER + "timeout~n\"), halt(3) end), "
-    "SkwRel = %(rel)s, SkwOut = %(out)s, "
+    "SkwRel = %(rel)s, SkwOut = %(out)s, SkwPrepend = %(prepend)s, SkwExtra = %(extra)s, "
     "SkwPath = lists:append([lists:sort(filelib:wildcard(filename:join([SkwD, \"*\", \"ebin\"]))) "
     "|| SkwD <- %(libs)s]), "
     "SkwResult = try begin %(body)s end catch throw:SkwT -> {error, SkwT}; SkwC:SkwX -> {error, {SkwC, SkwX}} end, "
@@ -176,11 +239,15 @@ def erlang_string(path):
     return "unicode:characters_to_list(%s)" % literal(path)
 
 
-def run_erl(module, erl, rel_file, outdir, lib_dirs, body, timeout):
+def erlang_strings(paths):
+    return "[%s]" % ", ".join(erlang_string(p) for p in paths)
+
+
+def run_erl(module, erl, rel_file, outdir, lib_dirs, body, timeout, prepend=(), extra=()):
     """Run the program in a local erl (no distribution); its own watchdog halts it after timeout."""
     program = PROGRAM % dict(
         rel=erlang_string(rel_file), out=erlang_string(outdir), timeout_ms=timeout * 1000,
-        libs="[%s]" % ", ".join(erlang_string(d) for d in lib_dirs), body=body,
+        libs=erlang_strings(lib_dirs), body=body, prepend=erlang_strings(prepend), extra=erlang_strings(extra),
     )
     argv = [erl, "-noshell", "-noinput", "-boot", "start_clean", "-eval", program]
     returncode, stdout, stderr = module.run_command(argv, errors="surrogate_or_replace")
@@ -213,9 +280,12 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-def inputs_digest(inputs):
+def inputs_digest(inputs, prepend=()):
     digest = hashlib.sha256()
-    for part in [inputs["erts"]] + list(inputs["path"]):
+    parts = [inputs["erts"]] + list(inputs["path"])
+    if prepend:
+        parts += [b"prepend"] + [p.encode("utf-8") for p in prepend]
+    for part in parts:
         digest.update(part + b"\0")
     for name, content in inputs["files"]:
         digest.update(name + b"\0" + hashlib.sha256(content).hexdigest().encode("ascii") + b"\0")
@@ -261,6 +331,8 @@ def main():
             outdir=dict(type="path"),
             erl=dict(type="path"),
             timeout=dict(type="int", default=60),
+            prepend_paths=dict(type="list", elements="path", default=[]),
+            extra_local_files=dict(type="list", elements="path", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -282,45 +354,81 @@ def main():
     files = dict(script=os.path.join(outdir, name + ".script"), boot=os.path.join(outdir, name + ".boot"))
     stamp_path = os.path.join(outdir, ".%s.boot_script.json" % name)
 
+    prepend = [os.path.abspath(d) for d in params["prepend_paths"]]
+    extra = [os.path.abspath(f) for f in params["extra_local_files"]]
+    manifest_path = os.path.join(outdir, name + ".local_files")
+    result = dict(local_files=manifest_path)
     try:
         answer = run_erl(module, erl, rel_file, outdir, lib_dirs, INPUTS, params["timeout"])
         if answer[0] == "error":
             module.fail_json(msg=describe_error(answer))
         inputs = answer[1]
-        digest = inputs_digest(inputs)
-        result = dict(
+        digest = inputs_digest(inputs, prepend)
+        result.update(
             boot=files["boot"], script=files["script"], inputs_digest=digest,
             release_name=to_text(inputs["release_name"]), release_version=to_text(inputs["release_version"]),
             app_files=[to_text(f) for f, dummy in inputs["files"][1:]], warnings_text="",
         )
-        stamp = read_stamp(stamp_path)
-        if stamp and stamp.get("inputs") == digest and outputs_match(stamp, files):
-            module.exit_json(changed=False, **result)
         build_dir = tempfile.mkdtemp(prefix="boot_script-")
         try:
-            built = run_erl(module, erl, rel_file, build_dir, lib_dirs, BUILD, params["timeout"])
-            if built[0] == "systools_error":
-                module.fail_json(msg="systools:make_script failed for %s: %s" % (rel_file, to_text(built[1]).strip()), **result)
-            if built[0] == "error":
-                module.fail_json(msg=describe_error(built), **result)
-            result["warnings_text"] = to_text(built[1])
-            new = dict((key, os.path.join(build_dir, os.path.basename(path))) for key, path in files.items())
-            new_digests = dict((key, sha256_file(path)) for key, path in new.items())
-            changed = any(not os.path.isfile(files[k]) or sha256_file(files[k]) != new_digests[k] for k in files)
-            if not module.check_mode:
-                if changed:
-                    for key in ("script", "boot"):
-                        install(new[key], files[key])
-                new_stamp = dict(new_digests, inputs=digest)
-                if new_stamp != stamp:
-                    with open(os.path.join(build_dir, "stamp"), "w") as handle:
-                        json.dump(new_stamp, handle, sort_keys=True)
-                    install(os.path.join(build_dir, "stamp"), stamp_path)
+            changed, script_dir = build(module, erl, rel_file, lib_dirs, files, stamp_path, digest, build_dir,
+                                        prepend, extra, result)
+            changed = write_manifest(module, erl, rel_file, script_dir, lib_dirs, manifest_path, prepend, extra,
+                                     result, build_dir) or changed
         finally:
             shutil.rmtree(build_dir, ignore_errors=True)
     except BootScriptError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), **result)
     module.exit_json(changed=changed, **result)
+
+
+def build(module, erl, rel_file, lib_dirs, files, stamp_path, digest, build_dir, prepend, extra, result):
+    """(changed, directory holding the script now): builds only when the inputs or outputs changed."""
+    stamp = read_stamp(stamp_path)
+    outdir = os.path.dirname(files["boot"])
+    if stamp and stamp.get("inputs") == digest and outputs_match(stamp, files):
+        return False, outdir
+    built = run_erl(module, erl, rel_file, build_dir, lib_dirs, BUILD, module.params["timeout"], prepend, extra)
+    if built[0] == "systools_error":
+        module.fail_json(msg="systools:make_script failed for %s: %s" % (rel_file, to_text(built[1]).strip()), **result)
+    if built[0] == "error":
+        module.fail_json(msg=describe_error(built), **result)
+    result["warnings_text"] = to_text(built[1])
+    new = dict((key, os.path.join(build_dir, os.path.basename(path))) for key, path in files.items())
+    new_digests = dict((key, sha256_file(path)) for key, path in new.items())
+    changed = any(not os.path.isfile(files[k]) or sha256_file(files[k]) != new_digests[k] for k in files)
+    if module.check_mode:
+        return changed, build_dir
+    if changed:
+        for key in ("script", "boot"):
+            install(new[key], files[key])
+    new_stamp = dict(new_digests, inputs=digest)
+    if new_stamp != stamp:
+        with open(os.path.join(build_dir, "stamp"), "w") as handle:
+            json.dump(new_stamp, handle, sort_keys=True)
+        install(os.path.join(build_dir, "stamp"), stamp_path)
+    return changed, outdir
+
+
+def write_manifest(module, erl, rel_file, script_dir, lib_dirs, manifest_path, prepend, extra, result, build_dir):
+    """Writes NAME.local_files when its content differs; True when it did (or would, in check mode)."""
+    answer = run_erl(module, erl, rel_file, script_dir, lib_dirs, MANIFEST, module.params["timeout"], prepend, extra)
+    if answer[0] == "error":
+        module.fail_json(msg=describe_error(answer), **result)
+    content, count = answer[1], answer[2]
+    result["local_files_count"] = count
+    try:
+        with open(manifest_path, "rb") as handle:
+            if handle.read() == content:
+                return False
+    except (IOError, OSError):
+        pass
+    if not module.check_mode:
+        tmp = os.path.join(build_dir, "manifest")
+        with open(tmp, "wb") as handle:
+            handle.write(content)
+        install(tmp, manifest_path)
+    return True
 
 
 if __name__ == "__main__":
