@@ -46,6 +46,16 @@ options:
       - Release version (from C(init:script_id/0)) the node must run after the restart.
       - A node that comes back with another version fails at once.
     type: str
+  check_local_files:
+    description:
+      - Before the restart, check that the files the node reads from its own disk (priv trees, C(vm.args)) of
+        the release it would boot are in place, against the manifest C(<boot file>.local_files) that its boot
+        server serves (built by M(skunkworks.erlang_ec2.boot_script)). A file that is missing or differs fails
+        the module with the node untouched. The C(erlang-ec2-local-files) command on the worker copies them
+        (the rolling_restart playbook runs it first).
+      - The check is skipped when the boot server serves no manifest for the node's boot file.
+    type: bool
+    default: true
   poll_interval_ms:
     description:
       - Milliseconds between two probes while waiting; also the resolution of RV(downtime_ms).
@@ -95,6 +105,12 @@ after:
   returned: success, not in check mode
   type: dict
   sample: {"release_version": "2.0.0", "connected_nodes": ["boot@172.31.0.4"], "loader": "inet"}
+missing_local_files:
+  description: With O(check_local_files), the local files that were missing or different (the module failed).
+  returned: failure
+  type: list
+  elements: str
+  sample: ["/srv/erlang-ec2/releases/2.0.0/lib/hello_rebar3-2.0.0/priv/hello_rebar3_nif.so"]
 downtime_ms:
   description: Measured unavailability, from the last successful answer before the node stopped
     answering to its first answer from the new boot (resolution O(poll_interval_ms)).
@@ -160,6 +176,34 @@ from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts
 
 # init:restart/0 replies ok before the node goes down; a call cut by the restart is fine too.
 RESTART = "init:restart()"
+
+# The files of the release the node would boot (its -boot path, on its boot server) that are
+# missing or differ on its own disk; `none` when the boot server has no manifest for it.
+LOCAL_FILES_CHECK = r"""
+SkwForms = fun SkwF(SkwText, SkwAcc) ->
+    case erl_scan:tokens([], SkwText, 1) of
+        {done, {ok, SkwT, _}, SkwRest} -> {ok, SkwTerm} = erl_parse:parse_term(SkwT), SkwF(SkwRest, [SkwTerm | SkwAcc]);
+        _ -> lists:reverse(SkwAcc)
+    end
+end,
+SkwHex = fun(SkwB) -> lists:flatten([io_lib:format("~2.16.0b", [X]) || <<X>> <= erlang:md5(SkwB)]) end,
+SkwBad = fun({file, SkwP, SkwSize, _Mode, SkwMd5}) ->
+             case file:read_file(SkwP) of
+                 {ok, SkwB} -> byte_size(SkwB) =/= SkwSize orelse SkwHex(SkwB) =/= SkwMd5;
+                 _ -> true
+             end;
+            (_) -> false
+         end,
+case init:get_argument(boot) of
+    {ok, [[SkwBoot | _] | _]} ->
+        case erl_prim_loader:get_file(SkwBoot ++ ".local_files") of
+            {ok, SkwBin, _} ->
+                [unicode:characters_to_binary(element(2, E)) || E <- SkwForms(binary_to_list(SkwBin), []), SkwBad(E)];
+            error -> none
+        end;
+    _ -> none
+end
+"""
 
 
 def now_ms():
@@ -273,6 +317,7 @@ def main():
         expected_nodes=dict(type="list", elements="str"),
         expected_version=dict(type="str"),
         poll_interval_ms=dict(type="int", default=75),
+        check_local_files=dict(type="bool", default=True),
     )
     module = AnsibleModule(argument_spec=spec, mutually_exclusive=MUTUALLY_EXCLUSIVE, supports_check_mode=True)
     params = module.params
@@ -292,12 +337,29 @@ def main():
         node.close()
 
 
+def refuse_missing_local_files(module, node, before):
+    """Fail, with the node untouched, when the release it would boot lacks files on its disk."""
+    try:
+        missing = to_text(node.call(LOCAL_FILES_CHECK))
+    except ErlangNodeError as exc:
+        module.fail_json(msg="cannot check the local files of %s: %s; it was not restarted" % (node.node, exc.message),
+                         before=before, error=exc.to_dict())
+    if missing != "none" and missing:
+        module.fail_json(
+            msg="refusing to restart %s: the release it would boot needs these files on its own disk, missing or "
+                "different there: %s. Copy them first (on the host: erlang-ec2-local-files <boot server ip> <release> "
+                "sync; the rolling_restart playbook does it). The node was not restarted." % (node.node, ", ".join(missing)),
+            before=before, missing_local_files=missing)
+
+
 def run(module, node):
     params = module.params
     try:
         before = gather(node)
     except ErlangNodeError as exc:
         module.fail_json(msg="cannot restart %s: %s" % (node.node, exc.message), error=exc.to_dict())
+    if params["check_local_files"]:
+        refuse_missing_local_files(module, node, before)
     if params["expected_nodes"] is None:
         expected = list(before.get("connected_nodes") or [])
     else:
