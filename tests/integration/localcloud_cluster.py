@@ -1,0 +1,238 @@
+"""A test cluster on localcloud, looked at from outside: the EC2 API (boto3 on the local endpoint,
+fake credentials), SSH into its hosts, erl_call on its boot server as the service user.
+
+Shared by the suites that run clusters (self_join, releases). localcloud is shared too: a suite uses
+the running one (or starts it, and leaves it running) and terminates only the instances it launched.
+"""
+
+import base64
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+import boto3
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from localcloud import cli, config  # noqa: E402
+from plugins.module_utils import cluster as contract  # noqa: E402
+
+ERLANG_AMI_NAME = "localcloud-debian-12-erlang"
+SUBNET_AZ = "us-east-1a"
+# Generous bounds: only there so that a broken bootstrap fails the test instead of hanging it.
+JOIN_BOUND_SECONDS = 240
+PLAYBOOK_TIMEOUT = 1200
+def run(cmd, timeout=PLAYBOOK_TIMEOUT, check=True, env=None, **kwargs):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO), check=False, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s failed (%d):\n%s\n%s" % (" ".join(map(str, cmd)), proc.returncode, proc.stdout[-6000:], proc.stderr[-3000:]))
+    return proc
+
+
+class Cluster:
+    """One test cluster on localcloud and the ways to look at it from outside."""
+
+    def __init__(self, endpoint_url, workdir, name, cookie):
+        self.endpoint_url = endpoint_url
+        self.workdir = workdir
+        self.name = name
+        self.cookie = cookie
+        self.ec2 = boto3.client("ec2", endpoint_url=endpoint_url, region_name=config.DEFAULT_REGION,
+                                aws_access_key_id="testing", aws_secret_access_key="testing")
+        self.ssh_key = pathlib.Path(os.environ.get("LOCALCLOUD_SSH_KEY") or config.Paths().ssh_key)
+        self.launched = []
+        self.boot_id = None
+        self.boot_ip = None
+        self.boot_node = None
+        self.image_id = None
+        subnets = self.ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]},
+                                                     {"Name": "availability-zone", "Values": [SUBNET_AZ]}])["Subnets"]
+        self.subnet_id = subnets[0]["SubnetId"]
+
+    # ---------------------------------------------------------------- environment
+
+    def env(self):
+        env = dict(os.environ)
+        env.update({
+            "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_REGION": config.DEFAULT_REGION,
+            "AWS_DEFAULT_REGION": config.DEFAULT_REGION, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "LOCALCLOUD_SSH_KEY": str(self.ssh_key),
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"), "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
+        })
+        for key in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            env.pop(key, None)
+        return env
+
+    def ansible_playbook(self, playbook, *args, inventory=True, check=True):
+        cmd = [str(REPO / ".venv/bin/ansible-playbook"), playbook, "-e", "@%s" % self.secrets_file]
+        if inventory:
+            cmd += ["-i", str(self.inventory_file)]
+        return run(cmd + list(args), env=self.env(), check=check)
+
+    def ansible(self, *args):
+        """An ad-hoc ansible run on the controller (modules that talk to the EC2 API)."""
+        cmd = [str(REPO / ".venv/bin/ansible"), "-i", "localhost,", "-c", "local", "-o",
+               "-e", "ansible_python_interpreter=%s" % (REPO / ".venv/bin/python")]
+        return run(cmd + list(args), env=self.env())
+
+    def write_files(self):
+        """Inventory (the collection's plugin, this cluster only), connection vars, the cookie (0600 file)."""
+        inv_dir = self.workdir / "inventory"
+        (inv_dir / "group_vars").mkdir(parents=True, exist_ok=True)
+        self.inventory_file = inv_dir / "cluster.erlang_ec2.yml"
+        self.inventory_file.write_text(
+            "plugin: skunkworks.erlang_ec2.ec2\nendpoint_url: %s\nregions: [%s]\nclusters: [%s]\n"
+            % (self.endpoint_url, config.DEFAULT_REGION, self.name))
+        (inv_dir / "group_vars" / "all.yml").write_text(
+            "ansible_user: admin\nansible_ssh_private_key_file: %s\n"
+            "ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n"
+            "ansible_python_interpreter: /usr/bin/python3\n" % self.ssh_key)
+        self.secrets_file = self.workdir / "cookie.yml"
+        fd = os.open(str(self.secrets_file), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("erlang_cookie: %s\n" % self.cookie)
+
+    # ---------------------------------------------------------------- instances
+
+    def erlang_ami(self):
+        images = self.ec2.describe_images(Filters=[{"Name": "name", "Values": [ERLANG_AMI_NAME]}])["Images"]
+        return images[0]["ImageId"]
+
+    def run_instances(self, image_id, count, role, user_data, node_name=None):
+        """RunInstances, tagged as cluster_instances tags; returns the instances."""
+        tags = {contract.TAG_CLUSTER: self.name, contract.TAG_ROLE: role,
+                contract.TAG_NODE_NAME: node_name or contract.default_node_name(role), "Name": "%s-%s" % (self.name, role)}
+        reply = self.ec2.run_instances(
+            ImageId=image_id, MinCount=count, MaxCount=count, InstanceType="t3.small", KeyName="localcloud",
+            SubnetId=self.subnet_id, UserData=user_data, MetadataOptions={"HttpTokens": "required"},
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+        instances = reply["Instances"]
+        self.launched += [i["InstanceId"] for i in instances]
+        return instances
+
+    def worker_user_data(self, **extra):
+        return contract.render_user_data(self.name, contract.ROLE_WORKER, "worker", boot_server_ip=self.boot_ip, extra=extra)
+
+    def launch_workers(self, count, **extra):
+        return self.run_instances(self.image_id, count, contract.ROLE_WORKER, self.worker_user_data(**extra))
+
+    def wait_state(self, instance_ids, state, bound=120):
+        deadline = time.monotonic() + bound
+        while True:
+            reply = self.ec2.describe_instances(InstanceIds=list(instance_ids))
+            states = {i["InstanceId"]: i["State"]["Name"] for r in reply["Reservations"] for i in r["Instances"]}
+            if all(s == state for s in states.values()):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("instances not %s after %d s: %s" % (state, bound, states))
+            time.sleep(1)
+
+    def terminate(self, instance_ids):
+        if instance_ids:
+            self.ec2.terminate_instances(InstanceIds=list(instance_ids))
+
+    def user_data_of(self, instance_id):
+        attr = self.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        return base64.b64decode(attr["UserData"].get("Value", "")).decode()
+
+    # ---------------------------------------------------------------- looking inside hosts
+
+    def ssh(self, ip, command, check=True, timeout=60, stdin=None):
+        proc = subprocess.run(
+            ["ssh", "-i", str(self.ssh_key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
+             "admin@%s" % ip, command], input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError("ssh admin@%s %r failed (%d): %s %s" % (ip, command, proc.returncode, proc.stdout, proc.stderr))
+        return proc
+
+    def boot_eval(self, expression):
+        """Evaluate an Erlang expression on the boot server node (erl_call as the service user: cookie file)."""
+        proc = self.ssh(self.boot_ip, "sudo -u erlang env HOME=/var/lib/erlang-ec2 erl_call -name %s -R -timeout 10 -e" % self.boot_node,
+                        check=False, timeout=30, stdin=expression + "\n")
+        out = proc.stdout.strip()
+        return out if proc.returncode == 0 and out.startswith("{ok,") else None
+
+    def cluster_view(self):
+        """{node: sorted connected nodes} of every worker the boot node is connected to (workers only)."""
+        out = self.boot_eval(
+            'lists:flatten([[atom_to_list(N), "=", lists:join(",", [atom_to_list(M) || M <- lists:sort(rpc:call(N, erlang, nodes, [], 5000)),'
+            ' is_atom(M)]), ";"] || N <- lists:sort(nodes()), lists:prefix("worker@", atom_to_list(N))]).')
+        if not out:
+            return {}
+        match = re.search(r'"(.*)"', out, re.S)
+        view = {}
+        for part in (match.group(1) if match else "").split(";"):
+            if "=" in part:
+                node, dummy, peers = part.partition("=")
+                view[node] = set(p for p in peers.split(",") if p)
+        return view
+
+    def which_slaves(self):
+        out = self.boot_eval('lists:flatten(lists:join(",", [inet:ntoa(Ip) || {_, Ip} <- erl_boot_server:which_slaves()])).')
+        if out == "{ok, []}":  # the empty string, printed as a list
+            return set()
+        match = re.search(r'"(.*)"', out or "")
+        if match is None:
+            raise AssertionError("cannot read the boot server's allow-list: %r" % out)
+        return set(ip for ip in match.group(1).split(",") if ip)
+
+    def persisted_slaves(self):
+        out = self.ssh(self.boot_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves").stdout
+        return set(line.strip() for line in out.splitlines() if line.strip() and not line.startswith("#"))
+
+    def joined_slaves(self):
+        """The addresses the boot server appended itself (erlang_ec2_boot_server:add_slave/1)."""
+        out = self.ssh(self.boot_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves.joined").stdout
+        return set(line.strip() for line in out.splitlines() if line.strip() and not line.startswith("#"))
+
+    def restart_boot_server(self, bound=60):
+        """systemctl restart (the unit's ExecStartPost waits for erl_boot_server), then the allow-list as read back."""
+        self.ssh(self.boot_ip, "sudo systemctl restart erlang-boot-server", timeout=bound)
+        deadline = time.monotonic() + bound
+        while self.boot_eval("is_pid(whereis(boot_server)).") != "{ok, true}":
+            if time.monotonic() > deadline:
+                raise AssertionError("the boot server did not come back within %d s" % bound)
+            time.sleep(1)
+        return self.which_slaves()
+
+    def bootstrap_state(self, ip):
+        proc = self.ssh(ip, "systemctl show -p ActiveState --value erlang-ec2-bootstrap", check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else "unreachable"
+
+    def bootstrap_journal(self, ip):
+        return self.ssh(ip, "sudo journalctl -b -u erlang-ec2-bootstrap --no-pager -o cat", check=False).stdout
+
+    def wait_joined(self, ips, t0, bound=JOIN_BOUND_SECONDS):
+        """Wait until every worker at `ips` is connected to the boot node and to every other worker
+        (one cluster); returns {ip: seconds from t0 to first seen joined}."""
+        want = {"worker@%s" % ip for ip in ips}
+        seen = {}
+        deadline = time.monotonic() + bound
+        while True:
+            view = self.cluster_view()
+            now = time.monotonic()
+            for node in want:
+                if node in view and (want - {node}) <= view[node]:
+                    seen.setdefault(node, now - t0)
+            if len(seen) == len(want):
+                return {node.split("@")[1]: round(t, 1) for node, t in seen.items()}
+            if now > deadline:
+                states = {ip: self.bootstrap_state(ip) for ip in ips}
+                raise AssertionError("not joined after %d s: boot node sees %s; bootstrap units %s; journal of one: %s"
+                                     % (bound, view, states, self.bootstrap_journal(sorted(ips)[0])[-3000:]))
+            time.sleep(1)
+
+
+def localcloud_endpoint_url():
+    """The running localcloud's endpoint (started if it is not running; never stopped here: it is shared)."""
+    paths = config.Paths()
+    if not (cli.daemon_pid(paths) and cli.api_answers(cli.daemon_info(paths).get("endpoint_url", ""))):
+        run([sys.executable, "-m", "localcloud", "up"], timeout=600)
+    return cli.daemon_info(paths)["endpoint_url"]
