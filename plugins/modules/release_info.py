@@ -36,7 +36,7 @@ options:
     required: true
   unpack_dir:
     description:
-      - An existing directory to unpack a tarball into (the returned RV(release_dir)); the caller removes it.
+      - A directory to unpack a tarball into (the returned RV(release_dir)), created if missing; the caller removes it.
       - Required when O(src) is a tarball, ignored for a directory.
     type: path
 attributes:
@@ -153,8 +153,12 @@ def read(src, unpack_dir):
     if not os.path.isfile(src) or not TARBALL_RE.match(src):
         raise ReleaseError("%s is neither a release directory (lib/, releases/<vsn>/<name>.rel) nor a tarball of one "
                            "(.tar.gz, .tgz or .tar, as `rebar3 tar` and `mix release` make)" % src)
-    if not unpack_dir or not os.path.isdir(unpack_dir):
-        raise ReleaseError("unpack_dir must be an existing directory to unpack the tarball %s into" % src)
+    if not unpack_dir:
+        raise ReleaseError("unpack_dir must name a directory to unpack the tarball %s into" % src)
+    try:
+        os.makedirs(unpack_dir, exist_ok=True)
+    except OSError as exc:
+        raise ReleaseError("cannot create %s: %s" % (unpack_dir, exc))
     unpack(src, unpack_dir)
     return inspect(unpack_dir)
 
