@@ -86,7 +86,7 @@ def _up(args, paths):
         print("localcloud: removing %d host(s) left by a previous run" % len(leftovers), file=sys.stderr)
         podman.run("rm", "-f", "-t", "0", *[c["Id"] for c in leftovers], check=False)
     images.forget_created_images(paths, podman)
-    paths.saved_state.unlink(missing_ok=True)  # a start from nothing: what a failed restart saved is stale
+    _remove_saved_state(paths)  # a start from nothing: what a failed restart saved is stale
     paths.pid.unlink(missing_ok=True)
     paths.info.unlink(missing_ok=True)
     if not args.no_images:
@@ -96,6 +96,16 @@ def _up(args, paths):
     network.ensure_network(podman)
     network.ensure_imds_address()
     return _spawn_daemon(paths, args.port or config.port())
+
+
+def _remove_saved_state(paths):
+    """Remove a saved state file and the temporary files of interrupted saves. Anything else at that path (a
+    directory) is not localcloud's: it stays, and the next save fails and says so."""
+    if not paths.saved_state.is_dir():
+        paths.saved_state.unlink(missing_ok=True)
+    for tmp in paths.root.glob(paths.saved_state.name + ".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
 
 
 def _spawn_daemon(paths, port, restore=False):
@@ -135,7 +145,7 @@ def cmd_restart(args, paths):
         podman = _podman(paths)
         preflight(need_debootstrap=not podman.image_exists(images.base_image_ref()))
         images.ensure_images(paths, podman)  # new code may mean a new image recipe: build it before switching
-        paths.saved_state.unlink(missing_ok=True)
+        _remove_saved_state(paths)
         paths.restart_failed.unlink(missing_ok=True)
         os.kill(pid, signal.SIGUSR1)
         deadline = time.monotonic() + 90
@@ -147,7 +157,7 @@ def cmd_restart(args, paths):
             if time.monotonic() > deadline:
                 raise LocalcloudError("daemon pid %d did not stop within 90 s; see %s" % (pid, paths.log))
             time.sleep(0.1)
-        if not paths.saved_state.exists():
+        if not paths.saved_state.is_file():
             raise LocalcloudError("the daemon stopped without saving its state (see %s); `python -m localcloud up` starts afresh" % paths.log)
         paths.pid.unlink(missing_ok=True)
         paths.info.unlink(missing_ok=True)
@@ -186,7 +196,7 @@ def _down(args, paths):
     had_address = network.remove_imds_address()
     paths.pid.unlink(missing_ok=True)
     paths.info.unlink(missing_ok=True)
-    paths.saved_state.unlink(missing_ok=True)
+    _remove_saved_state(paths)
     print(
         "localcloud: down (daemon %s, %d host(s), %d CreateImage image(s), network %s, %s %s)"
         % (

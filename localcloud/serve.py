@@ -7,6 +7,7 @@ import logging
 import os
 import pickle  # nosec - only our own state file, see restore_state
 import signal
+import tempfile
 import threading
 
 from moto.server import DomainDispatcherApplication, create_backend_app
@@ -64,6 +65,27 @@ def _rebuild_defaultdict(cls, factory, attributes, items):
     return rebuilt
 
 
+def write_atomically(path, write):
+    """Write `path` through `write(handle)` all at once or not at all.
+
+    The data goes to a temporary file of its own (unique name, mode 0600 from the start, next to `path`), is
+    flushed to disk, then renamed over `path`. Nothing else can be at that temporary path (a fixed name was: a
+    directory left there, or a second writer, made every save fail), and a failed write leaves no temporary
+    file and `path` as it was.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def dump_state(path, imds):
     """Pickle the persisted services' backends (one pickle: objects refer to each other) and IMDS tokens."""
     from moto.backends import get_backend
@@ -73,11 +95,7 @@ def dump_state(path, imds):
         backends = get_backend(name)
         if len(backends):
             state["services"][name] = dict(backends)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as handle:
-        _StatePickler(handle, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_atomically(path, lambda handle: _StatePickler(handle, protocol=pickle.HIGHEST_PROTOCOL).dump(state))
 
 
 def restore_state(path, imds):

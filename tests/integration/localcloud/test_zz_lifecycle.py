@@ -132,16 +132,17 @@ def test_restart_that_cannot_save_keeps_the_daemon_running(cloud):
     """A failed save must not cost anyone their instances: the old daemon keeps serving, unchanged."""
     ec2 = cloud.client()
     launcher = Launcher(ec2)
-    blocker = cloud.paths.saved_state.with_suffix(".tmp")
+    blocker = cloud.paths.saved_state  # the save ends with a rename to this path: a directory there makes it fail
     try:
         instance = launcher.run()[0]
         pid = cli.daemon_pid(cloud.paths)
-        blocker.mkdir()  # the daemon writes its state to this path first: make that fail
+        blocker.mkdir()
         proc = localcloud("restart", check=False)
-        assert proc.returncode == 1 and "could not save its state" in proc.stderr, proc.stderr
+        assert proc.returncode == 1 and "could not save its state" in proc.stderr and "Is a directory" in proc.stderr, proc.stderr
         assert cli.daemon_pid(cloud.paths) == pid
         assert launcher.describe([instance["InstanceId"]])[0]["State"]["Name"] == "running"
         assert podman_state(instance["InstanceId"]) == "running"
+        assert not list(cloud.paths.root.glob("saved-state.pickle.*"))  # the failed save left no temporary file
     finally:
         if blocker.is_dir():
             blocker.rmdir()
