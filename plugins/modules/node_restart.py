@@ -170,6 +170,7 @@ from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node 
     argument_spec,
     epmd_lookup,
     module_node,
+    to_text,
     validate_node,
 )
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import gather, probe
