@@ -1,6 +1,8 @@
 """Launch-to-SSH time on localcloud: RunInstances of N instances until `ssh admin@<private ip> true` works on all.
 
 Usage: python -m localcloud.bench [--count 5] [--ami ami-...]   (starts localcloud if it is not running)
+In the region LOCALCLOUD_REGION names (default us-east-1); in a region other than the default one, ssh goes
+through the region's network (private DNS name and localcloud's ProxyCommand), as docs/localcloud.md says.
 """
 
 import argparse
@@ -15,20 +17,20 @@ import boto3
 from localcloud import cli, config
 
 
-def ssh_ok(ip, key):
+def ssh_ok(host, key, options=()):
     return subprocess.run(
         ["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-         "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=2", "admin@" + ip, "true"],
+         "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=2", *options, "admin@" + host, "true"],
         capture_output=True,
     ).returncode == 0
 
 
-def wait_ssh(ip, key, started, deadline):
+def wait_ssh(host, key, started, deadline, options=()):
     while time.monotonic() < deadline:
-        if ssh_ok(ip, key):
+        if ssh_ok(host, key, options):
             return time.monotonic() - started
         time.sleep(0.1)
-    raise TimeoutError("no SSH on %s" % ip)
+    raise TimeoutError("no SSH on %s" % host)
 
 
 def main(argv=None):
@@ -51,13 +53,16 @@ def main(argv=None):
         ImageId=args.ami, InstanceType=args.instance_type, MinCount=args.count, MaxCount=args.count, KeyName=config.DEFAULT_KEY_NAME,
     )
     ids = [i["InstanceId"] for i in reservation["Instances"]]
-    ips = [i["PrivateIpAddress"] for i in reservation["Instances"]]
+    if config.region_network_name(config.ACCOUNT_ID, config.region()) == config.NETWORK_NAME:  # routed here
+        hosts, options = [i["PrivateIpAddress"] for i in reservation["Instances"]], ()
+    else:  # another region: through its network
+        hosts, options = [i["PrivateDnsName"] for i in reservation["Instances"]], ("-o", "ProxyCommand=" + cli.proxy_command())
     try:
-        with concurrent.futures.ThreadPoolExecutor(len(ips)) as pool:
-            times = list(pool.map(lambda ip: wait_ssh(ip, key, started, started + 120), ips))
+        with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
+            times = list(pool.map(lambda host: wait_ssh(host, key, started, started + 120, options), hosts))
         total = time.monotonic() - started
-        print("launch-to-SSH, %d instances (%s, %s): all answered ssh in %.1f s (first %.1f s, median %.1f s)"
-              % (args.count, args.ami, os.uname().nodename, total, min(times), sorted(times)[len(times) // 2]))
+        print("launch-to-SSH, %d instances (%s, %s, %s): all answered ssh in %.1f s (first %.1f s, median %.1f s)"
+              % (args.count, args.ami, config.region(), os.uname().nodename, total, min(times), sorted(times)[len(times) // 2]))
     finally:
         client.terminate_instances(InstanceIds=ids)
         client.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 1, "MaxAttempts": 60})

@@ -5,14 +5,17 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import selectors
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
-from localcloud import config, images, network
+from localcloud import config, images, netns, network
 from localcloud.errors import LocalcloudError
 from localcloud.podman import Podman, preflight, write_containers_conf
 
@@ -85,6 +88,8 @@ def _up(args, paths):
     if leftovers:
         print("localcloud: removing %d host(s) left by a previous run" % len(leftovers), file=sys.stderr)
         podman.run("rm", "-f", "-t", "0", *[c["Id"] for c in leftovers], check=False)
+    for iid in network.host_namespaces():  # the namespaces of those hosts (region networks themselves are adopted)
+        network.detach_host(iid)
     images.forget_created_images(paths, podman)
     _remove_saved_state(paths)  # a start from nothing: what a failed restart saved is stale
     paths.pid.unlink(missing_ok=True)
@@ -192,18 +197,20 @@ def _down(args, paths):
     if removed:
         podman.run("rm", "-f", "-t", "3", *[c["Id"] for c in removed], check=False)
     created_images = images.forget_created_images(paths, podman)
+    region_networks = [n for n in network.remove_region_networks() if not n.startswith(config.HOST_NETNS_PREFIX)]
     had_network = network.remove_network(podman)
     had_address = network.remove_imds_address()
     paths.pid.unlink(missing_ok=True)
     paths.info.unlink(missing_ok=True)
     _remove_saved_state(paths)
     print(
-        "localcloud: down (daemon %s, %d host(s), %d CreateImage image(s), network %s, %s %s)"
+        "localcloud: down (daemon %s, %d host(s), %d CreateImage image(s), network %s, %d region network(s), %s %s)"
         % (
             "stopped" if pid else "not running",
             len(removed),
             created_images,
             "removed" if had_network else "absent",
+            len(region_networks),
             config.IMDS_ADDRESS,
             "removed" if had_address else "absent",
         ),
@@ -220,26 +227,31 @@ def cmd_status(args, paths):
     print("daemon:   %s" % ("running, pid %d, %s%s" % (pid, info.get("endpoint_url"), "" if answers else " (API NOT ANSWERING)") if pid else "not running"))
     print("network:  %s" % ("%s %s" % (config.NETWORK_NAME, config.NETWORK_SUBNET) if podman.network_exists(config.NETWORK_NAME) else "absent"))
     print("imds:     %s" % ("%s on %s" % (config.IMDS_ADDRESS, config.IMDS_INTERFACE) if network.imds_address_present() else "absent"))
+    regions = network.region_networks()
+    print("regions:  %s" % (" ".join(regions) if regions else "none (no instance outside %s yet)" % config.DEFAULT_REGION))
     print("state:    %s" % paths.root)
     hosts = podman.containers("%s=instance" % config.LABEL)
-    api_states = _api_states(info.get("endpoint_url")) if answers else {}
+    api_states = _api_states(info.get("endpoint_url"), hosts) if answers else {}
     print("hosts:    %d" % len(hosts))
     if hosts:
-        print("  %-22s %-15s %-10s %-14s %s" % ("instance", "private IP", "container", "instance state", "image"))
+        print("  %-22s %-15s %-10s %-14s %-24s %s" % ("instance", "private IP", "container", "instance state", "network", "image"))
     for c in hosts:
         labels = c.get("Labels") or {}
         iid = labels.get(config.LABEL_INSTANCE_ID, "?")
-        print("  %-22s %-15s %-10s %-14s %s" % (iid, labels.get(config.LABEL_PRIVATE_IP, "?"), c.get("State"), api_states.get(iid, "?"), c.get("Image")))
+        print("  %-22s %-15s %-10s %-14s %-24s %s" % (iid, labels.get(config.LABEL_PRIVATE_IP, "?"), c.get("State"), api_states.get(iid, "?"),
+                                                     labels.get(config.LABEL_NETWORK) or config.NETWORK_NAME, c.get("Image")))
     return 0 if (pid is None or answers) else 1
 
 
-def _api_states(endpoint_url):
-    """{instance id: state name} from the API (best effort: {} on failure)."""
+def _api_states(endpoint_url, hosts):
+    """{instance id: state name} from the API (best effort: {} on failure), in the regions the hosts are in
+    (hosts of other accounts show "?")."""
     try:
         import boto3
 
         states = {}
-        for region in sorted({config.DEFAULT_REGION, config.region()}):  # hosts of other regions show "?"
+        regions = {config.DEFAULT_REGION, config.region()} | {(c.get("Labels") or {}).get(config.LABEL_REGION) for c in hosts}
+        for region in sorted(r for r in regions if r):
             client = boto3.client("ec2", endpoint_url=endpoint_url, region_name=region,
                                   aws_access_key_id="testing", aws_secret_access_key="testing")
             for page in client.get_paginator("describe_instances").paginate():
@@ -264,6 +276,7 @@ def env_lines(paths):
     if paths.ssh_key.exists():
         values.append(("LOCALCLOUD_SSH_KEY", str(paths.ssh_key)))
         values.append(("LOCALCLOUD_KEY_NAME", config.DEFAULT_KEY_NAME))
+    values.append(("LOCALCLOUD_SSH_PROXY_COMMAND", proxy_command()))
     return ["export %s=%s" % (k, shlex.quote(v)) for k, v in values] + ["unset AWS_SESSION_TOKEN AWS_PROFILE"]
 
 
@@ -314,13 +327,73 @@ def cmd_images(args, paths):
     return 0
 
 
+# EC2's private DNS names: ip-172-31-0-4.ec2.internal (us-east-1), ip-172-31-0-4.eu-west-1.compute.internal (others).
+_PRIVATE_DNS_NAME = re.compile(r"^ip-(\d+)-(\d+)-(\d+)-(\d+)\.(?:ec2\.internal|([a-z0-9-]+)\.compute\.internal)\.?$")
+
+
+def resolve_host(host, region=None, account=None):
+    """(address, network name) of a host named by its private IP (in `region`, else the default region) or by
+    its private DNS name as EC2 gives it (PrivateDnsName, which names the region; the address is then the IP)."""
+    match = _PRIVATE_DNS_NAME.match(host)
+    if not match:
+        return host, config.region_network_name(account or config.ACCOUNT_ID, region or config.DEFAULT_REGION)
+    named_region = match.group(5) or "us-east-1"
+    if region and region != named_region:
+        raise LocalcloudError("%s is a host name of region %s, not %s" % (host, named_region, region))
+    return ".".join(match.group(i) for i in range(1, 5)), config.region_network_name(account or config.ACCOUNT_ID, named_region)
+
+
+def proxy_command(region=None, account=None):
+    """An ssh ProxyCommand reaching hosts of every network (%h: a private DNS name, or an IP with `region`)."""
+    options = (["--region", region] if region else []) + (["--account", account] if account else [])
+    return " ".join(shlex.quote(a) for a in ["env", "PYTHONPATH=%s" % config.REPO_ROOT, sys.executable, "-m", "localcloud", "proxy"] + options) + " %h %p"
+
+
 def cmd_ssh(args, paths):
     key = ensure_ssh_key(paths) if args.identity is None else args.identity
     remote = args.remote_command[1:] if args.remote_command[:1] == ["--"] else args.remote_command
+    ip, name = resolve_host(args.host, args.region, args.account)
     # Host keys are new with every instance and addresses are reused: do not record them.
-    cmd = ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-           "%s@%s" % (args.user, args.host)] + remote
-    os.execvp("ssh", cmd)
+    cmd = ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+    if name != config.NETWORK_NAME:  # not routed here: through the region's namespace
+        if not netns.exists(name):
+            raise LocalcloudError("no network %s: no instance of that region (and account) has been launched yet" % name)
+        cmd += ["-o", "ProxyCommand=" + proxy_command(args.region, args.account)]
+        # Never share a multiplexed connection with the host at the same IP in another network.
+        cmd += ["-o", "ControlPath=none"]
+    os.execvp("ssh", cmd + ["%s@%s" % (args.user, args.host if name != config.NETWORK_NAME else ip)] + remote)
+
+
+def cmd_proxy(args, paths):
+    """ssh's ProxyCommand: relay stdin/stdout to host:port inside the host's network."""
+    ip, name = resolve_host(args.host, args.region, args.account)
+    try:
+        sock = netns.create_connection(None if name == config.NETWORK_NAME else name, (ip, args.port), timeout=10)
+    except OSError as exc:
+        raise LocalcloudError("cannot connect to %s:%d in network %s: %s" % (ip, args.port, name, exc)) from None
+    sock.settimeout(None)
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    selector = selectors.DefaultSelector()
+    selector.register(stdin, selectors.EVENT_READ)
+    selector.register(sock, selectors.EVENT_READ)
+    open_ends = 2
+    while open_ends:
+        for key, _ in selector.select():
+            if key.fileobj is sock:
+                data = sock.recv(65536)
+                if not data:
+                    return 0  # the host closed: ssh sees the end of the stream
+                while data:
+                    data = data[os.write(stdout, data):]
+            else:
+                data = os.read(stdin, 65536)
+                if not data:
+                    selector.unregister(stdin)
+                    sock.shutdown(socket.SHUT_WR)
+                    open_ends -= 1
+                    continue
+                sock.sendall(data)
+    return 0
 
 
 def cmd_serve(args, paths):
@@ -347,10 +420,17 @@ def main(argv=None):
     img.add_argument("ami_id", nargs="?")
     img.add_argument("image", nargs="?")
     ssh = sub.add_parser("ssh", help="ssh to a host with localcloud's default key pair")
-    ssh.add_argument("host", help="private IP")
+    ssh.add_argument("host", help="private IP (of a host in --region), or private DNS name (ip-172-31-0-4.eu-west-1.compute.internal)")
     ssh.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="command")
     ssh.add_argument("-l", "--user", default="admin")
     ssh.add_argument("-i", "--identity")
+    ssh.add_argument("--region", help="the host's region (default: the one a private DNS name names, else %s)" % config.DEFAULT_REGION)
+    ssh.add_argument("--account", help="the host's account (default %s)" % config.ACCOUNT_ID)
+    proxy = sub.add_parser("proxy", help="relay stdin/stdout to HOST:PORT in the host's network (an ssh ProxyCommand)")
+    proxy.add_argument("host", help="private IP (of a host in --region), or private DNS name")
+    proxy.add_argument("port", type=int)
+    proxy.add_argument("--region")
+    proxy.add_argument("--account")
     serve = sub.add_parser("serve", help="run the daemon in the foreground (what `up` starts)")
     serve.add_argument("--port", type=int)
     serve.add_argument("--restore", action="store_true", help="load the state saved by the previous daemon")
@@ -358,7 +438,7 @@ def main(argv=None):
     paths = config.Paths()
     handlers = {
         "up": cmd_up, "down": cmd_down, "restart": cmd_restart, "status": cmd_status, "env": cmd_env,
-        "images": cmd_images, "ssh": cmd_ssh, "serve": cmd_serve,
+        "images": cmd_images, "ssh": cmd_ssh, "proxy": cmd_proxy, "serve": cmd_serve,
     }
     try:
         return handlers[args.command](args, paths)

@@ -19,7 +19,22 @@ IMDS_PORT = 80
 LABEL = "io.localcloud"  # every container and network localcloud makes carries this label
 LABEL_INSTANCE_ID = "io.localcloud.instance-id"
 LABEL_PRIVATE_IP = "io.localcloud.private-ip"
+LABEL_NETWORK = "io.localcloud.network"  # the network the host is on (absent on hosts made before regions had their own: NETWORK_NAME)
+LABEL_REGION = "io.localcloud.region"
+LABEL_ACCOUNT = "io.localcloud.account"
 CONTAINER_PREFIX = "localcloud-"
+
+# Every region (and account) is a network of its own, as on EC2, where all default VPCs are 172.31.0.0/16.
+# The default region of the default account is the podman network above, routed on this machine. Any other
+# is a network namespace named by region_network_name(): a bridge `br0` with the VPC router's address, IMDS
+# on its loopback, and an uplink (a veth pair, REGION_UPLINK_PREFIX<n> on this machine) for NAT to the outside.
+# Each host of such a network has a namespace of its own (HOST_NETNS_PREFIX + instance id) that its container joins.
+NETNS_PREFIX = "localcloud-"
+HOST_NETNS_PREFIX = "localcloud-i-"  # instance ids start with "i-", region names never do
+REGION_BRIDGE = "br0"  # inside a region's namespace
+REGION_UPLINK = "uplink"  # inside a region's namespace
+REGION_UPLINK_PREFIX = "lcu"  # on this machine: lcu1, lcu2, ...
+UPLINK_SUBNET = "100.127.0.0/16"  # one /30 per region network (machine side .1, namespace side .2)
 
 DEFAULT_PORT = 5050
 DEFAULT_REGION = "us-east-1"
@@ -31,6 +46,20 @@ BASE_IMAGE_NAME = "localcloud-debian-12"
 BAKED_IMAGE_NAME = "localcloud-debian-12-erlang"
 BASE_AMI_ID = "ami-0deb1200000000000"
 BAKED_AMI_ID = "ami-0deb120000000e71a"
+
+
+def region_network_name(account, region):
+    """The network of `region` in `account`: NETWORK_NAME for the default region of the default account, which
+    is routed on this machine; a network namespace of its own for any other (see docs/localcloud.md)."""
+    if account == ACCOUNT_ID and region == DEFAULT_REGION:
+        return NETWORK_NAME
+    if account == ACCOUNT_ID:
+        return NETNS_PREFIX + region
+    return "%s%s-%s" % (NETNS_PREFIX, account, region)
+
+
+def host_netns_name(instance_id):
+    return NETNS_PREFIX + instance_id  # starts with HOST_NETNS_PREFIX
 
 
 def state_dir():

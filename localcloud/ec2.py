@@ -81,6 +81,11 @@ def all_instances():
     return found
 
 
+def network_of(instance):
+    """The network an instance's host is on: one per region and account (see config.region_network_name)."""
+    return config.region_network_name(instance.owner_id, instance.region_name)
+
+
 def in_network(ip):
     try:
         address = ipaddress.ip_address(ip)

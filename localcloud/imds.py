@@ -1,4 +1,8 @@
-"""The instance metadata service at 169.254.169.254:80, answering each instance by the request's source IP."""
+"""The instance metadata service at 169.254.169.254:80, answering each instance by the request's source IP.
+
+One listener per network: the default network's on this machine, each region network's inside that region's
+namespace. The same private IP may be a host in two regions: the listener a request came to says which.
+"""
 
 import http.server
 import json
@@ -7,7 +11,7 @@ import secrets
 import threading
 import time
 
-from localcloud import config, ec2
+from localcloud import config, ec2, netns
 
 log = logging.getLogger("localcloud.imds")
 
@@ -116,13 +120,15 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class Imds:
-    def __init__(self, reconciler, address=config.IMDS_ADDRESS, port=config.IMDS_PORT):
+    def __init__(self, reconciler, network=config.NETWORK_NAME, address=config.IMDS_ADDRESS, port=config.IMDS_PORT):
         self.reconciler = reconciler
+        self.network = network  # the network whose hosts this listener answers
         self._tokens = {}  # token -> (source ip, expiry)
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"imds": self})
-        self.server = _Server((address, port), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="imds", daemon=True)
+        with netns.entered(None if network == config.NETWORK_NAME else network):  # the socket lives in that network
+            self.server = _Server((address, port), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="imds-%s" % network, daemon=True)
 
     def start(self):
         self.thread.start()
@@ -157,10 +163,11 @@ class Imds:
         return entry is not None and entry[0] == ip and entry[1] > time.monotonic()
 
     def instance_for(self, ip):
-        instance = self.reconciler.by_ip.get(ip)
+        instance = self.reconciler.by_ip.get((self.network, ip))
         if instance is None:
             for _region, candidate in ec2.all_instances():
-                if candidate.private_ip == ip and candidate._state.name not in ("terminated", "shutting-down"):
+                if (candidate.private_ip == ip and candidate._state.name not in ("terminated", "shutting-down")
+                        and ec2.network_of(candidate) == self.network):
                     return candidate
         return instance
 

@@ -1,13 +1,13 @@
 """Makes the hosts (podman containers) follow the instances in moto's in-process EC2 backend."""
 
+import collections
 import concurrent.futures
 import json
 import logging
-import socket
 import threading
 import time
 
-from localcloud import config, ec2, images
+from localcloud import config, ec2, images, netns, network
 from localcloud.errors import LocalcloudError
 
 log = logging.getLogger("localcloud.reconciler")
@@ -25,11 +25,11 @@ def hostname(ip):
     return "ip-" + ip.replace(".", "-")
 
 
-def wait_for_ssh(ip, deadline):
-    """True once something accepts TCP connections on ip:22 (sshd starts after localcloud-init)."""
+def wait_for_ssh(ip, deadline, netns_name=None):
+    """True once sshd answers on ip:22 (it starts after localcloud-init); in namespace `netns_name` (None: here)."""
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection((ip, 22), timeout=1) as sock:
+            with netns.create_connection(netns_name, (ip, 22), timeout=1) as sock:
                 sock.settimeout(2)
                 if sock.recv(4).startswith(b"SSH-"):
                     return True
@@ -53,7 +53,11 @@ class Reconciler:
         self._touched = None  # while sync_containers lists podman's containers: ids acted on meanwhile
         self.containers = {}  # instance id -> "running" | "stopped"
         self.container_ips = {}  # instance id -> the container's IP (from its label)
-        self.by_ip = {}  # private IP -> instance (hosts only), for IMDS
+        self.container_networks = {}  # instance id -> the network its host is on (from its label)
+        self.by_ip = {}  # (network, private IP) -> instance (hosts only), for IMDS
+        self.on_region_network = None  # called with (name, made now) once a region network exists (the daemon serves IMDS there)
+        self._network_locks = collections.defaultdict(threading.Lock)
+        self._networks_ready = set()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="host")  # most of them wait for sshd
         self._last_sync = 0.0
 
@@ -99,10 +103,13 @@ class Reconciler:
         found = {}
         try:
             for c in self.podman.containers("%s=instance" % config.LABEL):
-                iid = (c.get("Labels") or {}).get(config.LABEL_INSTANCE_ID)
+                labels = c.get("Labels") or {}
+                iid = labels.get(config.LABEL_INSTANCE_ID)
                 if iid:
                     found[iid] = "running" if c.get("State") == "running" else "stopped"
-                    self.container_ips[iid] = (c.get("Labels") or {}).get(config.LABEL_PRIVATE_IP)
+                    self.container_ips[iid] = labels.get(config.LABEL_PRIVATE_IP)
+                    self.container_networks[iid] = labels.get(config.LABEL_NETWORK) or config.NETWORK_NAME
+            namespaces = network.host_namespaces()
         finally:
             with self._lock:
                 skip, self._touched = self._touched | self._busy, None
@@ -113,6 +120,13 @@ class Reconciler:
             for iid, state in found.items():
                 if iid not in skip:
                     self.containers[iid] = state
+        # A host namespace whose container is gone (removed by hand, or by a daemon that died): remove it.
+        for iid in set(namespaces) - set(found) - skip:
+            with self._lock:
+                if iid in self._busy:
+                    continue
+            log.info("removing the network namespace of %s (no container)", iid)
+            network.detach_host(iid)
         self._last_sync = time.monotonic()
 
     def run(self):
@@ -134,10 +148,11 @@ class Reconciler:
         by_ip = {}
         for _region, instance in ec2.all_instances():
             live[instance.id] = instance
+            key = (ec2.network_of(instance), instance.private_ip)
             if instance._state.name not in ("terminated",) and instance.id in self.containers:
-                by_ip[instance.private_ip] = instance
+                by_ip[key] = instance
             elif instance._state.name == "pending":
-                by_ip.setdefault(instance.private_ip, instance)
+                by_ip.setdefault(key, instance)
         self.by_ip = by_ip
         with self._lock:
             containers = dict(self.containers)
@@ -210,30 +225,64 @@ class Reconciler:
         self._failed[instance.id] = reason
         log.error("instance %s cannot have a host: %s", instance.id, reason)
         self.podman.run("rm", "-f", "-t", "0", container_name(instance.id), check=False)
+        network.detach_host(instance.id)
         with self._lock:
             self.containers.pop(instance.id, None)
             self.container_ips.pop(instance.id, None)
+            self.container_networks.pop(instance.id, None)
         ec2.set_state(instance, "terminated", reason="localcloud: %s" % reason[:200])
+
+    # -- networks --------------------------------------------------------------
+    def ensure_region_network(self, name):
+        """Make region network `name` (launches into it meanwhile wait), then let the daemon serve IMDS there."""
+        with self._network_locks[name]:
+            made = not netns.exists(name)
+            if name in self._networks_ready and not made:
+                return
+            network.ensure_region_network(name)
+            if self.on_region_network is not None:
+                self.on_region_network(name, made)
+            self._networks_ready.add(name)
+            log.info("region network %s ready", name)
+
+    def netns_of(self, instance_id):
+        """The namespace from which a host is reached: None for the default network (routed here)."""
+        name = self.container_networks.get(instance_id, config.NETWORK_NAME)
+        return None if name == config.NETWORK_NAME else name
 
     # -- actions -------------------------------------------------------------
     def _launch(self, instance):
         ip = instance.private_ip
         if not ec2.in_network(ip):
             raise LocalcloudError("private IP %s is outside localcloud's network %s" % (ip, config.NETWORK_SUBNET))
-        self._wait_for_address(instance, ip)
+        net = ec2.network_of(instance)
+        self._wait_for_address(instance, ip, net)
         image = self.image_for(instance.image_id)
         name = container_name(instance.id)
         primary = [nic for nic in list(instance.nics.values()) if (nic.device_index or 0) == 0]
         mac = primary[0].mac_address if primary else None
         started = time.monotonic()
+        if net == config.NETWORK_NAME:  # the default region: podman's network, routed on this machine
+            net_args = [
+                "--network", config.NETWORK_NAME, "--ip", ip,
+                *(["--mac-address", mac] if mac else []),  # the primary network interface's MAC, as IMDS reports it
+            ]
+        else:  # another region or account: a namespace of the host's own on that region's bridge
+            self.ensure_region_network(net)
+            net_args = [
+                "--network", "ns:%s" % network.attach_host(net, instance.id, ip, mac),
+                "--add-host", "%s:%s" % (hostname(ip), ip), "--add-host", "%s:%s" % (name, ip),  # as podman writes them on its network
+            ]
         run_args = [
             "run", "--detach", "--name", name,
             "--label", "%s=instance" % config.LABEL,
             "--label", "%s=%s" % (config.LABEL_INSTANCE_ID, instance.id),
             "--label", "%s=%s" % (config.LABEL_PRIVATE_IP, ip),
-            "--network", config.NETWORK_NAME, "--ip", ip,
+            "--label", "%s=%s" % (config.LABEL_NETWORK, net),
+            "--label", "%s=%s" % (config.LABEL_REGION, instance.region_name),
+            "--label", "%s=%s" % (config.LABEL_ACCOUNT, instance.owner_id),
+            *net_args,
             "--hostname", hostname(ip),
-            *(["--mac-address", mac] if mac else []),  # the primary network interface's MAC, as IMDS reports it
             "--systemd", "always",
             "--pull", "never",  # images are local only: never reach for a registry
             image, "/sbin/init",
@@ -251,24 +300,28 @@ class Reconciler:
         with self._lock:
             self.containers[instance.id] = "running"
             self.container_ips[instance.id] = ip
-        self.by_ip[ip] = instance
+            self.container_networks[instance.id] = net
+        self.by_ip[(net, ip)] = instance
         self._await_ssh(instance, started)
 
-    def _wait_for_address(self, instance, ip, bound=60):
+    def _wait_for_address(self, instance, ip, net, bound=60):
         """moto hands out a terminated instance's IP again at once: wait until that host's container is gone.
 
-        An address held by a live instance (another region or account: every default VPC is 172.31.0.0/16)
-        is a clash: the new instance gets no host.
+        Only hosts of the same network count (every region's default VPC is 172.31.0.0/16, each region is a
+        network of its own). An address held there by a live instance (e.g. another VPC of the same region with
+        the same CIDR block) is a clash: the new instance gets no host.
         """
         deadline = time.monotonic() + bound
         while True:
-            holders = [iid for iid, held in list(self.container_ips.items()) if held == ip and iid != instance.id and iid in self.containers]
+            holders = [iid for iid, held in list(self.container_ips.items())
+                       if held == ip and iid != instance.id and iid in self.containers
+                       and self.container_networks.get(iid, config.NETWORK_NAME) == net]
             if not holders:
                 return
             states = {i.id: i._state.name for _region, i in ec2.all_instances() if i.id in holders}
             live = [iid for iid in holders if states.get(iid) not in (None, "shutting-down", "terminated")]
             if live:
-                raise LocalcloudError("private IP %s is already used by %s (another region or account?)" % (ip, live[0]))
+                raise LocalcloudError("private IP %s is already used by %s in network %s" % (ip, live[0], net))
             if time.monotonic() > deadline:
                 raise LocalcloudError("private IP %s is still held by the container of %s" % (ip, holders[0]))
             self.wake()
@@ -282,7 +335,7 @@ class Reconciler:
         self._await_ssh(instance, started)
 
     def _await_ssh(self, instance, started):
-        if not wait_for_ssh(instance.private_ip, time.monotonic() + SSH_WAIT_SECONDS):
+        if not wait_for_ssh(instance.private_ip, time.monotonic() + SSH_WAIT_SECONDS, self.netns_of(instance.id)):
             log.warning("%s: sshd not answering on %s after %d s; reporting running anyway", instance.id, instance.private_ip, SSH_WAIT_SECONDS)
         if ec2.set_state(instance, "running", only_from=("pending",)):
             log.info("%s running at %s (%.1f s)", instance.id, instance.private_ip, time.monotonic() - started)
@@ -303,6 +356,7 @@ class Reconciler:
                 self.containers[instance.id] = "running" if proc.stdout.strip() == b"running" else "stopped"
             return
         log.warning("%s: its container is gone", instance.id)
+        network.detach_host(instance.id)
         ec2.set_state(instance, "terminated", only_from=("running",), reason="localcloud: the host's container was removed outside localcloud")
 
     def reboot(self, instance):
@@ -330,9 +384,11 @@ class Reconciler:
 
     def _remove(self, instance):
         self.podman.run("rm", "-f", "-t", "5", container_name(instance.id))
+        network.detach_host(instance.id)
         with self._lock:
             self.containers.pop(instance.id, None)
             self.container_ips.pop(instance.id, None)
+            self.container_networks.pop(instance.id, None)
         self._report_terminated(instance)
 
     def _report_terminated(self, instance):
@@ -342,9 +398,11 @@ class Reconciler:
     def _remove_orphan(self, instance_id):
         log.info("removing container of unknown instance %s", instance_id)
         self.podman.run("rm", "-f", "-t", "0", container_name(instance_id), check=False)
+        network.detach_host(instance_id)
         with self._lock:
             self.containers.pop(instance_id, None)
             self.container_ips.pop(instance_id, None)
+            self.container_networks.pop(instance_id, None)
 
     # -- CreateImage / DeregisterImage ------------------------------------------
     def forget_image(self, ami_id):

@@ -14,6 +14,7 @@ from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from localcloud import autoscaling, config, ec2, images, network
+from localcloud.errors import LocalcloudError
 from localcloud.imds import Imds
 from localcloud.podman import Podman
 from localcloud.reconciler import Reconciler
@@ -86,11 +87,17 @@ def write_atomically(path, write):
         raise
 
 
-def dump_state(path, imds):
-    """Pickle the persisted services' backends (one pickle: objects refer to each other) and IMDS tokens."""
+def dump_state(path, listeners):
+    """Pickle the persisted services' backends (one pickle: objects refer to each other) and the IMDS tokens of
+    every network (`listeners`: {network name: Imds})."""
     from moto.backends import get_backend
 
-    state = {"services": {}, "tokens": imds.export_tokens()}
+    default = listeners.get(config.NETWORK_NAME)
+    state = {
+        "services": {},
+        "tokens": default.export_tokens() if default is not None else {},  # the default network's (the format before regions)
+        "network_tokens": {name: imds.export_tokens() for name, imds in listeners.items() if name != config.NETWORK_NAME},
+    }
     for name in PERSISTED_SERVICES:
         backends = get_backend(name)
         if len(backends):
@@ -98,7 +105,7 @@ def dump_state(path, imds):
     write_atomically(path, lambda handle: _StatePickler(handle, protocol=pickle.HIGHEST_PROTOCOL).dump(state))
 
 
-def restore_state(path, imds):
+def restore_state(path, listeners):
     from moto.backends import get_backend
 
     with open(path, "rb") as handle:
@@ -116,7 +123,12 @@ def restore_state(path, imds):
                 for subnet in list(subnets.values()):
                     for _ in range(3):
                         next(iter(subnet._subnet_ip_generator))
-    imds.import_tokens(state.get("tokens") or {})
+    tokens = dict(state.get("network_tokens") or {}, **{config.NETWORK_NAME: state.get("tokens") or {}})
+    for name, network_tokens in tokens.items():
+        if name in listeners:
+            listeners[name].import_tokens(network_tokens)
+        elif network_tokens:
+            log.warning("dropping %d IMDS token(s) of network %s, which is gone", len(network_tokens), name)
     path.unlink()
     return sum(len(list(b.reservations)) for accounts in state["services"].get("ec2", {}).values() for b in accounts.values())
 
@@ -148,10 +160,26 @@ def serve(paths, port, restore=False):
                     reconciler.wake()  # an API call may have changed an instance (or reset moto)
 
     api = make_server("127.0.0.1", port, app, threaded=True, request_handler=_QuietHandler)
-    imds = Imds(reconciler)
+    listeners = {config.NETWORK_NAME: Imds(reconciler)}  # network name -> its IMDS
+    listeners_lock = threading.Lock()
+
+    def serve_imds(name, made):  # a region network exists: answer its hosts' IMDS requests, inside it
+        with listeners_lock:
+            if name in listeners and made:  # its namespace was removed (by hand) and made again: so is the listener
+                listeners.pop(name).stop()
+            if name not in listeners:
+                listeners[name] = Imds(reconciler, network=name).start()
+                log.info("serving IMDS in network %s", name)
+
+    reconciler.on_region_network = serve_imds
+    for name in network.region_networks():  # left by the previous daemon (restart) or a crashed one: adopt them
+        try:
+            reconciler.ensure_region_network(name)
+        except LocalcloudError as exc:  # the other networks, and the default one, must still work
+            log.error("cannot adopt region network %s: %s", name, exc)
     if restore and paths.saved_state.exists():
-        log.info("restored %d reservation(s) from %s", restore_state(paths.saved_state, imds), paths.saved_state)
-    imds.start()
+        log.info("restored %d reservation(s) from %s", restore_state(paths.saved_state, listeners), paths.saved_state)
+    listeners[config.NETWORK_NAME].start()
     threading.Thread(target=reconciler.run, name="reconciler", daemon=True).start()
     api_thread = threading.Thread(target=api.serve_forever, name="api", daemon=True)
     api_thread.start()
@@ -177,8 +205,8 @@ def serve(paths, port, restore=False):
             # Save while nothing changes (API requests held, reconciler changes locked out); on failure keep serving.
             paths.restart_failed.unlink(missing_ok=True)
             try:
-                with gate.closed(), ec2.state_lock():
-                    dump_state(paths.saved_state, imds)
+                with gate.closed(), ec2.state_lock(), listeners_lock:
+                    dump_state(paths.saved_state, listeners)
             except Exception as exc:  # e.g. a moto service whose state cannot be pickled
                 log.exception("cannot save the state for a restart; still serving")
                 paths.restart_failed.write_text("%s\n" % exc)
@@ -188,7 +216,9 @@ def serve(paths, port, restore=False):
     log.info("stopping")
     api.shutdown()
     reconciler.stop()
-    imds.stop()
+    with listeners_lock:
+        for imds in listeners.values():
+            imds.stop()
     api.server_close()
     return 0
 

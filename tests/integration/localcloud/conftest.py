@@ -1,4 +1,4 @@
-"""Fixtures for localcloud's own tests: THE localcloud (only one 172.31.0.0/16 network can exist).
+"""Fixtures for localcloud's own tests: THE localcloud (one daemon per machine; its default network is 172.31.0.0/16).
 
 The session uses the running localcloud, or starts one and runs `down` at the end. Tests only touch the
 instances they launch (others may be using the cloud at the same time) and terminate them afterwards.
@@ -42,12 +42,16 @@ class Cloud:
         return cli.daemon_info(self.paths)["endpoint_url"]
 
     def others_instances(self):
-        """Instances not terminated in the default region: the suite terminates its own, so these are someone else's."""
+        """Instances not terminated in the default region, and hosts of any region: the suite terminates its own,
+        so these are someone else's."""
         live = []
         for page in self.client().get_paginator("describe_instances").paginate(
                 Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]):
             live.extend(i["InstanceId"] for r in page["Reservations"] for i in r["Instances"])
-        return live
+        proc = subprocess.run(["podman", "ps", "-a", "--filter", "label=%s=instance" % config.LABEL, "--format", "{{.Names}}"],
+                              capture_output=True, text=True, env=dict(os.environ, CONTAINERS_CONF=str(self.paths.containers_conf)), check=False)
+        hosts = [name[len(config.CONTAINER_PREFIX):] for name in proc.stdout.split()]
+        return live + sorted(set(hosts) - set(live))
 
     def client(self, service="ec2", region=config.DEFAULT_REGION):
         return boto3.client(

@@ -264,30 +264,6 @@ def test_run_instances_with_the_same_client_token_launches_once(ec2, launcher):
     assert one != two
 
 
-def test_other_regions_work_but_never_share_an_address(cloud, launcher, key_pair):
-    here = launcher.run(KeyName=key_pair.name)[0]
-    west = cloud.client("ec2", region="eu-west-1")
-    west_launcher = type(launcher)(west)
-    try:
-        images = west.describe_images(ImageIds=[config.BASE_AMI_ID])["Images"]
-        assert images[0]["Name"] == config.BASE_IMAGE_NAME
-        there = west_launcher.run(KeyName=config.DEFAULT_KEY_NAME)[0]
-        assert there["Placement"]["AvailabilityZone"].startswith("eu-west-1")
-        assert ipaddress.ip_address(there["PrivateIpAddress"]) in ipaddress.ip_network(config.NETWORK_SUBNET)
-        wait_ssh(there["PrivateIpAddress"], cloud.paths.ssh_key)
-        # Every region's default VPC is 172.31.0.0/16: an address already taken by a host in another region
-        # cannot get a second host (the instance ends terminated, the first host is untouched).
-        here_ip = ipaddress.ip_address(here["PrivateIpAddress"])
-        subnet = [s for s in west.describe_subnets()["Subnets"] if s["DefaultForAz"] and here_ip in ipaddress.ip_network(s["CidrBlock"])][0]
-        clash = west_launcher.run(wait=False, SubnetId=subnet["SubnetId"], PrivateIpAddress=here["PrivateIpAddress"])[0]
-        west_launcher.wait_state("terminated", [clash["InstanceId"]])
-        assert "already used" in west_launcher.describe([clash["InstanceId"]])[0]["StateReason"]["Message"]
-        wait_ssh(here["PrivateIpAddress"], key_pair.path)
-        assert ssh(here["PrivateIpAddress"], key_pair.path, "curl -s http://169.254.169.254/latest/meta-data/instance-id").stdout == here["InstanceId"]
-    finally:
-        west_launcher.cleanup()
-
-
 def test_an_address_freed_by_terminate_goes_to_the_next_host(ec2, launcher, key_pair):
     # A primary interface deleted on termination (what amazon.aws.ec2_instance asks for) frees its address in
     # moto, and moto hands a freed address out first.

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from localcloud import serve
+from localcloud import config, serve
 
 
 class Listener:
@@ -33,11 +33,30 @@ class Listener:
 def test_a_directory_at_the_old_temporary_path_does_not_stop_a_save(tmp_path):
     path = tmp_path / "saved-state.pickle"
     (tmp_path / "saved-state.tmp").mkdir()  # what made every save fail
-    serve.dump_state(path, Listener({"t1": ("172.31.0.4", 100.0)}))
+    listeners = {config.NETWORK_NAME: Listener({"t1": ("172.31.0.4", 100.0)}),
+                 "localcloud-eu-west-1": Listener({"t2": ("172.31.0.4", 200.0)})}
+    serve.dump_state(path, listeners)
     state = pickle.loads(path.read_bytes())
-    assert state["tokens"] == {"t1": ("172.31.0.4", 100.0)}
+    assert state["tokens"] == {"t1": ("172.31.0.4", 100.0)}  # the default network's, in the format before regions
+    assert state["network_tokens"] == {"localcloud-eu-west-1": {"t2": ("172.31.0.4", 200.0)}}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # IMDS tokens inside: never readable by others, not even briefly
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved-state.pickle", "saved-state.tmp"]
+
+
+def test_restore_gives_each_network_its_tokens(tmp_path):
+    path = tmp_path / "saved-state.pickle"
+    serve.dump_state(path, {config.NETWORK_NAME: Listener({"t1": ("172.31.0.4", 100.0)}),
+                            "localcloud-eu-west-1": Listener({"t2": ("172.31.0.4", 200.0)})})
+    listeners = {config.NETWORK_NAME: Listener(), "localcloud-eu-west-1": Listener()}
+    serve.restore_state(path, listeners)
+    assert listeners[config.NETWORK_NAME].imported == {"t1": ("172.31.0.4", 100.0)}
+    assert listeners["localcloud-eu-west-1"].imported == {"t2": ("172.31.0.4", 200.0)}
+    assert not path.exists()
+    # A state saved by a daemon from before regions had networks: its tokens are the default network's.
+    path.write_bytes(pickle.dumps({"services": {}, "tokens": {"t3": ("172.31.0.5", 300.0)}}))
+    listeners = {config.NETWORK_NAME: Listener()}
+    serve.restore_state(path, listeners)
+    assert listeners[config.NETWORK_NAME].imported == {"t3": ("172.31.0.5", 300.0)}
 
 
 def test_concurrent_saves_each_land_whole(tmp_path):

@@ -63,6 +63,16 @@ def localcloud_leftovers():
                              capture_output=True, text=True, env=env, check=False).stdout.split()
     if created:
         left.append("CreateImage images %s" % created)
+    namespaces = [n for n in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else []) if n.startswith(config.NETNS_PREFIX)]
+    if namespaces:
+        left.append("network namespaces %s" % namespaces)
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=False).stdout
+    uplinks = re.findall(r"^\d+: (%s\d+)[@:]" % config.REGION_UPLINK_PREFIX, links, re.M)
+    if uplinks:
+        left.append("uplinks %s" % uplinks)
+    rules = [line for line in subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout.splitlines() if "localcloud:" in line]
+    if rules:
+        left.append("iptables rules %s" % rules)
     return left
 
 
@@ -92,15 +102,29 @@ def test_env_exports_what_clients_need(cloud):
     assert out == "runc"
 
 
+def region_ssh(host, command):
+    """`python -m localcloud ssh HOST COMMAND` (HOST: a private DNS name, which names the region): its stdout."""
+    proc = localcloud("ssh", host, "--", command, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def test_restart_keeps_instances_hosts_and_tokens(cloud, key_pair):
-    """`restart` replaces the daemon (new code) without touching anyone's hosts."""
+    """`restart` replaces the daemon (new code) without touching anyone's hosts, in every region."""
     launcher = Launcher(cloud.client())
+    west = Launcher(cloud.client(region="eu-west-1"))
+    stale = cloud.paths.root / "saved-state.tmp"  # a directory at the temporary path of older daemons made saves fail
     try:
         instance = launcher.run(KeyName=key_pair.name, MetadataOptions={"HttpTokens": "required"}, UserData="KEEP=1\n")[0]
         ip = instance["PrivateIpAddress"]
         wait_ssh(ip, key_pair.path)
         token = ssh(ip, key_pair.path, "curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 600' http://169.254.169.254/latest/api/token").stdout
         pid1 = ssh(ip, key_pair.path, "cut -d\" \" -f22 /proc/1/stat").stdout  # start time of PID 1
+        there = west.run(KeyName=config.DEFAULT_KEY_NAME, MetadataOptions={"HttpTokens": "required"}, UserData="WEST=1\n")[0]
+        west_token = region_ssh(there["PrivateDnsName"],
+                                "curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 600' http://169.254.169.254/latest/api/token")
+        west_pid1 = region_ssh(there["PrivateDnsName"], "cut -d\" \" -f22 /proc/1/stat")
+        stale.mkdir(exist_ok=True)
         old_pid = cli.daemon_pid(cloud.paths)
         ssm = cloud.client("ssm")
         parameter = "/localcloud-test/restart-%d" % time.monotonic_ns()
@@ -119,13 +143,21 @@ def test_restart_keeps_instances_hosts_and_tokens(cloud, key_pair):
         ssm = cloud.client("ssm")
         assert ssm.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"] == "kept-across-restart"
         ssm.delete_parameter(Name=parameter)
+        # The other region's host too, and its IMDS (served inside its region's network by the new daemon).
+        assert region_ssh(there["PrivateDnsName"], "cut -d\" \" -f22 /proc/1/stat") == west_pid1
+        west_user_data = "curl -s -H 'X-aws-ec2-metadata-token: %s' http://169.254.169.254/latest/user-data" % west_token
+        assert region_ssh(there["PrivateDnsName"], west_user_data) == "WEST=1\n"
+        assert not list(cloud.paths.root.glob("saved-state.pickle*"))  # loaded, and no temporary file left
         # The new daemon still drives hosts.
         launcher.ec2 = ec2
         ec2.stop_instances(InstanceIds=[instance["InstanceId"]])
         launcher.wait("instance_stopped", [instance["InstanceId"]])
         assert podman_state(instance["InstanceId"]) == "exited"
     finally:
+        if stale.is_dir():
+            stale.rmdir()
         launcher.cleanup()
+        west.cleanup()
 
 
 def test_restart_that_cannot_save_keeps_the_daemon_running(cloud):
@@ -154,6 +186,8 @@ def test_up_after_a_crash_removes_the_dead_instances_hosts(cloud, nobody_else):
     ec2 = cloud.client()
     instance = Launcher(ec2).run()[0]
     assert podman_state(instance["InstanceId"]) == "running"
+    west = Launcher(cloud.client(region="eu-west-1")).run()[0]
+    assert os.path.exists("/run/netns/" + config.host_netns_name(west["InstanceId"]))
     old_pid = cli.daemon_pid(cloud.paths)
     os.kill(old_pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -165,32 +199,40 @@ def test_up_after_a_crash_removes_the_dead_instances_hosts(cloud, nobody_else):
     assert "left by a previous run" in proc.stderr
     assert cli.daemon_pid(cloud.paths) not in (None, old_pid)
     assert podman_state(instance["InstanceId"]) is None
-    # The new cloud works.
+    assert podman_state(west["InstanceId"]) is None
+    assert not os.path.exists("/run/netns/" + config.host_netns_name(west["InstanceId"]))
+    # The new cloud works, in every region (the region's network is adopted).
     launcher = Launcher(cloud.client())
+    west_launcher = Launcher(cloud.client(region="eu-west-1"))
     try:
         fresh = launcher.run(KeyName=config.DEFAULT_KEY_NAME)[0]
         wait_ssh(fresh["PrivateIpAddress"], cloud.paths.ssh_key)
+        fresh_west = west_launcher.run(KeyName=config.DEFAULT_KEY_NAME)[0]
+        assert region_ssh(fresh_west["PrivateDnsName"], "curl -s http://169.254.169.254/latest/meta-data/instance-id") == fresh_west["InstanceId"]
     finally:
         launcher.cleanup()
+        west_launcher.cleanup()
 
 
 @destructive
 def test_down_leaves_nothing_behind(cloud, nobody_else):
     launcher = Launcher(cloud.client())
     launcher.run(MinCount=2)
+    Launcher(cloud.client(region="eu-west-1")).run()  # a region network, its uplink and NAT rules: all go too
     pid = cli.daemon_pid(cloud.paths)
     port = cli.daemon_info(cloud.paths)["port"]
     try:
         proc = localcloud("down")
         removed = re.search(r"daemon stopped, (\d+) host\(s\)", proc.stderr)
-        assert removed and int(removed.group(1)) >= 2, proc.stderr  # ours, and any someone else launched
+        assert removed and int(removed.group(1)) >= 3, proc.stderr  # ours, and any someone else launched
+        assert re.search(r"network removed, [1-9]\d* region network\(s\)", proc.stderr), proc.stderr
         assert localcloud_leftovers() == []
         assert not alive(pid)
         ss = subprocess.run(["ss", "-H", "-lnt"], capture_output=True, text=True, check=False).stdout
         assert "127.0.0.1:%d " % port not in ss and "%s:80 " % config.IMDS_ADDRESS not in ss
         assert localcloud("status").stdout.startswith("daemon:   not running")
         # A second down has nothing to do and says so.
-        assert "not running, 0 host(s), 0 CreateImage image(s), network absent" in localcloud("down").stderr
+        assert "not running, 0 host(s), 0 CreateImage image(s), network absent, 0 region network(s)" in localcloud("down").stderr
     finally:
         if not cloud.started_here:  # it was running before the tests: leave it as found
             localcloud("up")

@@ -1,0 +1,68 @@
+"""Network namespaces: enter one (this thread only), make a socket or a connection inside it.
+
+A socket stays in the namespace it was made in, whichever thread uses it later: the daemon makes the IMDS
+listener and the sshd probes of a region's network that way, and `python -m localcloud proxy` its connection.
+"""
+
+import contextlib
+import ctypes
+import os
+import socket
+
+from localcloud.errors import LocalcloudError
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = "/run/netns"  # where `ip netns add` puts named namespaces
+
+
+def path(name):
+    return os.path.join(NETNS_DIR, name)
+
+
+def exists(name):
+    return os.path.exists(path(name))
+
+
+def _setns(fd):
+    if hasattr(os, "setns"):  # Python >= 3.12
+        os.setns(fd, CLONE_NEWNET)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextlib.contextmanager
+def entered(name):
+    """Run the body in network namespace `name` (None: stay where we are). Only the calling thread moves."""
+    if name is None:
+        yield
+        return
+    try:
+        target = os.open(path(name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise LocalcloudError("no network namespace %s (no instance was launched in that network?)" % name) from None
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(target)
+        os.close(own)
+
+
+def create_connection(name, address, timeout=None):
+    """socket.create_connection, from inside namespace `name`."""
+    with entered(name):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
