@@ -136,14 +136,11 @@ def wait_until(predicate, seconds, what):
 
 
 class Console(object):
-    """remote_console with a pipe as stdin, kept open until close()."""
+    """A process whose stdin is a pipe kept open until close(), its output collected as it comes."""
 
-    def __init__(self, command, node, user=None):
-        argv = [command, "--node", node, "remote_console"] if node else [command, "remote_console"]
-        if user:
-            argv = ["runuser", "-u", user, "--"] + argv
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     encoding="utf-8", cwd="/")
+    def __init__(self, argv, stderr=subprocess.PIPE):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                     encoding="utf-8", errors="replace", cwd="/")
         self.out = ""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -163,7 +160,12 @@ class Console(object):
         self.proc.stdin.close()
         rc = self.proc.wait(seconds)
         self._reader.join(5)
-        return rc, self.out, self.proc.stderr.read()
+        return rc, self.out, self.proc.stderr.read() if self.proc.stderr else ""
+
+
+def remote_console(command, node):
+    """remote_console with piped input (not a terminal)."""
+    return Console([command, "--node", node, "remote_console"] if node else [command, "remote_console"])
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +174,7 @@ def cluster(env, boot_tree, cookie_watch, boot_server_lock):
     nodes = Nodes(env)
     env.switch_current("1.0.0")
     nodes.start_boot_server(allow=["127.0.0.1"])
-    worker = nodes.start_worker(WORKER.split("@")[0])
+    worker = nodes.start_worker(WORKER.split("@", maxsplit=1)[0])
     nodes.wait_started(worker, 30)
     yield nodes
     nodes.kill_all()
@@ -399,7 +401,7 @@ def test_remote_console_with_piped_input(command, cluster):
 
 
 def test_two_consoles_at_once_hidden_with_their_own_names(command, cluster):
-    first, second = Console(command, WORKER), Console(command, WORKER)
+    first, second = remote_console(command, WORKER), remote_console(command, WORKER)
     try:
         first.send("node().\n")
         second.send("node().\n")
@@ -432,7 +434,7 @@ def test_remote_console_on_a_terminal(command, cluster):
     if shutil.which("script") is None:
         pytest.skip("no script(1)")
     line = "%s --node %s remote_console" % (shlex.quote(command), WORKER)
-    console = _TtyConsole(["script", "-qec", line, "/dev/null"])
+    console = Console(["script", "-qec", line, "/dev/null"], stderr=subprocess.STDOUT)
     try:
         console.expect("(nodecmd@127.0.0.1)1> ")
         console.send("node().\r")
@@ -446,15 +448,6 @@ def test_remote_console_on_a_terminal(command, cluster):
         if console.proc.poll() is None:
             console.proc.kill()
     assert run(command, "--node", WORKER, "ping").out == "pong\n"
-
-
-class _TtyConsole(Console):
-    def __init__(self, argv):
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     encoding="utf-8", errors="replace", cwd="/")
-        self.out = ""
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
 
 def test_remote_console_of_a_node_that_does_not_answer(command, cluster):
@@ -511,12 +504,12 @@ def test_root_switches_to_the_service_user(service_user, cluster):
     command = service_user.command
     result = run(command, "--node", WORKER, "eval", "node()")
     assert (result.rc, result.out) == (0, "'%s'\n" % WORKER), result
-    console = Console(command, WORKER)
+    console = remote_console(command, WORKER)
     try:
         console.send("node().\n")
         console.expect("'%s'" % WORKER)
         clients = wait_until(lambda: client_processes("remote_console"), 10, "the console's client process")
-        assert [(uid, environ.get(b"HOME")) for _, uid, environ in clients] == [(service_user.uid, service_user.home.encode())]
+        assert [(uid, environ.get(b"HOME")) for dummy, uid, environ in clients] == [(service_user.uid, service_user.home.encode())]
     finally:
         rc, out, err = console.close()
     assert rc == 0, (out, err)
@@ -548,7 +541,7 @@ def test_default_node_is_the_one_node_of_the_service_user(service_user, cluster)
     assert run(command, "--node", "ncdefault", "pid").out == cluster.call(node, "list_to_binary(os:getpid())").decode() + "\n"
     print("default node lookup + eval: %.2fs" % result.seconds)
     # A console of the service user (a hidden node) does not count as a second node.
-    console = Console(command, None)
+    console = remote_console(command, None)
     try:
         console.send("node().\n")
         console.expect("'%s'" % node)
