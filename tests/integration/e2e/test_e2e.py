@@ -90,6 +90,22 @@ def test_incompatible_release_is_refused_before_any_change(cluster, releases, tm
     assert cluster.ssh(cluster.boot_server_ip, "ls /srv/erlang-ec2/releases").stdout.split() == ["1.0.0"]
 
 
+def test_release_shapes_the_cluster_cannot_run_are_refused_before_any_change(cluster, releases, tmp_path):
+    """A bundled ERTS other than the cluster's (include_erts), and a relx vm.args.src (start-script substitution)."""
+    for name, change, message in [
+        ("erts", lambda root: (root / "erts-99.0" / "bin").mkdir(parents=True), "bundles erts-99.0 (include_erts)"),
+        ("src", lambda root: (root / "releases" / "2.0.0" / "vm.args.src").write_text("-sname ${NAME}\n"), "vm.args.src"),
+    ]:
+        src = tmp_path / name
+        with tarfile.open(releases["v2"]) as tar:
+            tar.extractall(src, filter="data")  # nosec - our own build
+        change(src)
+        result = cluster.playbook("deploy", check=False, extra={"deploy_release": str(src)})
+        assert result.rc != 0 and message in result.out, result.tail()
+        assert current_release(cluster) == "1.0.0"
+        assert cluster.ssh(cluster.boot_server_ip, "ls /srv/erlang-ec2/releases").stdout.split() == ["1.0.0"]
+
+
 def test_rolling_deploy_v2_keeps_the_cluster_serving(cluster, releases):
     sampler = Sampler(cluster)
     sampler.start()
