@@ -21,6 +21,7 @@ from conftest import Launcher, podman_state, ssh, wait_ssh
 from localcloud import cli, config
 
 REGION = "eu-west-1"  # the region these tests launch in, besides the default one
+CLUSTER = "lcregions-%d" % os.getpid()  # the pair's erlang-cluster tag, for the collection's inventory plugin
 OTHER_ACCOUNT = "111122223333"
 IMDS = "http://169.254.169.254/latest"
 
@@ -38,10 +39,35 @@ def in_netns(name, *argv):
     return subprocess.run(["ip", "netns", "exec", name] + list(argv), capture_output=True, text=True, timeout=30, check=True).stdout
 
 
-def default_subnet_for(ec2, ip):
-    """The default subnet (of ec2's region) whose block holds `ip`: there, moto gives out the same addresses."""
-    return [s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
-            if ipaddress.ip_address(ip) in ipaddress.ip_network(s["CidrBlock"])][0]
+SHARED_BLOCK = "172.31.0.0/20"  # the default subnet of zone a, in every region
+
+
+def same_address_in(*clients):
+    """An address free in the zone-a default subnet of every client's region (and account), and those subnets.
+
+    Taken from the top of the block: moto hands out addresses from the bottom (to everyone else's instances too),
+    and keeps an address for good once an instance had it, unless its interface is deleted on termination."""
+    subnets, used = [], set()
+    for ec2 in clients:
+        subnet = [s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+                  if s["CidrBlock"] == SHARED_BLOCK][0]
+        subnets.append(subnet)
+        for page in ec2.get_paginator("describe_network_interfaces").paginate(Filters=[{"Name": "subnet-id", "Values": [subnet]}]):
+            used.update(a["PrivateIpAddress"] for n in page["NetworkInterfaces"] for a in n["PrivateIpAddresses"])
+    free = [str(a) for a in reversed(list(ipaddress.ip_network(SHARED_BLOCK).hosts())[:-1]) if str(a) not in used]
+    return free[0], subnets
+
+
+def at(subnet, ip=None):
+    """RunInstances arguments: a primary interface in `subnet` (at `ip`), deleted on termination (frees the address)."""
+    nic = {"DeviceIndex": 0, "SubnetId": subnet, "DeleteOnTermination": True}
+    if ip:
+        nic["PrivateIpAddress"] = ip
+    return {"NetworkInterfaces": [nic]}
+
+
+def cluster_tags(role):
+    return [{"ResourceType": "instance", "Tags": [{"Key": "erlang-cluster", "Value": CLUSTER}, {"Key": "erlang-role", "Value": role}]}]
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +77,10 @@ def pair(cloud):
     west = cloud.client("ec2", region=REGION)
     west_launcher = Launcher(west)
     try:
-        here = here_launcher.run(KeyName=config.DEFAULT_KEY_NAME)[0]
-        ip = here["PrivateIpAddress"]
-        there = west_launcher.run(KeyName=config.DEFAULT_KEY_NAME, SubnetId=default_subnet_for(west, ip), PrivateIpAddress=ip)[0]
-        neighbour = west_launcher.run(KeyName=config.DEFAULT_KEY_NAME)[0]
+        ip, (east_subnet, west_subnet) = same_address_in(here_launcher.ec2, west)
+        here = here_launcher.run(KeyName=config.DEFAULT_KEY_NAME, TagSpecifications=cluster_tags("boot_server"), **at(east_subnet, ip))[0]
+        there = west_launcher.run(KeyName=config.DEFAULT_KEY_NAME, TagSpecifications=cluster_tags("worker"), **at(west_subnet, ip))[0]
+        neighbour = west_launcher.run(KeyName=config.DEFAULT_KEY_NAME, **at(west_subnet))[0]
         wait_ssh(ip, cloud.paths.ssh_key)
         yield argparse.Namespace(here=here, there=there, neighbour=neighbour, ip=ip, west=west, key=cloud.paths.ssh_key)
     finally:
@@ -139,6 +165,31 @@ def test_ansible_reaches_both_hosts_at_one_address(pair, tmp_path):
     assert seen == {"east": pair.here["InstanceId"], "west": pair.there["InstanceId"]}, proc.stdout
 
 
+def test_the_collection_inventory_reaches_both_regions_by_private_dns_name(pair, tmp_path):
+    """The documented recipe for a cluster across regions: the inventory plugin with ansible_host_source
+    private_dns_name, and localcloud's ProxyCommand for every host (it connects directly in the default region)."""
+    env = dict(line[len("export "):].split("=", 1) for line in cli.env_lines(config.Paths()) if line.startswith("export "))
+    env = {k: shlex.split(v)[0] for k, v in env.items()}
+    (tmp_path / "inventory" / "group_vars").mkdir(parents=True)
+    (tmp_path / "inventory" / "regions.erlang_ec2.yml").write_text(
+        "plugin: skunkworks.erlang_ec2.ec2\nendpoint_url: %s\nregions: [%s, %s]\nclusters: [%s]\nansible_host_source: private_dns_name\n"
+        % (env["AWS_ENDPOINT_URL"], config.DEFAULT_REGION, REGION, CLUSTER))
+    (tmp_path / "inventory" / "group_vars" / "all.yml").write_text(json.dumps({
+        "ansible_user": "admin", "ansible_ssh_private_key_file": str(pair.key), "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_ssh_common_args": "-o ProxyCommand=%s -o UserKnownHostsFile=/dev/null" % shlex.quote(env["LOCALCLOUD_SSH_PROXY_COMMAND"]),
+    }))
+    env.update(ANSIBLE_COLLECTIONS_PATH=str(config.REPO_ROOT / ".collections"), ANSIBLE_HOST_KEY_CHECKING="False",
+               ANSIBLE_CONTROL_PATH_DIR=str(tmp_path / "cp"))
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ansible"), "all", "-i", str(tmp_path / "inventory"),
+         "-m", "ansible.builtin.command", "-a", "curl -s %s/meta-data/instance-id" % IMDS, "-o"],
+        capture_output=True, text=True, timeout=180, check=False, env=dict(os.environ, **env),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = {line.split(" | ")[0]: line.rsplit(" ", 1)[-1] for line in proc.stdout.splitlines() if " | CHANGED " in line}
+    assert seen == {pair.here["InstanceId"]: pair.here["InstanceId"], pair.there["InstanceId"]: pair.there["InstanceId"]}, proc.stdout
+
+
 def test_ssh_to_a_region_without_hosts_fails_clearly(cloud):
     proc = subprocess.run([sys.executable, "-m", "localcloud", "ssh", "--region", "me-central-1", "172.31.0.4", "--", "true"],
                           cwd=str(config.REPO_ROOT), capture_output=True, text=True, timeout=30, check=False)
@@ -154,9 +205,9 @@ def test_another_account_is_a_network_of_its_own(cloud, launcher):
                          aws_session_token=credentials["SessionToken"])
     other_launcher = Launcher(other)
     try:
-        here = launcher.run(KeyName=config.DEFAULT_KEY_NAME)[0]
-        ip = here["PrivateIpAddress"]
-        there = other_launcher.run(KeyName=config.DEFAULT_KEY_NAME, SubnetId=default_subnet_for(other, ip), PrivateIpAddress=ip)[0]
+        ip, (here_subnet, there_subnet) = same_address_in(launcher.ec2, other)
+        here = launcher.run(KeyName=config.DEFAULT_KEY_NAME, **at(here_subnet, ip))[0]
+        there = other_launcher.run(KeyName=config.DEFAULT_KEY_NAME, **at(there_subnet, ip))[0]
         assert there["PrivateIpAddress"] == ip and there["State"]["Name"] == "running"
         doc = json.loads(localcloud_ssh("--account", OTHER_ACCOUNT, ip, "--", "curl -s %s/dynamic/instance-identity/document" % IMDS))
         assert (doc["instanceId"], doc["accountId"], doc["region"]) == (there["InstanceId"], OTHER_ACCOUNT, config.DEFAULT_REGION)
