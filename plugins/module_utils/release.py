@@ -110,11 +110,13 @@ def read_rel(rel_file):
             terms = consult(handle.read())
     except (OSError, UnicodeDecodeError, TermSyntaxError) as exc:
         raise ReleaseError("cannot read %s: %s" % (rel_file, exc))
+    shape = "%s is not a release file: expected one term {release, {Name, Vsn}, {erts, Vsn}, [Apps]}" % rel_file
     try:
         [(tag, (name, vsn), (erts_tag, erts), apps)] = terms
-        assert tag == "release" and erts_tag == "erts" and isinstance(apps, list)
-    except (ValueError, TypeError, AssertionError):
-        raise ReleaseError("%s is not a release file: expected one term {release, {Name, Vsn}, {erts, Vsn}, [Apps]}" % rel_file)
+    except (ValueError, TypeError):
+        raise ReleaseError(shape)
+    if tag != "release" or erts_tag != "erts" or not isinstance(apps, list):
+        raise ReleaseError(shape)
     return name, vsn, erts, _app_entries(rel_file, apps)
 
 
@@ -170,9 +172,9 @@ def inspect(root):
     name, version, erts, apps = read_rel(rel_file)
     vdir = os.path.dirname(rel_file)
     if not NAME_RE.match(name) or not VERSION_RE.match(version) or os.path.basename(vdir) != version:
+        where = os.path.relpath(rel_file, root)
         raise ReleaseError("%s names release %r version %r: the name must match %s and the version %s and its "
-                           "releases/<vsn> directory" % (os.path.relpath(rel_file, root), name, version,
-                                                          NAME_RE.pattern, VERSION_RE.pattern))
+                           "releases/<vsn> directory" % (where, name, version, NAME_RE.pattern, VERSION_RE.pattern))
     if not apps:
         raise ReleaseError("%s lists no applications" % rel_file)
     for src in ("vm.args.src", "sys.config.src"):

@@ -25,7 +25,7 @@ description:
     be read, a version that differs from its C(releases/<vsn>) directory, relx C(vm.args.src)/C(sys.config.src)
     (OS-variable substitution is done by the release's start script, which diskless workers do not run), and an
     Elixir C(sys.config) that runs config providers (C(config/runtime.exs)).
-  - Runs where the release is, normally the controller (C(delegate_to: localhost)).
+  - Runs where the release is, normally the controller (delegated to C(localhost)).
 author:
   - Skunkworks developers (@skunkworks)
 options:

@@ -27,6 +27,8 @@ SUBNET_AZ = "us-east-1a"
 # Generous bounds: only there so that a broken bootstrap fails the test instead of hanging it.
 JOIN_BOUND_SECONDS = 240
 PLAYBOOK_TIMEOUT = 1200
+
+
 def run(cmd, timeout=PLAYBOOK_TIMEOUT, check=True, env=None, **kwargs):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO), check=False, **kwargs)
     if check and proc.returncode != 0:

@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from localcloud_cluster import REPO, Cluster, contract, localcloud_endpoint_url, run  # noqa: F401
+from localcloud_cluster import Cluster, contract, localcloud_endpoint_url, run
 
 PLAIN_AMI_NAME = "localcloud-debian-12"
 EXAMPLES = {"rebar3": "hello_rebar3", "elixir": "hello_elixir"}

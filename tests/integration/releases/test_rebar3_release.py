@@ -5,7 +5,8 @@ the release's vm.args, its cookie and names dropped, node_restart refusing a nod
 import json
 import time
 
-from conftest import REPO, STATUS_BOUND_SECONDS, contract, run
+from conftest import STATUS_BOUND_SECONDS
+from localcloud_cluster import REPO, contract, run
 
 RELEASE_COOKIE = "hello_rebar3_release_cookie"  # in examples/hello_rebar3/config/vm.args
 
@@ -108,3 +109,20 @@ def test_node_restart_refuses_a_node_without_the_release_files(rebar3_cluster):
     c.playbook("rolling_restart")
     assert c.ssh(ip, "test -e %s" % nif, check=False).returncode == 0
     assert_release(c.wait_status([ip], "2.0.0", bound=30), "2.0.0")
+
+
+def test_local_files_copy_cost_against_a_bare_diskless_boot(rebar3_cluster):
+    """Figures only (printed, not asserted): what the copy adds to every worker start. On one worker, in one
+    run: the `check` of the release's files (nothing to copy) vs a bare VM booted from the boot server that
+    halts at once, median of 5 each."""
+    c = rebar3_cluster
+    ip = c.pushed[-1]
+    script = ("t() { s=$(date +%%s%%N); \"$@\" >/dev/null 2>&1 || echo FAIL \"$@\"; echo $(( ($(date +%%s%%N) - s) / 1000000 )); }; "
+              "for i in 1 2 3 4 5; do "
+              "t sudo /usr/local/lib/erlang-ec2/bin/erlang-ec2-local-files %(bs)s hello_rebar3 check; "
+              "t sudo erl -noshell -noinput -boot start_clean -loader inet -hosts %(bs)s -eval 'halt().'; done" % {"bs": c.boot_ip})
+    out = c.ssh(ip, script, timeout=300).stdout.split()
+    assert "FAIL" not in out, out
+    check, bare = sorted(int(x) for x in out[0::2]), sorted(int(x) for x in out[1::2])
+    print("local files check (files in place) median %d ms %s; bare diskless VM boot-and-halt median %d ms %s; ratio %.2f"
+          % (check[2], check, bare[2], bare, check[2] / bare[2]))

@@ -15,9 +15,7 @@ import time
 
 import pytest
 
-from localcloud_cluster import (  # noqa: F401  (tests/integration is on sys.path: see its conftest.py; re-exported for the tests)
-    JOIN_BOUND_SECONDS,
-    REPO,
+from localcloud_cluster import (  # tests/integration is on sys.path: see its conftest.py
     Cluster,
     contract,
     localcloud_endpoint_url,

@@ -10,7 +10,8 @@ import pathlib
 import re
 import time
 
-from conftest import JOIN_BOUND_SECONDS, report
+from conftest import report
+from localcloud_cluster import JOIN_BOUND_SECONDS
 
 
 def changed_by_host(stdout):

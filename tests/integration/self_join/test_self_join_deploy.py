@@ -8,7 +8,7 @@ import json
 import time
 import urllib.request
 
-from conftest import REPO, run
+from localcloud_cluster import REPO, run
 
 
 def running_workers(cluster):
