@@ -179,7 +179,9 @@ from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts
 RESTART = "init:restart()"
 
 # The files of the release the node would boot (its -boot path, on its boot server) that are
-# missing or differ on its own disk; `none` when the boot server has no manifest for it.
+# missing or differ on its own disk; `none` when the boot server has no manifest for it;
+# `boot_server_unreachable` when the node's loader gets no answer in time (the boot server is down:
+# a restart now would hang in the loader).
 LOCAL_FILES_CHECK = r"""
 SkwForms = fun SkwF(SkwText, SkwAcc) ->
     case erl_scan:tokens([], SkwText, 1) of
@@ -195,12 +197,18 @@ SkwBad = fun({file, SkwP, SkwSize, _Mode, SkwMd5}) ->
              end;
             (_) -> false
          end,
+SkwSelf = self(),
+SkwAsk = fun(SkwBoot) ->
+    SkwPid = spawn(fun() -> SkwSelf ! {self(), erl_prim_loader:get_file(SkwBoot ++ ".local_files")} end),
+    receive {SkwPid, SkwGot} -> SkwGot after %(wait_ms)d -> unreachable end
+end,
 case init:get_argument(boot) of
     {ok, [[SkwBoot | _] | _]} ->
-        case erl_prim_loader:get_file(SkwBoot ++ ".local_files") of
+        case SkwAsk(SkwBoot) of
             {ok, SkwBin, _} ->
                 [unicode:characters_to_binary(element(2, E)) || E <- SkwForms(binary_to_list(SkwBin), []), SkwBad(E)];
-            error -> none
+            error -> none;
+            unreachable -> boot_server_unreachable
         end;
     _ -> none
 end
@@ -340,11 +348,18 @@ def main():
 
 def refuse_missing_local_files(module, node, before):
     """Fail, with the node untouched, when the release it would boot lacks files on its disk."""
+    wait_ms = max(1000, (module.params["timeout"] - 2) * 1000)
     try:
-        missing = to_text(node.call(LOCAL_FILES_CHECK))
+        missing = to_text(node.call(LOCAL_FILES_CHECK % dict(wait_ms=wait_ms)))
     except ErlangNodeError as exc:
         module.fail_json(msg="cannot check the local files of %s: %s; it was not restarted" % (node.node, exc.message),
                          before=before, error=exc.to_dict())
+    if missing == "boot_server_unreachable":
+        module.fail_json(
+            msg="refusing to restart %s: its boot server (%s) does not answer its loader within %d ms (the release's "
+                "local-files manifest could not be read), so a restart now would hang in the loader. The node was not "
+                "restarted." % (node.node, ", ".join(before.get("boot_hosts") or []) or "?", wait_ms),
+            before=before, missing_local_files=[])
     if missing != "none" and missing:
         module.fail_json(
             msg="refusing to restart %s: the release it would boot needs these files on its own disk, missing or "

@@ -1,9 +1,12 @@
-%% Starts erl_boot_server with the allow-list persisted by the boot_server role.
+%% Starts the boot server (erlang_ec2_loader_server: OTP's loader protocol, serving only code)
+%% with the allow-list persisted by the boot_server role.
 %%
-%% erl_boot_server keeps its allow-list in memory only: without this, a restart of the
-%% boot server would lock every worker out until Ansible ran again.
+%% The allow-list is kept in memory only: without this, a restart of the boot server would lock
+%% every worker out until Ansible ran again.
 %% Started by the unit as `-s erlang_ec2_boot_server start <file>`; the file holds one
 %% IPv4 address a line ('#' starts a comment). A bad line is logged and skipped.
+%% What is served and on which port comes from the command line: `-erlang_ec2_root Dir` (once per
+%% served directory; default the OTP root) and `-erlang_ec2_file_port Port` (TCP, default 4368).
 %%
 %% Workers that join by themselves (node image bootstrap) call add_slave/1, which also appends
 %% the address to `<file>.joined`: the main file is Ansible's (root-owned), the joined file the
@@ -24,14 +27,25 @@ start([File]) ->
     Joined = joined_file(File),
     persistent_term:put(?JOINED_KEY, Joined),
     Slaves = lists:usort(read_slaves(File) ++ read_joined(Joined)),
-    case erl_boot_server:start(Slaves) of
+    Options = #{slaves => Slaves, roots => [code:root_dir() | [D || [D] <- arguments(erlang_ec2_root)]],
+                tcp_port => case arguments(erlang_ec2_file_port) of
+                                [[Port]] -> list_to_integer(Port);
+                                [] -> 4368
+                            end},
+    case erlang_ec2_loader_server:start(Options) of
         {ok, _Pid} ->
-            logger:notice("erl_boot_server started with ~b allowed worker(s) from ~s and ~s",
+            logger:notice("boot server started with ~b allowed worker(s) from ~s and ~s",
                           [length(Slaves), File, Joined]),
             ok;
         {error, Reason} ->
-            logger:critical("erl_boot_server failed to start: ~p", [Reason]),
+            logger:critical("the boot server failed to start: ~p", [Reason]),
             erlang:halt(1)
+    end.
+
+arguments(Flag) ->
+    case init:get_argument(Flag) of
+        {ok, Values} -> Values;
+        error -> []
     end.
 
 joined_file(File) ->

@@ -59,6 +59,43 @@ def test_cluster_formed(cluster):
     assert current_release(cluster) == "1.0.0"
 
 
+def test_security_group_opens_only_the_boot_server_ports(cluster):
+    """provision's group, read back: UDP 4368 and TCP 4368 (the boot server's fixed file port) within the group,
+    no longer TCP 1024-65535."""
+    ec2 = cluster.boto3("ec2")
+    group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["erlang-%s" % cluster.name]}])["SecurityGroups"][0]
+    rules = {(p["IpProtocol"], p.get("FromPort"), p.get("ToPort")): p for p in group["IpPermissions"]}
+    assert ("tcp", 1024, 65535) not in rules, rules.keys()
+    for key in (("udp", 4368, 4368), ("tcp", 4368, 4368)):
+        assert [g["GroupId"] for g in rules[key]["UserIdGroupPairs"]] == [group["GroupId"]], rules.get(key)
+        assert not rules[key].get("IpRanges"), rules[key]
+    assert all(p.get("FromPort") in (22, 4368, 4369, 9100) for p in group["IpPermissions"]), group["IpPermissions"]
+
+
+def test_an_unprivileged_user_on_a_worker_cannot_read_the_cookie_through_the_boot_server(cluster):
+    """sudo -u nobody erl -loader inet -hosts <boot server> on a worker host: the release tree is served,
+    the cookie is not, nor a file reached by `..` or by a symlink inside the served tree."""
+    cookie = "/var/lib/erlang-ec2/.erlang.cookie"
+    link = "/srv/erlang-ec2/releases/escape-link"
+    assert cluster.ssh(cluster.boot_server_ip, "sudo ln -sfn %s %s" % (cookie, link)).returncode == 0
+    paths = ["/srv/erlang-ec2/current/hello_cluster.boot", cookie, "/etc/shadow", "/srv/erlang-ec2/../../var/lib/erlang-ec2/.erlang.cookie", link]
+    program = ("R = fun(T) when is_tuple(T) -> element(1, T); (A) -> A end, "
+               "[io:format(\"GET ~s ~s~n\", [F, R(erl_prim_loader:get_file(F))]) || F <- [%s]], halt()."
+               % ", ".join('\"%s\"' % p for p in paths))
+    worker = sorted(cluster.workers.values())[0]
+    try:
+        out = cluster.ssh(worker, "cd /tmp && sudo -u nobody env HOME=/tmp timeout -s KILL 60 erl -noshell -noinput -loader inet "
+                                  "-hosts %s -eval \"%s\"" % (cluster.boot_server_ip, program)).stdout
+    finally:
+        cluster.ssh(cluster.boot_server_ip, "sudo rm -f %s" % link)
+    answers = dict(line.split()[1:3] for line in out.splitlines() if line.startswith("GET "))
+    assert answers.get(paths[0]) == "ok", out
+    for path in paths[1:]:
+        assert answers.get(path) == "error", (path, out)
+    journal = cluster.ssh(cluster.boot_server_ip, "sudo journalctl -u erlang-boot-server --no-pager -o cat").stdout
+    assert "outside the served roots, refused" in journal
+
+
 def test_site_again_changes_nothing(cluster):
     result = cluster.playbook("site")
     assert result.changed == 0, result.recap

@@ -205,6 +205,20 @@ class Ansible(object):
         return proc.returncode, proc.stdout
 
 
+BOOT_SERVER_MODULES = ("erlang_ec2_boot_server", "erlang_ec2_loader_server", "erlang_ec2_local_files")
+_EBIN = []
+
+
+def boot_server_ebin():
+    """The boot server role's Erlang modules, compiled once per session (-Werror) into a private directory."""
+    if not _EBIN:
+        out = tempfile.mkdtemp(prefix="boot-server-ebin-")
+        sources = [os.path.join(ROOT, "roles", "boot_server", "files", m + ".erl") for m in BOOT_SERVER_MODULES]
+        subprocess.run(["erlc", "-Werror", "-o", out] + sources, check=True)
+        _EBIN.append(out)
+    return _EBIN[0]
+
+
 class Nodes(object):
     """Erlang nodes started by one test; all SIGKILLed at teardown (a VM stuck in the loader ignores SIGTERM)."""
 
@@ -224,11 +238,17 @@ class Nodes(object):
         return proc
 
     def start_boot_server(self, allow=()):
-        addresses = "[%s]" % ", ".join('"%s"' % a for a in allow)
+        """The boot server as the boot_server role runs it (erlang_ec2_boot_server on an allow-list file,
+        serving only the suite's release tree and the OTP root), allowing `allow`."""
+        slaves = os.path.join(self.env.base, "boot_server_slaves")
+        with open(slaves, "w") as handle:
+            handle.write("".join("%s\n" % a for a in allow))
+        if os.path.exists(slaves + ".joined"):
+            os.unlink(slaves + ".joined")
         # A failed start (e.g. eaddrinuse on UDP 4368) ends the VM instead of leaving a node without a boot server.
-        argv = ["erl", "-name", BOOT_NODE, "-noshell", "-noinput",
-                "-eval", "case erl_boot_server:start(%s) of {ok, _} -> ok; "
-                "Error -> io:format(\"boot server failed: ~p~n\", [Error]), halt(1) end" % addresses]
+        argv = ["erl", "-name", BOOT_NODE, "-noshell", "-noinput", "-pa", boot_server_ebin(),
+                "-erlang_ec2_root", self.env.boot_root, "-erlang_ec2_root", boot_server_ebin(),
+                "-s", "erlang_ec2_boot_server", "start", slaves]
         if erlang_node.epmd_lookup("127.0.0.1", "boot") if self._epmd_up() else False:
             raise AssertionError("a node named boot@127.0.0.1 already runs here (another boot server holds UDP 4368?)")
         deadline = time.monotonic() + 120

@@ -12,17 +12,14 @@ import time
 
 import pytest
 
-from conftest import ROOT, Nodes, erlang_node, run_command, udp_4368_free
+from conftest import Nodes, boot_server_ebin, erlang_node, run_command, udp_4368_free
 
-SOURCE = os.path.join(ROOT, "roles", "boot_server", "files", "erlang_ec2_boot_server.erl")
 NODE = "loader@127.0.0.1"
 
 
 @pytest.fixture(scope="module")
-def ebin(tmp_path_factory):
-    out = tmp_path_factory.mktemp("loader-ebin")
-    subprocess.run(["erlc", "-Werror", "-o", str(out), SOURCE], check=True)
-    return str(out)
+def ebin():
+    return boot_server_ebin()
 
 
 @pytest.fixture
@@ -128,7 +125,7 @@ def test_a_restarted_node_allows_both_files(loader):
     assert joined_lines(loader) == ["10.4.0.1", "10.4.0.2", "10.4.0.3", "10.4.0.4", "10.4.0.5"]
     loader.restart()
     assert which_slaves(loader) == ["10.0.0.1", "10.4.0.1", "10.4.0.2", "10.4.0.3", "10.4.0.4", "10.4.0.5"]
-    assert "erl_boot_server started with 6 allowed worker(s)" in loader.logs_text()
+    assert "boot server started with 6 allowed worker(s)" in loader.logs_text()
 
 
 def test_bad_addresses_are_refused_and_nothing_is_written(loader):

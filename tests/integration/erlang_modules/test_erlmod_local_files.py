@@ -5,9 +5,7 @@ and node_restart refusing a node whose files are not in place."""
 import os
 import subprocess
 
-from conftest import OTP_LIB, ROOT
-
-MODULE_SRC = os.path.join(ROOT, "roles", "boot_server", "files", "erlang_ec2_local_files.erl")
+from conftest import OTP_LIB, boot_server_ebin
 
 
 def rebuild_manifest(env, ansible, vsn):
@@ -19,11 +17,10 @@ def rebuild_manifest(env, ansible, vsn):
     return result
 
 
-def local_files(env, action, tmp_path):
-    """erlang_ec2_local_files in a VM booted from the boot server on 127.0.0.1, as the worker's script runs it."""
-    ebin = str(tmp_path / "ebin")
-    os.makedirs(ebin, exist_ok=True)
-    subprocess.run(["erlc", "-o", ebin, MODULE_SRC], check=True)
+def local_files(env, action):
+    """erlang_ec2_local_files in a VM booted from the boot server on 127.0.0.1, as the worker's script runs it
+    (the module is served by the boot server from its own ebin directory)."""
+    ebin = boot_server_ebin()
     return subprocess.run(
         ["timeout", "60", "erl", "-noshell", "-noinput", "-boot", "start_clean", "-loader", "inet", "-hosts", "127.0.0.1",
          "-pa", ebin, "-run", "erlang_ec2_local_files", "main", os.path.join(env.boot_root, "current", "hello_cluster"),
@@ -45,7 +42,7 @@ def test_manifest_lists_priv_files_with_their_md5(env, ansible, boot_tree):
     assert again["changed"] is False
 
 
-def test_restart_refused_while_a_file_is_missing_then_done(env, nodes, boot_server, ansible, node_args, tmp_path):
+def test_restart_refused_while_a_file_is_missing_then_done(env, nodes, boot_server, ansible, node_args):
     priv = os.path.join(env.release_dir("2.0.0"), "lib", "hello_cluster-2.0.0", "priv", "data", "greeting.txt")
     os.makedirs(os.path.dirname(priv), exist_ok=True)
     with open(priv, "w") as handle:
@@ -57,9 +54,9 @@ def test_restart_refused_while_a_file_is_missing_then_done(env, nodes, boot_serv
     env.switch_current("2.0.0")
     os.remove(priv)
     try:
-        checked = local_files(env, "check", tmp_path)
+        checked = local_files(env, "check")
         assert checked.returncode == 3 and "differs=%s" % priv in checked.stdout, (checked.stdout, checked.stderr)
-        copied = local_files(env, "sync", tmp_path)  # the boot server lacks it too: a clear error, nothing half-written
+        copied = local_files(env, "sync")  # the boot server lacks it too: a clear error, nothing half-written
         assert copied.returncode == 1 and "cannot read %s from the boot server" % priv in copied.stderr, copied.stderr
         assert not os.path.exists(priv + ".erlang-ec2-tmp")
         rc, result, output = ansible.run("node_restart", node_args(w1, expected_version="2.0.0", restart_timeout=30))
@@ -69,6 +66,6 @@ def test_restart_refused_while_a_file_is_missing_then_done(env, nodes, boot_serv
     finally:
         with open(priv, "w") as handle:
             handle.write("hello\n")
-    assert local_files(env, "check", tmp_path).returncode == 0
+    assert local_files(env, "check").returncode == 0
     rc, result, output = ansible.run("node_restart", node_args(w1, expected_version="2.0.0", restart_timeout=30))
     assert rc == 0 and result["after"]["release_version"] == "2.0.0", output

@@ -57,12 +57,24 @@ def test_wrong_version_after_restart_fails_at_once(env, nodes, boot_server, ansi
     assert result["elapsed_ms"] < 30000
 
 
+def test_boot_server_down_is_refused_with_the_node_untouched(env, nodes, boot_server, ansible, node_args):
+    w1 = nodes.start_worker("w1")
+    nodes.wait_started(w1, 20)
+    before = incarnation(nodes, w1)
+    nodes.kill("boot")
+    rc, result, output = ansible.run("node_restart", node_args(w1, restart_timeout=6))
+    assert rc != 0
+    assert "refusing to restart %s: its boot server (127.0.0.1) does not answer its loader" % w1 in result["msg"], result["msg"]
+    assert incarnation(nodes, w1) == before, "the node must be untouched (still serving)"
+
+
 def test_boot_server_down_fails_within_timeout_and_says_why(env, nodes, boot_server, ansible, node_args):
+    """Without the local-files check (check_local_files: false) the restart goes ahead and hangs in the loader."""
     w1 = nodes.start_worker("w1")
     nodes.wait_started(w1, 20)
     nodes.kill("boot")
     started = time.monotonic()
-    rc, result, output = ansible.run("node_restart", node_args(w1, restart_timeout=6))
+    rc, result, output = ansible.run("node_restart", node_args(w1, restart_timeout=6, check_local_files=False))
     took = time.monotonic() - started
     assert rc != 0
     assert "did not answer again within 6s" in result["msg"]
