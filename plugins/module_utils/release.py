@@ -103,13 +103,18 @@ def _app_entries(rel_file, apps):
     return result
 
 
+def consult_file(path):
+    """The terms of an Erlang term file (file:consult/1), or ReleaseError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return consult(handle.read())
+    except (OSError, UnicodeDecodeError, TermSyntaxError) as exc:
+        raise ReleaseError("cannot read %s: %s" % (path, exc))
+
+
 def read_rel(rel_file):
     """(name, version, erts, {app: vsn}) from a .rel file."""
-    try:
-        with open(rel_file, encoding="utf-8") as handle:
-            terms = consult(handle.read())
-    except (OSError, UnicodeDecodeError, TermSyntaxError) as exc:
-        raise ReleaseError("cannot read %s: %s" % (rel_file, exc))
+    terms = consult_file(rel_file)
     shape = "%s is not a release file: expected one term {release, {Name, Vsn}, {erts, Vsn}, [Apps]}" % rel_file
     try:
         [(tag, (name, vsn), (erts_tag, erts), apps)] = terms
@@ -151,11 +156,7 @@ def _included_erts(root):
 
 def _config_providers(sys_config):
     """True when sys.config asks Elixir's config providers to run at boot (config/runtime.exs)."""
-    try:
-        with open(sys_config, encoding="utf-8") as handle:
-            terms = consult(handle.read())
-    except (OSError, UnicodeDecodeError, TermSyntaxError) as exc:
-        raise ReleaseError("cannot read %s: %s" % (sys_config, exc))
+    terms = consult_file(sys_config)
     if len(terms) != 1 or not isinstance(terms[0], list):
         raise ReleaseError("%s must hold one list of {Application, [{Key, Value}]}" % sys_config)
     for entry in terms[0]:

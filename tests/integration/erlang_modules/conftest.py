@@ -68,6 +68,21 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def proc_entries():
+    """(pid, command line, environment) of every process readable now, raw bytes."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                cmdline = handle.read()
+            with open("/proc/%s/environ" % pid, "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        yield pid, cmdline, environ
+
+
 class CookieWatch(object):
     """Scans every process's command line while the suite runs; the cookie must never be there."""
 
@@ -84,16 +99,7 @@ class CookieWatch(object):
 
     def _run(self):
         while not self._stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                try:
-                    with open("/proc/%s/cmdline" % pid, "rb") as handle:
-                        cmdline = handle.read()
-                    with open("/proc/%s/environ" % pid, "rb") as handle:
-                        environ = handle.read()
-                except OSError:
-                    continue
+            for pid, cmdline, environ in proc_entries():
                 if self.needle in cmdline or self.needle in environ:
                     self.hits.append((pid, cmdline.replace(b"\0", b" ")[:200]))
             self.scans += 1

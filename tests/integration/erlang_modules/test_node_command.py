@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import ANSIBLE_BIN, BOOT_NODE, ROOT, CookieWatch, Nodes
+from conftest import ANSIBLE_BIN, BOOT_NODE, ROOT, CookieWatch, Nodes, proc_entries
 
 TEMPLATE = os.path.join(ROOT, "roles", "erlang", "templates", "erlang-ec2-node.j2")
 HELPERS = os.path.join(ROOT, "roles", "erlang", "tasks", "helpers.yml")
@@ -87,16 +87,7 @@ class ProcPoll(object):
 
     def _run(self):
         while not self._stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                try:
-                    with open("/proc/%s/cmdline" % pid, "rb") as handle:
-                        cmdline = handle.read()
-                    with open("/proc/%s/environ" % pid, "rb") as handle:
-                        environ = handle.read()
-                except OSError:
-                    continue
+            for pid, cmdline, environ in proc_entries():
                 if self.needle in cmdline or self.needle in environ:
                     self.hits.append((pid, cmdline.replace(b"\0", b" ")[:300]))
                 words = cmdline.split(b"\0")

@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from localcloud_cluster import Cluster, contract, localcloud_endpoint_url, run
+from localcloud_cluster import Cluster, contract, run
 
 PLAIN_AMI_NAME = "localcloud-debian-12"
 EXAMPLES = {"rebar3": "hello_rebar3", "elixir": "hello_elixir"}
@@ -83,13 +83,6 @@ def build(kind, vsn, out):
     tarball = os.path.join(str(out), "%s-%s.tar.gz" % (EXAMPLES[kind], vsn))
     assert os.path.isfile(tarball), proc.stdout[-2000:]
     return tarball
-
-
-@pytest.fixture(scope="session")
-def endpoint_url():
-    if os.geteuid() != 0:
-        pytest.skip("localcloud needs root")
-    return localcloud_endpoint_url()
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ import pytest
 from localcloud_cluster import (  # tests/integration is on sys.path: see its conftest.py
     Cluster,
     contract,
-    localcloud_endpoint_url,
     run,
 )
 
@@ -31,13 +30,6 @@ def report(name, value):
     if REPORT:
         with open(REPORT, "a") as handle:
             handle.write(json.dumps({name: value}) + "\n")
-
-
-@pytest.fixture(scope="session")
-def endpoint_url():
-    if os.geteuid() != 0:
-        pytest.skip("localcloud needs root")
-    return localcloud_endpoint_url()
 
 
 @pytest.fixture(scope="session")
