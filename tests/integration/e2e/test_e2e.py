@@ -4,6 +4,7 @@ Tests run in file order against one session cluster (each step builds on the pre
 """
 
 import os
+import shlex
 import shutil
 import tarfile
 import threading
@@ -85,7 +86,7 @@ def test_an_unprivileged_user_on_a_worker_cannot_read_the_cookie_through_the_boo
     worker = sorted(cluster.workers.values())[0]
     try:
         out = cluster.ssh(worker, "cd /tmp && sudo -u nobody env HOME=/tmp timeout -s KILL 60 erl -noshell -noinput -loader inet "
-                                  "-hosts %s -eval \"%s\"" % (cluster.boot_server_ip, program)).stdout
+                                  "-hosts %s -eval %s" % (cluster.boot_server_ip, shlex.quote(program))).stdout
     finally:
         cluster.ssh(cluster.boot_server_ip, "sudo rm -f %s" % link)
     answers = dict(line.split()[1:3] for line in out.splitlines() if line.startswith("GET "))

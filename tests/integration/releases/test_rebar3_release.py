@@ -37,7 +37,9 @@ def test_release_cookie_is_nowhere_on_the_nodes(rebar3_cluster):
         cmdlines = c.ssh(ip, "sudo sh -c 'for f in /proc/[0-9]*/cmdline; do tr \"\\000\" \" \" < $f; echo; done'").stdout
         assert RELEASE_COOKIE not in cmdlines
         assert "-setcookie" not in cmdlines
-        files = c.ssh(ip, "sudo grep -rlF %s /srv /etc /var/lib/erlang-ec2 /usr/local/lib/erlang-ec2 /tmp /var/log; true" % RELEASE_COOKIE).stdout
+        # The needle comes on stdin: on a command line, sudo would log it to the journal itself.
+        files = c.ssh(ip, "sudo grep -rlF -f - /srv /etc /var/lib/erlang-ec2 /usr/local/lib/erlang-ec2 /tmp /var/log; true",
+                      stdin=RELEASE_COOKIE + "\n").stdout
         assert files.strip() == "", files
     # ps shows the release's emulator flags on the worker's VM.
     ps = c.ssh(c.pushed[0], "ps -o args= -C beam.smp").stdout
