@@ -4,9 +4,7 @@ The node runs `erl ... -s erlang_ec2_boot_server start <allow-list file>`; add_s
 over distribution (erl_call), as the node image bootstrap calls it. Real files, no mocks.
 """
 
-import os
 import shutil
-import subprocess
 import threading
 import time
 

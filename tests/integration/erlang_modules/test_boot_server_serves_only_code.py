@@ -85,8 +85,12 @@ def test_an_address_not_on_the_allow_list_gets_nothing(env, nodes):
 
 def test_malformed_requests_and_floods_leave_it_serving(env, nodes, boot_server):
     rng = random.Random(4368)
+
+    def noise(size):
+        return bytes(rng.getrandbits(8) for dummy in range(size))
+
     bad = [
-        frame(bytes(rng.getrandbits(8) for _ in range(200))),                    # random bytes
+        frame(noise(200)),                                                       # random bytes
         frame(etf(atom("get"), bytes([97, 7]))),                                 # {get, 7}
         frame(etf(atom("get"), string("relative/path"))),                        # not absolute
         frame(etf(atom("skw_no_such_atom_4368"), string("/etc/passwd"))),        # an unknown atom: [safe] refuses it
@@ -104,10 +108,10 @@ def test_malformed_requests_and_floods_leave_it_serving(env, nodes, boot_server)
                 pass
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for size in (1, 64, 1400, 60000):
-        udp.sendto(bytes(rng.getrandbits(8) for _ in range(size)), ("127.0.0.1", 4368))
+        udp.sendto(noise(size), ("127.0.0.1", 4368))
     udp.close()
     flood = []
-    for _ in range(100):  # more than max_per_address (32): the extra ones are closed, the server stays up
+    for dummy in range(100):  # more than max_per_address (32): the extra ones are closed, the server stays up
         try:
             flood.append(socket.create_connection(("127.0.0.1", FILE_PORT), timeout=5))
         except OSError:
