@@ -21,7 +21,7 @@
 -module(erlang_ec2_loader_server).
 -behaviour(gen_server).
 
--export([start/1, resolve/1, allowed/2]).
+-export([start/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 -export([acceptor/2, connection/3]).
 
@@ -60,8 +60,6 @@ handle_call({delete, {_, _} = Entry}, _From, #{slaves := Slaves} = S) ->
     {reply, ok, S#{slaves => ordsets:del_element(Entry, Slaves)}};
 handle_call(which, _From, #{slaves := Slaves} = S) ->
     {reply, ordsets:to_list(Slaves), S};
-handle_call(roots, _From, #{roots := Roots} = S) ->
-    {reply, Roots, S};
 %% A new connection from Ip: served if the address is allowed and the limits leave room.
 handle_call({connection, Pid, Ip}, _From, #{slaves := Slaves, connections := Conns} = S) ->
     FromIp = maps:fold(fun(_, I, N) when I =:= Ip -> N + 1; (_, _, N) -> N end, 0, Conns),

@@ -21,8 +21,8 @@
 -module(erlang_ec2_local_files).
 -export([main/1]).
 
-main([Boot, Root, Action]) ->
-    Code = try run(Boot, Root, list_to_existing_atom(Action)) of
+main([Boot, Root, Action]) when Action =:= "start"; Action =:= "sync"; Action =:= "check" ->
+    Code = try run(Boot, Root, list_to_atom(Action)) of
                {ok, Line} -> io:put_chars([Line, $\n]), 0;
                {differs, Line} -> io:put_chars([Line, $\n]), 3
            catch
@@ -35,7 +35,7 @@ main(Args) ->
     io:format(standard_error, "usage: erlang_ec2_local_files main BOOT ROOT start|sync|check (got ~p)~n", [Args]),
     erlang:halt(2).
 
-run(Boot, Root, Action) when Action =:= start; Action =:= sync; Action =:= check ->
+run(Boot, Root, Action) ->
     case manifest(Boot) of
         none ->
             {ok, "local_files release=unknown files=0 copied=0 pruned=0 (the boot server has no "
@@ -60,9 +60,7 @@ run(Boot, Root, Action) when Action =:= start; Action =:= sync; Action =:= check
                     Action =:= start andalso switch(filename:join(Root, "current"), Release),
                     {ok, [Summary(length(Differ), prune(Root, Vsn)), " vm_args=", vm_args(Root, Release)]}
             end
-    end;
-run(_, _, Action) ->
-    throw({fail, "unknown action ~p", [Action]}).
+    end.
 
 %% `changed` when the release's vm.args differs from the one the running VM was started with
 %% (ROOT/current/vm.args): its flags then take effect only by starting a new VM, not by init:restart/0.
