@@ -150,12 +150,8 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import (
-    EtfError,
-    decode_etf,
-    literal,
-    to_text,
-)
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import EtfError, decode_etf, to_text
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_terms import literal
 
 MARKER = "SKW-RESULT:"
 
