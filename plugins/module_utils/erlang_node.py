@@ -329,16 +329,28 @@ def module_runner(module):
     return run
 
 
+def node_from_params(params, runner):
+    """An ErlangNode from the options of doc fragment skunkworks.erlang_ec2.erlang_node (``argument_spec()``)."""
+    return ErlangNode(
+        params["node"], runner, cookie=params.get("cookie"), cookie_file=params.get("cookie_file"),
+        timeout=params.get("timeout") or 10, erl_call=params.get("erl_call"),
+    )
+
+
+def failure_result(exc, msg=None):
+    """The one shape of a module failure for an ErlangNodeError: msg (default its message) and error."""
+    return dict(msg=msg or exc.message, error=exc.to_dict())
+
+
 def module_node(module):
-    """An ErlangNode from the doc fragment options of an AnsibleModule (fails the module on bad input)."""
-    params = module.params
+    """An ErlangNode from an AnsibleModule's options (fails the module on bad input).
+
+    For modules not yet on module_utils/erlang_module.py's ErlangNodeModule, which replaces this.
+    """
     try:
-        return ErlangNode(
-            params["node"], module_runner(module), cookie=params.get("cookie"), cookie_file=params.get("cookie_file"),
-            timeout=params.get("timeout") or 10, erl_call=params.get("erl_call"),
-        )
+        return node_from_params(module.params, module_runner(module))
     except ErlangNodeError as exc:
-        module.fail_json(msg=exc.message, error=exc.to_dict())
+        module.fail_json(**failure_result(exc))
 
 
 MUTUALLY_EXCLUSIVE = [("cookie", "cookie_file")]
