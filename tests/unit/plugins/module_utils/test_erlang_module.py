@@ -84,4 +84,3 @@ def test_the_node_is_closed_on_exit(capsys, tmp_path, finish, make_module):
     result = result_of(capsys, lambda: getattr(module, finish)(msg="done"))
     assert "secret" not in json.dumps(result)
     assert not os.path.exists(home)
-

@@ -13,6 +13,7 @@ from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlan
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import Atom
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import ErlangNodeError
 
+
 @pytest.mark.parametrize("node, flag", [("w@172.31.0.5", "-name"), ("boot@host.example", "-name"), ("w@localhost", "-sname")])
 def test_name_flag_follows_the_host_part(node, flag):
     assert en.name_flag(node) == flag
