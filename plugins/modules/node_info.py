@@ -41,10 +41,10 @@ EXAMPLES = r"""
     msg: "{{ worker.release_name }} {{ worker.release_version }} on OTP {{ worker.otp_release }}"
   when: worker.reachable
 
-- name: Facts of the boot server with the service user's cookie
+- name: Facts of the boot server with the service user's cookie (from the host layout)
   skunkworks.erlang_ec2.node_info:
     node: "{{ erlang_boot_node }}"
-    cookie_file: /var/lib/erlang-ec2/.erlang.cookie
+    cookie_file: "{{ lookup('skunkworks.erlang_ec2.host_layout').cookie_file }}"
     timeout: 5
 """
 

@@ -156,6 +156,7 @@ state:
       type: str
 """
 
+import posixpath
 import time
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import to_text
@@ -170,6 +171,10 @@ from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node 
     epmd_lookup,
     validate_node,
 )
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT
+
+# The worker's command that copies a release's local files (roles/erlang installs it).
+LOCAL_FILES_COMMAND = posixpath.basename(DEFAULT_LAYOUT["local_files_script"])
 
 # init:restart/0 replies ok before the node goes down; a call cut by the restart is fine too.
 RESTART = "init:restart()"
@@ -360,8 +365,9 @@ def refuse_missing_local_files(module, node, before):
     if missing != "none" and missing:
         module.fail_json(
             msg="refusing to restart %s: the release it would boot needs these files on its own disk, missing or "
-                "different there: %s. Copy them first (on the host: erlang-ec2-local-files <boot server ip> <release> "
-                "sync; the rolling_restart playbook does it). The node was not restarted." % (node.node, ", ".join(missing)),
+                "different there: %s. Copy them first (on the host: %s <boot server ip> <release> "
+                "sync; the rolling_restart playbook does it). The node was not restarted."
+                % (node.node, ", ".join(missing), LOCAL_FILES_COMMAND),
             before=before, missing_local_files=missing)
 
 
