@@ -8,7 +8,8 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # Options of every module that calls a running Erlang node (module_utils/erlang_node.py).
+    # Options of every module that calls a running Erlang node: erlang_node.argument_spec(), which
+    # module_utils/erlang_module.py (ErlangNodeModule) folds into each module's own options.
     DOCUMENTATION = r"""
 options:
   node:

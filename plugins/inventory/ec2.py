@@ -20,13 +20,16 @@ description:
     the instance); C(ansible_host) is the address chosen by O(ansible_host_source).
   - "Host variables: C(erlang_cluster), C(erlang_role), C(erlang_node) (C(<node name>@<private IP>)),
     C(erlang_boot_server_ip) and C(erlang_boot_node) (the cluster's boot server, on every host of the cluster),
+    C(erlang_boot_server_host) (the inventory hostname of the cluster's boot server, on every host of the cluster,
+    itself included, so that plays can C(delegate_to) it or read its C(hostvars); absent when the cluster has no
+    sound boot server),
     C(erlang_join) (on workers, how they join: the C(erlang-join) tag, V(push) when absent; null on a boot server),
     C(ec2_instance_id), C(ec2_region), C(ec2_private_ip), C(ec2_state), C(ec2_instance_type),
     C(ec2_availability_zone), C(ec2_tags) (a dict) and C(ansible_host)."
   - "A cluster with no boot server, with more than one, or whose boot server has no private IP address is
     reported with a warning, and every host of that cluster gets C(erlang_cluster_problem) (for example
     C(no boot server) or C(2 boot servers: i-0a, i-0b)) with C(erlang_boot_server_ip) and C(erlang_boot_node)
-    set to null. Hosts of a sound cluster have no C(erlang_cluster_problem)."
+    set to null and no C(erlang_boot_server_host). Hosts of a sound cluster have no C(erlang_cluster_problem)."
   - Instances are found with server-side filters (C(tag:erlang-cluster), C(tag:erlang-role),
     C(instance-state-name)); all regions are scanned concurrently. Only the few fields listed above are kept.
   - The inventory file is a YAML configuration file named C(erlang_ec2.yml), C(erlang_ec2.yaml), or ending in
@@ -163,6 +166,8 @@ groups:
 import hashlib
 import json
 import os
+
+from collections import namedtuple
 
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
@@ -351,84 +356,37 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return from_tag
 
     def _populate(self, records_by_region):
-        """Add the hosts, groups and hostvars. Two passes over the records, no copies of them."""
+        """Add the hosts, groups and hostvars: boot-server discovery, then each host's vars."""
         namer = self._node_namer()
-        address_field = ADDRESS_FIELDS[self.get_option("ansible_host_source")]
-        tag_cluster, tag_role = contract.TAG_CLUSTER, contract.TAG_ROLE
-        roles = contract.ROLES
-
-        # Pass 1: who is in which cluster, who is its boot server.
-        hosts = []
-        boot_servers = {}  # cluster -> [(instance_id, private_ip, node name)]
-        for region in sorted(records_by_region):
-            for record in records_by_region[region]:
-                tags = record[REC_TAGS]
-                cluster_name, role = tags.get(tag_cluster), tags.get(tag_role)
-                if not cluster_name or role not in roles:
-                    continue  # the server-side filters keep these out; defensive
-                node_name = namer(cluster_name, role, record[REC_ID], region, tags)
-                hosts.append((record, region, cluster_name, role, node_name))
-                servers = boot_servers.setdefault(cluster_name, [])
-                if role == contract.ROLE_BOOT_SERVER:
-                    servers.append((record[REC_ID], record[REC_PRIVATE_IP], node_name))
-        hosts.sort(key=lambda host: host[0][REC_ID])
-
-        # Per cluster: its boot server, or what is wrong with it.
+        hosts, servers_by_cluster = collect_hosts(records_by_region, namer)
         boot = {}
-        for cluster_name, servers in boot_servers.items():
-            problem = None
-            if not servers:
-                problem = "no boot server"
-            elif len(servers) > 1:
-                problem = "%d boot servers: %s" % (len(servers), ", ".join(sorted(server[0] for server in servers)))
-            elif not servers[0][1]:
-                problem = "boot server %s has no private IP address" % servers[0][0]
-            if problem:
-                self.display.warning("%s: Erlang cluster %r: %s" % (self.NAME, cluster_name, problem))
-                boot[cluster_name] = (None, None, problem)
-            else:
-                instance_id, ip, node_name = servers[0]
-                boot[cluster_name] = (ip, contract.node_id(node_name, ip), None)
+        for cluster_name, servers in servers_by_cluster.items():
+            boot[cluster_name] = cluster_boot_server(servers)
+            if boot[cluster_name].problem:
+                self.display.warning("%s: Erlang cluster %r: %s" % (self.NAME, cluster_name, boot[cluster_name].problem))
         bad_tags = getattr(namer, "bad_tags", None)
         if bad_tags:
             self.display.warning(
                 "%s: ignored invalid %s tag on %d instance(s), using the role's default name: %s"
                 % (self.NAME, contract.TAG_NODE_NAME, len(bad_tags), ", ".join(bad_tags[:10]))
             )
+        self._add_hosts(hosts, boot)
 
-        # Pass 2: hosts, groups, hostvars.
+    def _add_hosts(self, hosts, boot):
+        """Each host in its role and cluster groups, with its hostvars and the constructed options."""
         inventory = self.inventory
         add_host, set_variable = inventory.add_host, inventory.set_variable
-        role_groups = dict((role, inventory.add_group(contract.GROUP_BY_ROLE[role])) for role in roles)
+        role_groups = dict((role, inventory.add_group(contract.GROUP_BY_ROLE[role])) for role in contract.ROLES)
         cluster_groups = dict((name, inventory.add_group(contract.cluster_group(name))) for name in sorted(boot))
+        address_field = ADDRESS_FIELDS[self.get_option("ansible_host_source")]
         strict = self.get_option("strict")
         compose, groups, keyed_groups = self.get_option("compose"), self.get_option("groups"), self.get_option("keyed_groups")
         constructed = bool(compose or groups or keyed_groups)
         no_address = []
         for record, region, cluster_name, role, node_name in hosts:
-            instance_id, private_ip = record[REC_ID], record[REC_PRIVATE_IP]
-            boot_ip, boot_node, problem = boot[cluster_name]
-            hostvars = {
-                "erlang_cluster": cluster_name,
-                "erlang_role": role,
-                "erlang_node": contract.node_id(node_name, private_ip) if private_ip else None,
-                "erlang_boot_server_ip": boot_ip,
-                "erlang_boot_node": boot_node,
-                "erlang_join": record[REC_TAGS].get(contract.TAG_JOIN, contract.JOIN_PUSH) if role == contract.ROLE_WORKER else None,
-                "ec2_instance_id": instance_id,
-                "ec2_region": region,
-                "ec2_private_ip": private_ip,
-                "ec2_state": record[REC_STATE],
-                "ec2_instance_type": record[REC_TYPE],
-                "ec2_availability_zone": record[REC_ZONE],
-                "ec2_tags": record[REC_TAGS],
-            }
-            if problem:
-                hostvars["erlang_cluster_problem"] = problem
-            address = record[address_field]
-            if address:
-                hostvars["ansible_host"] = address
-            else:
+            instance_id = record[REC_ID]
+            hostvars = prepare_host_vars(record, region, cluster_name, role, node_name, boot[cluster_name], address_field)
+            if "ansible_host" not in hostvars:
                 no_address.append(instance_id)
             add_host(instance_id, group=role_groups[role])
             add_host(instance_id, group=cluster_groups[cluster_name])
@@ -443,3 +401,76 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 "%s: %d host(s) have no %s, so no ansible_host: %s"
                 % (self.NAME, len(no_address), self.get_option("ansible_host_source"), ", ".join(no_address[:10]))
             )
+
+
+# A cluster's boot server as every host of the cluster sees it: its private IP, its Erlang node,
+# its inventory hostname, or (all three None) what is wrong with it.
+BootServer = namedtuple("BootServer", ["ip", "node", "host", "problem"])
+
+
+def collect_hosts(records_by_region, namer):
+    """Boot-server discovery, one pass over the records (no copies of them).
+
+    Returns the hosts [(record, region, cluster, role, node name)] sorted by instance id and
+    {cluster: [(instance id, private IP, node name) of each of its boot servers]}.
+    """
+    tag_cluster, tag_role, roles = contract.TAG_CLUSTER, contract.TAG_ROLE, contract.ROLES
+    hosts = []
+    boot_servers = {}
+    for region in sorted(records_by_region):
+        for record in records_by_region[region]:
+            tags = record[REC_TAGS]
+            cluster_name, role = tags.get(tag_cluster), tags.get(tag_role)
+            if not cluster_name or role not in roles:
+                continue  # the server-side filters keep these out; defensive
+            node_name = namer(cluster_name, role, record[REC_ID], region, tags)
+            hosts.append((record, region, cluster_name, role, node_name))
+            servers = boot_servers.setdefault(cluster_name, [])
+            if role == contract.ROLE_BOOT_SERVER:
+                servers.append((record[REC_ID], record[REC_PRIVATE_IP], node_name))
+    hosts.sort(key=lambda host: host[0][REC_ID])
+    return hosts, boot_servers
+
+
+def cluster_boot_server(servers):
+    """A cluster's BootServer from its [(instance id, private IP, node name)]; a problem unless exactly one with an IP."""
+    problem = None
+    if not servers:
+        problem = "no boot server"
+    elif len(servers) > 1:
+        problem = "%d boot servers: %s" % (len(servers), ", ".join(sorted(server[0] for server in servers)))
+    elif not servers[0][1]:
+        problem = "boot server %s has no private IP address" % servers[0][0]
+    if problem:
+        return BootServer(None, None, None, problem)
+    instance_id, ip, node_name = servers[0]
+    return BootServer(ip, contract.node_id(node_name, ip), instance_id, None)
+
+
+def prepare_host_vars(record, region, cluster_name, role, node_name, boot, address_field):
+    """The hostvars of one host, from its record and its cluster's BootServer."""
+    private_ip = record[REC_PRIVATE_IP]
+    hostvars = {
+        "erlang_cluster": cluster_name,
+        "erlang_role": role,
+        "erlang_node": contract.node_id(node_name, private_ip) if private_ip else None,
+        "erlang_boot_server_ip": boot.ip,
+        "erlang_boot_node": boot.node,
+        "erlang_join": record[REC_TAGS].get(contract.TAG_JOIN, contract.JOIN_PUSH) if role == contract.ROLE_WORKER else None,
+        "ec2_instance_id": record[REC_ID],
+        "ec2_region": region,
+        "ec2_private_ip": private_ip,
+        "ec2_state": record[REC_STATE],
+        "ec2_instance_type": record[REC_TYPE],
+        "ec2_availability_zone": record[REC_ZONE],
+        "ec2_tags": record[REC_TAGS],
+    }
+    if boot.host:
+        # The inventory hostname is the instance id, so delegate_to/hostvars can use it as is.
+        hostvars["erlang_boot_server_host"] = boot.host
+    if boot.problem:
+        hostvars["erlang_cluster_problem"] = boot.problem
+    address = record[address_field]
+    if address:
+        hostvars["ansible_host"] = address
+    return hostvars

@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import to_text
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import to_text
 
 # Loaded applications that are not running, included applications aside: in embedded mode
 # the boot script loads every application of the release before starting it, so this names

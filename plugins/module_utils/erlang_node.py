@@ -6,8 +6,9 @@
 - The cookie reaches erl_call only through a cookie FILE in a private temporary HOME
   (erl_call reads ``$HOME/.erlang.cookie`` when ``-c`` is absent): never a command line.
 - The node evaluates ``base64:encode_to_string(term_to_binary(Result))`` so that results are
-  decoded exactly (Erlang external term format) instead of parsing erl_call's printed terms.
-- Every Erlang literal put into an expression is built by ``literal()``.
+  decoded exactly (Erlang external term format, module_utils/erlang_etf.py) instead of parsing
+  erl_call's printed terms.
+- Every Erlang literal put into an expression is built by ``erlang_terms.literal()``.
 - erl_call failures become ``ErlangNodeError`` with a ``kind`` and a clear message.
 """
 
@@ -23,7 +24,10 @@ import socket
 import struct
 import tempfile
 import time
-import zlib
+
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import EtfError, decode_etf, to_text
+# Re-exported: boot_server_slave imports literal from here (its owner moves it to erlang_terms).
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_terms import literal  # noqa: F401 pylint: disable=unused-import
 
 # What erl_call accepts as a node name: name@host (host: DNS name or IPv4 address).
 NODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}@[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
@@ -56,239 +60,6 @@ class ErlangNodeError(Exception):
 
     def to_dict(self):
         return {"kind": self.kind, "message": self.message}
-
-
-# ---------------------------------------------------------------------------
-# Erlang external term format decoder (strict: anything unknown is an error)
-# ---------------------------------------------------------------------------
-
-class EtfError(ValueError):
-    pass
-
-
-class Atom(str):
-    """An Erlang atom (true/false decode to Python booleans)."""
-
-    def __repr__(self):
-        return "Atom(%s)" % str.__repr__(self)
-
-
-class Opaque(str):
-    """A pid, reference, port or fun: only usable as an opaque identity string."""
-
-    def __repr__(self):
-        return "Opaque(%s)" % str.__repr__(self)
-
-
-VERSION_MAGIC = 131
-_NEW_FLOAT, _FLOAT, _SMALL_INT, _INT = 70, 99, 97, 98
-_SMALL_BIG, _LARGE_BIG = 110, 111
-_ATOM, _SMALL_ATOM, _ATOM_UTF8, _SMALL_ATOM_UTF8 = 100, 115, 118, 119
-_SMALL_TUPLE, _LARGE_TUPLE, _MAP = 104, 105, 116
-_NIL, _STRING, _LIST = 106, 107, 108
-_BINARY, _BIT_BINARY = 109, 77
-_PID, _NEW_PID, _PORT, _NEW_PORT, _V4_PORT = 103, 88, 102, 89, 120
-_NEW_REF, _NEWER_REF, _REF = 114, 90, 101
-_EXPORT, _NEW_FUN = 113, 112
-_COMPRESSED = 80
-
-
-class _Reader(object):
-    def __init__(self, data):
-        self.data = data
-        self.pos = 0
-
-    def take(self, count):
-        if count < 0 or self.pos + count > len(self.data):
-            raise EtfError("truncated term at byte %d (wanted %d more)" % (self.pos, count))
-        chunk = self.data[self.pos:self.pos + count]
-        self.pos += count
-        return chunk
-
-    def unpack(self, fmt):
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
-
-
-def decode_etf(data):
-    """Decode one term produced by term_to_binary/1; the whole input must be used."""
-    if isinstance(data, str):
-        raise EtfError("decode_etf wants bytes")
-    reader = _Reader(bytes(data))
-    (magic,) = reader.unpack(">B")
-    if magic != VERSION_MAGIC:
-        raise EtfError("not an Erlang external term (first byte %d, expected %d)" % (magic, VERSION_MAGIC))
-    if reader.data[reader.pos:reader.pos + 1] == bytes([_COMPRESSED]):
-        reader.take(1)
-        (size,) = reader.unpack(">I")
-        try:
-            inflated = zlib.decompress(reader.data[reader.pos:])
-        except zlib.error as exc:
-            raise EtfError("compressed term: %s" % exc)
-        if len(inflated) != size:
-            raise EtfError("compressed term: size %d, expected %d" % (len(inflated), size))
-        reader = _Reader(inflated)
-    term = _decode(reader)
-    if reader.pos != len(reader.data):
-        raise EtfError("%d trailing bytes after the term" % (len(reader.data) - reader.pos))
-    return term
-
-
-def _atom(name):
-    if name == "true":
-        return True
-    if name == "false":
-        return False
-    return Atom(name)
-
-
-def _decode_atom_only(reader):
-    value = _decode(reader)
-    if not isinstance(value, (Atom, bool)):
-        raise EtfError("expected an atom (node name) at byte %d" % reader.pos)
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def _decode(reader):
-    (tag,) = reader.unpack(">B")
-    if tag == _SMALL_INT:
-        return reader.unpack(">B")[0]
-    if tag == _INT:
-        return reader.unpack(">i")[0]
-    if tag == _NEW_FLOAT:
-        return reader.unpack(">d")[0]
-    if tag == _FLOAT:
-        return float(reader.take(31).rstrip(b"\x00").decode("ascii"))
-    if tag in (_SMALL_BIG, _LARGE_BIG):
-        (count,) = reader.unpack(">B" if tag == _SMALL_BIG else ">I")
-        (sign,) = reader.unpack(">B")
-        value = int.from_bytes(reader.take(count), "little")
-        return -value if sign else value
-    if tag in (_ATOM_UTF8, _ATOM):
-        (length,) = reader.unpack(">H")
-        return _atom(reader.take(length).decode("utf-8" if tag == _ATOM_UTF8 else "latin-1"))
-    if tag in (_SMALL_ATOM_UTF8, _SMALL_ATOM):
-        (length,) = reader.unpack(">B")
-        return _atom(reader.take(length).decode("utf-8" if tag == _SMALL_ATOM_UTF8 else "latin-1"))
-    if tag in (_SMALL_TUPLE, _LARGE_TUPLE):
-        (arity,) = reader.unpack(">B" if tag == _SMALL_TUPLE else ">I")
-        return tuple(_decode(reader) for dummy in range(arity))
-    if tag == _NIL:
-        return []
-    if tag == _STRING:
-        # A list of small integers sent compactly: still a list, not a text.
-        (length,) = reader.unpack(">H")
-        return list(bytearray(reader.take(length)))
-    if tag == _LIST:
-        (length,) = reader.unpack(">I")
-        items = [_decode(reader) for dummy in range(length)]
-        tail = _decode(reader)
-        if not (isinstance(tail, list) and tail == []):
-            raise EtfError("improper lists are not supported")
-        return items
-    if tag == _BINARY:
-        (length,) = reader.unpack(">I")
-        return reader.take(length)
-    if tag == _BIT_BINARY:
-        raise EtfError("bitstrings that are not binaries are not supported")
-    if tag == _MAP:
-        (arity,) = reader.unpack(">I")
-        result = {}
-        for dummy in range(arity):
-            key = _decode(reader)
-            value = _decode(reader)
-            try:
-                result[key] = value
-            except TypeError:
-                raise EtfError("map key of an unhashable type (%s)" % type(key).__name__)
-        return result
-    if tag in (_PID, _NEW_PID):
-        node = _decode_atom_only(reader)
-        ident, serial = reader.unpack(">II")
-        reader.take(1 if tag == _PID else 4)
-        return Opaque("<%s.%d.%d>" % (node, ident, serial))
-    if tag in (_PORT, _NEW_PORT, _V4_PORT):
-        node = _decode_atom_only(reader)
-        (ident,) = reader.unpack(">Q" if tag == _V4_PORT else ">I")
-        reader.take(1 if tag == _PORT else 4)
-        return Opaque("#Port<%s.%d>" % (node, ident))
-    if tag in (_NEW_REF, _NEWER_REF):
-        (count,) = reader.unpack(">H")
-        node = _decode_atom_only(reader)
-        reader.take(1 if tag == _NEW_REF else 4)
-        ids = reader.unpack(">%dI" % count)
-        return Opaque("#Ref<%s.%s>" % (node, ".".join(str(i) for i in ids)))
-    if tag == _REF:
-        node = _decode_atom_only(reader)
-        (ident,) = reader.unpack(">I")
-        reader.take(1)
-        return Opaque("#Ref<%s.%d>" % (node, ident))
-    if tag == _EXPORT:
-        module, function, arity = _decode(reader), _decode(reader), _decode(reader)
-        return Opaque("fun %s:%s/%s" % (module, function, arity))
-    if tag == _NEW_FUN:
-        (size,) = reader.unpack(">I")
-        reader.take(size - 4)
-        return Opaque("#Fun<>")
-    raise EtfError("unsupported external term tag %d at byte %d" % (tag, reader.pos - 1))
-
-
-def to_text(term):
-    """Binaries -> str (UTF-8), Atom -> str, tuples -> lists, recursively: JSON-friendly facts."""
-    if isinstance(term, bytes):
-        return term.decode("utf-8", "replace")
-    if isinstance(term, (list, tuple)):
-        return [to_text(item) for item in term]
-    if isinstance(term, dict):
-        return dict((str(to_text(key)), to_text(value)) for key, value in term.items())
-    if isinstance(term, (Atom, Opaque)):
-        return str(term)
-    return term
-
-
-# ---------------------------------------------------------------------------
-# Erlang literals: ONE quoting function for everything put into an expression
-# ---------------------------------------------------------------------------
-
-def _escape(text, quote):
-    out = []
-    for char in text:
-        code = ord(char)
-        if char == "\\" or char == quote:
-            out.append("\\" + char)
-        elif 0x20 <= code <= 0x7E:
-            out.append(char)
-        else:
-            out.append("\\x{%X}" % code)
-    return "".join(out)
-
-
-def literal(value):
-    """The Erlang source text for a Python value.
-
-    Atom -> quoted atom; str -> binary (<<"..."/utf8>>); bytes -> binary; bool -> true/false;
-    int; float; None -> undefined; list -> list; tuple -> tuple; dict -> map.
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "undefined"
-    if isinstance(value, Atom):
-        return "'%s'" % _escape(str(value), "'")
-    if isinstance(value, str):
-        return '<<"%s"/utf8>>' % _escape(value, '"')
-    if isinstance(value, bytes):
-        return "<<%s>>" % ",".join(str(byte) for byte in bytearray(value))
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[%s]" % ", ".join(literal(item) for item in value)
-    if isinstance(value, tuple):
-        return "{%s}" % ", ".join(literal(item) for item in value)
-    if isinstance(value, dict):
-        return "#{%s}" % ", ".join("%s => %s" % (literal(k), literal(v)) for k, v in value.items())
-    raise TypeError("no Erlang literal for %r" % (value,))
 
 
 def ip_tuple(address):
@@ -558,16 +329,28 @@ def module_runner(module):
     return run
 
 
+def node_from_params(params, runner):
+    """An ErlangNode from the options of doc fragment skunkworks.erlang_ec2.erlang_node (``argument_spec()``)."""
+    return ErlangNode(
+        params["node"], runner, cookie=params.get("cookie"), cookie_file=params.get("cookie_file"),
+        timeout=params.get("timeout") or 10, erl_call=params.get("erl_call"),
+    )
+
+
+def failure_result(exc, msg=None):
+    """The one shape of a module failure for an ErlangNodeError: msg (default its message) and error."""
+    return dict(msg=msg or exc.message, error=exc.to_dict())
+
+
 def module_node(module):
-    """An ErlangNode from the doc fragment options of an AnsibleModule (fails the module on bad input)."""
-    params = module.params
+    """An ErlangNode from an AnsibleModule's options (fails the module on bad input).
+
+    For modules not yet on module_utils/erlang_module.py's ErlangNodeModule, which replaces this.
+    """
     try:
-        return ErlangNode(
-            params["node"], module_runner(module), cookie=params.get("cookie"), cookie_file=params.get("cookie_file"),
-            timeout=params.get("timeout") or 10, erl_call=params.get("erl_call"),
-        )
+        return node_from_params(module.params, module_runner(module))
     except ErlangNodeError as exc:
-        module.fail_json(msg=exc.message, error=exc.to_dict())
+        module.fail_json(**failure_result(exc))
 
 
 MUTUALLY_EXCLUSIVE = [("cookie", "cookie_file")]

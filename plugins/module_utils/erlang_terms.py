@@ -1,7 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to skunkworks.erlang_ec2
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Read Erlang term text (what file:consult/1 reads: `.rel`, `sys.config`) without an Erlang VM.
+"""Erlang term text, both ways, without an Erlang VM: ``consult`` reads it, ``literal`` writes it.
+
+``consult`` reads what file:consult/1 reads (`.rel`, `sys.config`); ``literal`` builds every Erlang
+literal the modules put into an expression. The external term format (binary) is erlang_etf.py.
 
 The controller (an AWX execution environment included) may have no `erl`. This reads the
 subset release files use: atoms (bare and quoted), strings, binaries of strings, integers,
@@ -15,7 +18,7 @@ __metaclass__ = type
 
 import re
 
-from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import Atom
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import Atom
 
 
 class TermSyntaxError(ValueError):
@@ -180,3 +183,49 @@ def consult(text):
         terms.append(parser.term())
         parser.take(".")
     return terms
+
+
+# ---------------------------------------------------------------------------
+# Erlang literals: ONE quoting function for everything put into an expression
+# ---------------------------------------------------------------------------
+
+def _escape(text, quote):
+    out = []
+    for char in text:
+        code = ord(char)
+        if char == "\\" or char == quote:
+            out.append("\\" + char)
+        elif 0x20 <= code <= 0x7E:
+            out.append(char)
+        else:
+            out.append("\\x{%X}" % code)
+    return "".join(out)
+
+
+def literal(value):
+    """The Erlang source text for a Python value.
+
+    Atom -> quoted atom; str -> binary (<<"..."/utf8>>); bytes -> binary; bool -> true/false;
+    int; float; None -> undefined; list -> list; tuple -> tuple; dict -> map.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "undefined"
+    if isinstance(value, Atom):
+        return "'%s'" % _escape(str(value), "'")
+    if isinstance(value, str):
+        return '<<"%s"/utf8>>' % _escape(value, '"')
+    if isinstance(value, bytes):
+        return "<<%s>>" % ",".join(str(byte) for byte in bytearray(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[%s]" % ", ".join(literal(item) for item in value)
+    if isinstance(value, tuple):
+        return "{%s}" % ", ".join(literal(item) for item in value)
+    if isinstance(value, dict):
+        return "#{%s}" % ", ".join("%s => %s" % (literal(k), literal(v)) for k, v in value.items())
+    raise TypeError("no Erlang literal for %r" % (value,))

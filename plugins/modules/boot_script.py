@@ -79,12 +79,15 @@ attributes:
 """
 
 EXAMPLES = r"""
+# erlang_layout: the host layout (lookup skunkworks.erlang_ec2.host_layout), as the roles read it.
 - name: Boot file for release 2.0.0 on the boot server
   skunkworks.erlang_ec2.boot_script:
-    rel_file: /srv/erlang-ec2/releases/2.0.0/hello_cluster.rel
+    rel_file: "{{ erlang_layout.releases_dir }}/2.0.0/hello_cluster.rel"
     lib_dirs:
-      - /srv/erlang-ec2/releases/2.0.0/lib
-      - /usr/lib/erlang/lib
+      - "{{ erlang_layout.releases_dir }}/2.0.0/lib"
+      - "{{ erlang_layout.otp_lib_dir }}"
+  vars:
+    erlang_layout: "{{ lookup('skunkworks.erlang_ec2.host_layout') }}"
   register: boot
 
 - name: Workers boot with -boot {{ boot.boot | splitext | first }}
@@ -150,12 +153,8 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import (
-    EtfError,
-    decode_etf,
-    literal,
-    to_text,
-)
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import EtfError, decode_etf, to_text
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_terms import literal
 
 MARKER = "SKW-RESULT:"
 

@@ -420,16 +420,55 @@ def resolve_boot_server(module, records):
 
 
 def run(module, client, node_name):
+    """Refuse -> apply -> report: every refusal (and check mode) comes before the first change."""
     p = module.params
-    result = dict(changed=False, launched=[], launch_plan=[], started=[], terminated=[], boot_server_ip=None, user_data=None)
-
     try:
-        cluster_instances = ec2_cluster.describe_cluster(client, p["cluster"])
+        records = [ec2_cluster.summarize(i) for i in ec2_cluster.describe_cluster(client, p["cluster"])]
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         module.fail_json_aws(e, msg="Failed to describe the instances of cluster %s" % p["cluster"])
-    records = [ec2_cluster.summarize(i) for i in cluster_instances]
     members = ec2_cluster.sort_by_age([r for r in records if r["role"] == p["role"]])
+    plan, boot_ip, user_data, image = refuse(module, client, node_name, records, members)
+    result = planned_result(plan, boot_ip, user_data)
+    before_ids = [r["id"] for r in members]
+    kept = [i for i in before_ids if i not in plan["terminate"]]
+    if not result["changed"] or module.check_mode:
+        new = ["(new in %s)" % (s or "default subnet") for s, n in plan["launch"] for dummy in range(n)]
+        set_diff(result, before_ids, kept + new)
+        result["instances"] = [ec2_cluster.public_record(r) for r in members]
+        module.exit_json(**result)
+    launched, polled, known_states = apply(module, client, node_name, plan, user_data, image, members, result)
+    result["instances"] = final_instances(members, plan, launched, polled, known_states)
+    set_diff(result, before_ids, kept + result["launched"])
+    module.exit_json(**result)
 
+
+def planned_result(plan, boot_ip, user_data):
+    """The module's result for a plan, before anything is done (what check mode reports)."""
+    return dict(
+        changed=bool(plan["launch"] or plan["start"] or plan["terminate"]),
+        launched=[],
+        launch_plan=[dict(subnet_id=s, count=n) for s, n in plan["launch"]],
+        started=plan["start"],
+        terminated=plan["terminate"],
+        boot_server_ip=boot_ip,
+        user_data=user_data,
+    )
+
+
+def autoscaling_refusal(params, members, plan):
+    """Why a change to members of an Auto Scaling group is refused (None: it is not)."""
+    scaled = sorted(set(r["autoscaling_group"] for r in members if r["autoscaling_group"]))
+    if scaled and (plan["launch"] or plan["start"] or plan["terminate"]):
+        # The group would undo the change (or fight over the count): its capacity is the one to change.
+        return ("%s members of cluster %s belong to the Auto Scaling group(s) %s: change the group's desired "
+                "capacity instead of count. Nothing was changed." % (params["role"], params["cluster"], ", ".join(scaled)))
+    return None
+
+
+def refuse(module, client, node_name, records, members):
+    """The plan, or a failure with nothing changed: (plan, boot server ip, user data, node image or None)."""
+    p = module.params
+    instances = [ec2_cluster.public_record(r) for r in members]
     try:
         plan = ec2_cluster.plan_changes(
             members, p["role"], p["count"], p["subnet_ids"], p["termination_order"],
@@ -443,49 +482,37 @@ def run(module, client, node_name):
             boot_ip, boot_node_name = None, None  # ambiguous, but nothing is launched with it
         user_data = render_user_data(module, node_name, boot_ip, boot_node_name)
     except (ec2_cluster.PlanError, contract.ClusterContractError) as e:
-        module.fail_json(msg=str(e), instances=[ec2_cluster.public_record(r) for r in members])
-    scaled = sorted(set(r["autoscaling_group"] for r in members if r["autoscaling_group"]))
-    if scaled and (plan["launch"] or plan["start"] or plan["terminate"]):
-        # The group would undo the change (or fight over the count): its capacity is the one to change.
-        module.fail_json(msg="%s members of cluster %s belong to the Auto Scaling group(s) %s: change the group's desired "
-                             "capacity instead of count. Nothing was changed." % (p["role"], p["cluster"], ", ".join(scaled)),
-                         instances=[ec2_cluster.public_record(r) for r in members])
+        module.fail_json(msg=str(e), instances=instances)
+    refusal = autoscaling_refusal(p, members, plan)
+    if refusal:
+        module.fail_json(msg=refusal, instances=instances)
     image = None
     if plan["launch"] and p["join"] == contract.JOIN_SELF:
-        # Checked in check mode too: a launch that could not join is refused before any change.
-        if not boot_ip:
-            module.fail_json(msg="join=self needs a running boot server in cluster %s (or boot_server_ip): its address goes "
-                                 "in the new workers' user data. Nothing was launched." % p["cluster"],
-                             instances=[ec2_cluster.public_record(r) for r in members])
-        try:
-            image = ec2_cluster.describe_image(client, p["image_id"])
-            ec2_cluster.check_node_image(image, p["cluster"])
-        except ec2_cluster.PlanError as e:
-            module.fail_json(msg=str(e), instances=[ec2_cluster.public_record(r) for r in members])
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-            module.fail_json_aws(e, msg="Failed to describe image %s" % p["image_id"])
+        image = self_join_image(module, client, boot_ip, instances)
     elif plan["launch"] and p["role"] == contract.ROLE_WORKER and not boot_ip:
         module.warn("cluster %s has no running boot server: new workers get no boot server address in their user data" % p["cluster"])
+    return plan, boot_ip, user_data, image
 
-    result.update(
-        boot_server_ip=boot_ip,
-        user_data=user_data,
-        launch_plan=[dict(subnet_id=s, count=n) for s, n in plan["launch"]],
-        started=plan["start"],
-        terminated=plan["terminate"],
-    )
-    changed = bool(plan["launch"] or plan["start"] or plan["terminate"])
-    result["changed"] = changed
-    before_ids = [r["id"] for r in members]
-    kept = [i for i in before_ids if i not in plan["terminate"]]
 
-    if not changed or module.check_mode:
-        new = ["(new in %s)" % (s or "default subnet") for s, n in plan["launch"] for dummy in range(n)]
-        set_diff(result, before_ids, kept + new)
-        result["instances"] = [ec2_cluster.public_record(r) for r in members]
-        module.exit_json(**result)
+def self_join_image(module, client, boot_ip, instances):
+    """The node image of a join=self launch, checked in check mode too: a launch that could not join is refused."""
+    p = module.params
+    if not boot_ip:
+        module.fail_json(msg="join=self needs a running boot server in cluster %s (or boot_server_ip): its address goes "
+                             "in the new workers' user data. Nothing was launched." % p["cluster"], instances=instances)
+    try:
+        image = ec2_cluster.describe_image(client, p["image_id"])
+        ec2_cluster.check_node_image(image, p["cluster"])
+    except ec2_cluster.PlanError as e:
+        module.fail_json(msg=str(e), instances=instances)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        module.fail_json_aws(e, msg="Failed to describe image %s" % p["image_id"])
+    return image
 
-    # From here on, report what was done, not what was planned.
+
+def apply(module, client, node_name, plan, user_data, image, members, result):
+    """Terminate, start, launch, wait; result reports what was done: (launched, last wait poll, known states)."""
+    p = module.params
     result.update(changed=False, started=[], terminated=[])
     spec = None
     if plan["launch"]:
@@ -494,7 +521,24 @@ def run(module, client, node_name):
             spec = run_spec(module, client, node_name, user_data, image)
         except (ec2_cluster.PlanError, botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
             module.fail_json(msg="Failed to prepare the launch: %s" % e, **result)
+    known_states = change_states(module, client, plan, result)
+    launched = launch(module, client, spec, plan, members, result, known_states)
+    polled = None
+    if p["wait"]:
+        try:
+            polled = ec2_cluster.wait_for(
+                client, p["cluster"], result["launched"] + plan["start"], plan["terminate"], p["wait_timeout"], known_states,
+            )
+        except ec2_cluster.WaitTimeout as e:
+            result["instances"] = final_instances(members, plan, launched, None, known_states)
+            module.fail_json(msg=str(e), not_running=e.not_running, not_terminated=e.not_terminated, **result)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+            module.fail_json_aws(e, msg="Failed while waiting for instances of cluster %s" % p["cluster"], **result)
+    return launched, polled, known_states
 
+
+def change_states(module, client, plan, result):
+    """Terminate then start: {instance id: state the API answered}."""
     known_states = {}
     try:
         # Terminate first: a surplus never coexists with launches, but forced replacements
@@ -506,8 +550,12 @@ def run(module, client, node_name):
             known_states[change["InstanceId"]] = change["CurrentState"]["Name"]
         result.update(started=plan["start"], changed=result["changed"] or bool(plan["start"]))
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-        module.fail_json_aws(e, msg="Failed to change the state of instances of cluster %s" % p["cluster"], **result)
+        module.fail_json_aws(e, msg="Failed to change the state of instances of cluster %s" % module.params["cluster"], **result)
+    return known_states
 
+
+def launch(module, client, spec, plan, members, result, known_states):
+    """Launch the plan; a partial launch fails the module with what was launched."""
     launched, launch_error = [], None
     try:
         launched = ec2_cluster.launch(client, spec, plan["launch"]) if plan["launch"] else []
@@ -522,21 +570,7 @@ def run(module, client, node_name):
         result["instances"] += [ec2_cluster.public_record(ec2_cluster.summarize(i)) for i in launched]
         module.fail_json(msg="%s (launched %d of %d; a re-run launches the rest)" % (
             launch_error, len(launched), sum(n for s, n in plan["launch"])), **result)
-
-    polled = None
-    if p["wait"]:
-        try:
-            polled = ec2_cluster.wait_for(
-                client, p["cluster"], result["launched"] + plan["start"], plan["terminate"], p["wait_timeout"], known_states,
-            )
-        except ec2_cluster.WaitTimeout as e:
-            result["instances"] = final_instances(members, plan, launched, None, known_states)
-            module.fail_json(msg=str(e), not_running=e.not_running, not_terminated=e.not_terminated, **result)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-            module.fail_json_aws(e, msg="Failed while waiting for instances of cluster %s" % p["cluster"], **result)
-    result["instances"] = final_instances(members, plan, launched, polled, known_states)
-    set_diff(result, before_ids, kept + result["launched"])
-    module.exit_json(**result)
+    return launched
 
 
 def run_spec(module, client, node_name, user_data, image=None):

@@ -41,10 +41,10 @@ EXAMPLES = r"""
     msg: "{{ worker.release_name }} {{ worker.release_version }} on OTP {{ worker.otp_release }}"
   when: worker.reachable
 
-- name: Facts of the boot server with the service user's cookie
+- name: Facts of the boot server with the service user's cookie (from the host layout)
   skunkworks.erlang_ec2.node_info:
     node: "{{ erlang_boot_node }}"
-    cookie_file: /var/lib/erlang-ec2/.erlang.cookie
+    cookie_file: "{{ lookup('skunkworks.erlang_ec2.host_layout').cookie_file }}"
     timeout: 5
 """
 
@@ -147,29 +147,19 @@ incarnation:
   sample: "<worker@172.31.0.5.44.0>"
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import (
-    MUTUALLY_EXCLUSIVE,
-    UNAVAILABLE_KINDS,
-    ErlangNodeError,
-    argument_spec,
-    module_node,
-)
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import gather
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_module import ErlangNodeModule
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import UNAVAILABLE_KINDS, ErlangNodeError
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), mutually_exclusive=MUTUALLY_EXCLUSIVE, supports_check_mode=True)
-    node = module_node(module)
+    module = ErlangNodeModule(supports_check_mode=True)
     try:
-        facts = gather(node)
+        facts = gather(module.node)
     except ErlangNodeError as exc:
         if exc.kind in UNAVAILABLE_KINDS:
             module.exit_json(changed=False, reachable=False, reason=exc.message, reason_kind=exc.kind)
-        module.fail_json(msg=exc.message, error=exc.to_dict())
-    finally:
-        node.close()
+        module.fail_json_node(exc)
     module.exit_json(changed=False, reachable=True, **facts)
 
 

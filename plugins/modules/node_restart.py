@@ -156,24 +156,25 @@ state:
       type: str
 """
 
+import posixpath
 import time
 
-from ansible.module_utils.basic import AnsibleModule
-
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import to_text
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import gather, probe
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_module import ErlangNodeModule
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import (
     KIND_BAD_ARGUMENT,
     KIND_NO_COOKIE,
     KIND_SYNTAX,
-    MUTUALLY_EXCLUSIVE,
     UNAVAILABLE_KINDS,
     ErlangNodeError,
-    argument_spec,
     epmd_lookup,
-    module_node,
-    to_text,
     validate_node,
 )
-from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import gather, probe
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT
+
+# The worker's command that copies a release's local files (roles/erlang installs it).
+LOCAL_FILES_COMMAND = posixpath.basename(DEFAULT_LAYOUT["local_files_script"])
 
 # init:restart/0 replies ok before the node goes down; a call cut by the restart is fine too.
 RESTART = "init:restart()"
@@ -320,15 +321,21 @@ def hang_hint(before):
 
 
 def main():
-    spec = argument_spec()
-    spec.update(
-        restart_timeout=dict(type="int", default=60),
-        expected_nodes=dict(type="list", elements="str"),
-        expected_version=dict(type="str"),
-        poll_interval_ms=dict(type="int", default=75),
-        check_local_files=dict(type="bool", default=True),
+    module = ErlangNodeModule(
+        argument_spec=dict(
+            restart_timeout=dict(type="int", default=60),
+            expected_nodes=dict(type="list", elements="str"),
+            expected_version=dict(type="str"),
+            poll_interval_ms=dict(type="int", default=75),
+            check_local_files=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
     )
-    module = AnsibleModule(argument_spec=spec, mutually_exclusive=MUTUALLY_EXCLUSIVE, supports_check_mode=True)
+    check_params(module)
+    run(module, module.node)
+
+
+def check_params(module):
     params = module.params
     if params["restart_timeout"] < 1:
         module.fail_json(msg="restart_timeout must be at least 1 second")
@@ -339,11 +346,6 @@ def main():
             validate_node(name)
         except ErlangNodeError as exc:
             module.fail_json(msg="expected_nodes: %s" % exc.message)
-    node = module_node(module)
-    try:
-        run(module, node)
-    finally:
-        node.close()
 
 
 def refuse_missing_local_files(module, node, before):
@@ -352,8 +354,8 @@ def refuse_missing_local_files(module, node, before):
     try:
         missing = to_text(node.call(LOCAL_FILES_CHECK % dict(wait_ms=wait_ms)))
     except ErlangNodeError as exc:
-        module.fail_json(msg="cannot check the local files of %s: %s; it was not restarted" % (node.node, exc.message),
-                         before=before, error=exc.to_dict())
+        module.fail_json_node(exc, msg="cannot check the local files of %s: %s; it was not restarted" % (node.node, exc.message),
+                              before=before)
     if missing == "boot_server_unreachable":
         module.fail_json(
             msg="refusing to restart %s: its boot server (%s) does not answer its loader within %d ms (the release's "
@@ -363,17 +365,19 @@ def refuse_missing_local_files(module, node, before):
     if missing != "none" and missing:
         module.fail_json(
             msg="refusing to restart %s: the release it would boot needs these files on its own disk, missing or "
-                "different there: %s. Copy them first (on the host: erlang-ec2-local-files <boot server ip> <release> "
-                "sync; the rolling_restart playbook does it). The node was not restarted." % (node.node, ", ".join(missing)),
+                "different there: %s. Copy them first (on the host: %s <boot server ip> <release> "
+                "sync; the rolling_restart playbook does it). The node was not restarted."
+                % (node.node, ", ".join(missing), LOCAL_FILES_COMMAND),
             before=before, missing_local_files=missing)
 
 
 def run(module, node):
+    """Refuse (facts, local files) -> restart and wait -> report."""
     params = module.params
     try:
         before = gather(node)
     except ErlangNodeError as exc:
-        module.fail_json(msg="cannot restart %s: %s" % (node.node, exc.message), error=exc.to_dict())
+        module.fail_json_node(exc, msg="cannot restart %s: %s" % (node.node, exc.message))
     if params["check_local_files"]:
         refuse_missing_local_files(module, node, before)
     if params["expected_nodes"] is None:
@@ -388,65 +392,75 @@ def run(module, node):
                ", connected to %s" % ", ".join(expected) if expected else "",
                ", running version %s" % params["expected_version"] if params["expected_version"] else ""),
         )
+    waiter, failure, elapsed = restart_and_wait(module, node, before, expected)
+    if failure:
+        module.fail_json(msg=failure, changed=True, before=before, state=waiter.state(), elapsed_ms=elapsed,
+                         expected_nodes=waiter.expected_nodes, downtime_ms=waiter.downtime_ms())
+    try:
+        after = gather(node)
+    except ErlangNodeError as exc:
+        module.fail_json(msg="node %s is back but its facts could not be read: %s" % (node.node, exc.message),
+                         changed=True, before=before, state=waiter.state(), elapsed_ms=elapsed)
+    module.exit_json(
+        changed=True, before=before, after=after, downtime_ms=waiter.downtime_ms(), elapsed_ms=elapsed,
+        expected_nodes=waiter.expected_nodes, dead_nodes=waiter.dead_nodes,
+    )
+
+
+def restart_and_wait(module, node, before, expected):
+    """init:restart/0, then poll until back as expected: (waiter, failure message or None, elapsed ms)."""
+    params = module.params
     started = now_ms()
-    deadline = started + params["restart_timeout"] * 1000
     waiter = Waiter(node, before.get("incarnation"), expected, params["expected_version"], params["poll_interval_ms"],
                     loaded_only=before.get("applications_not_running") or [])
     try:
         node.call(RESTART)
     except ErlangNodeError as exc:
         if exc.kind not in UNAVAILABLE_KINDS:
-            module.fail_json(msg="init:restart/0 failed on %s: %s" % (node.node, exc.message), before=before, error=exc.to_dict())
-    failure = None
-    done = False
-    while not done:
+            module.fail_json_node(exc, msg="init:restart/0 failed on %s: %s" % (node.node, exc.message), before=before)
+    done, failure = poll(waiter, started + params["restart_timeout"] * 1000)
+    elapsed = now_ms() - started
+    if not done and failure is None:
+        failure = not_back(node.node, params["restart_timeout"], waiter, before)
+    return waiter, failure, elapsed
+
+
+def poll(waiter, deadline):
+    """Probe every poll_ms until done or the deadline: (done, failure message or None)."""
+    while True:
         tick = now_ms()
         try:
-            done = waiter.step()
+            if waiter.step():
+                return True, None
         except ValueError as exc:
-            failure = str(exc)
-            break
+            return False, str(exc)
         except ErlangNodeError as exc:
-            failure = "node %s: %s" % (node.node, exc.message)
-            break
-        if done:
-            break
+            return False, "node %s: %s" % (waiter.node.node, exc.message)
         if now_ms() >= deadline:
-            break
+            return False, None
         time.sleep(max(0, waiter.poll_ms - (now_ms() - tick)) / 1000.0)
-    elapsed = now_ms() - started
+
+
+def not_back(name, restart_timeout, waiter, before):
+    """Why a node that was polled until the deadline is not back as expected."""
     state = waiter.state()
-    if not done:
-        if failure is None:
-            if not waiter.answered_again():
-                failure = "node %s did not answer again within %ds%s (last error: %s)" % (
-                    node.node, params["restart_timeout"], hang_hint(before), waiter.last_error)
-            elif waiter.last_error:
-                failure = ("node %s answered again (release %s, init status %s%s) but then stopped answering (%s); "
-                           "a release whose applications fail to start makes the VM exit" % (
-                               node.node, state["release_version"], state["init_status"],
-                               ", applications not running: %s" % ", ".join(state["applications_not_running"])
-                               if state["applications_not_running"] else "", waiter.last_error))
-            elif state["applications_not_running"]:
-                failure = "node %s booted release %s but its applications %s were not running after %ds" % (
-                    node.node, state["release_version"], ", ".join(state["applications_not_running"]), params["restart_timeout"])
-            elif state["init_status"] != "started":
-                failure = "node %s answered again but did not finish starting within %ds (init status %s)" % (
-                    node.node, params["restart_timeout"], state["init_status"])
-            else:
-                failure = "node %s is back (release %s) but did not re-join %s within %ds" % (
-                    node.node, state["release_version"], ", ".join(waiter.missing), params["restart_timeout"])
-        module.fail_json(msg=failure, changed=True, before=before, state=state, elapsed_ms=elapsed,
-                         expected_nodes=waiter.expected_nodes, downtime_ms=waiter.downtime_ms())
-    try:
-        after = gather(node)
-    except ErlangNodeError as exc:
-        module.fail_json(msg="node %s is back but its facts could not be read: %s" % (node.node, exc.message),
-                         changed=True, before=before, state=state, elapsed_ms=elapsed)
-    module.exit_json(
-        changed=True, before=before, after=after, downtime_ms=waiter.downtime_ms(), elapsed_ms=elapsed,
-        expected_nodes=waiter.expected_nodes, dead_nodes=waiter.dead_nodes,
-    )
+    if not waiter.answered_again():
+        return "node %s did not answer again within %ds%s (last error: %s)" % (
+            name, restart_timeout, hang_hint(before), waiter.last_error)
+    if waiter.last_error:
+        return ("node %s answered again (release %s, init status %s%s) but then stopped answering (%s); "
+                "a release whose applications fail to start makes the VM exit" % (
+                    name, state["release_version"], state["init_status"],
+                    ", applications not running: %s" % ", ".join(state["applications_not_running"])
+                    if state["applications_not_running"] else "", waiter.last_error))
+    if state["applications_not_running"]:
+        return "node %s booted release %s but its applications %s were not running after %ds" % (
+            name, state["release_version"], ", ".join(state["applications_not_running"]), restart_timeout)
+    if state["init_status"] != "started":
+        return "node %s answered again but did not finish starting within %ds (init status %s)" % (
+            name, restart_timeout, state["init_status"])
+    return "node %s is back (release %s) but did not re-join %s within %ds" % (
+        name, state["release_version"], ", ".join(waiter.missing), restart_timeout)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from ansible.utils.collection_loader import AnsibleCollectionConfig
 if AnsibleCollectionConfig.collection_finder is None:  # plain pytest; ansible-test units sets it up itself
     init_plugin_loader()
 
+from ansible_collections.skunkworks.erlang_ec2.plugins.inventory import ec2
 from ansible_collections.skunkworks.erlang_ec2.plugins.inventory.ec2 import InventoryModule
 from ansible_collections.skunkworks.erlang_ec2.plugins.plugin_utils import ec2_records, ec2_scan
 
@@ -195,6 +196,21 @@ def test_groups_and_hostvars(source, fake_aws):
     assert inventory.get_host(boot_id).vars["erlang_join"] is None
 
 
+def test_boot_server_host_names_the_clusters_boot_server_on_every_host(source, fake_aws):
+    members = instances_by_tag()
+    _plugin, inventory = parse(source())
+    (boot_id, boot_ip), = members[("payments", "boot_server")]
+    for host_id in hosts_of(inventory, "erlang_cluster_payments"):
+        boot_host = inventory.get_host(host_id).vars["erlang_boot_server_host"]
+        assert boot_host == boot_id
+        # the hostname a play delegates to: the boot server's own vars
+        assert inventory.get_host(boot_host).vars["erlang_role"] == "boot_server"
+        assert inventory.get_host(boot_host).vars["ec2_private_ip"] == boot_ip
+    for problem_cluster in ("erlang_cluster_batch_jobs", "erlang_cluster_twins"):
+        for host_id in hosts_of(inventory, problem_cluster):
+            assert "erlang_boot_server_host" not in inventory.get_host(host_id).vars
+
+
 def test_erlang_join_hostvar_follows_the_tag(source, monkeypatch):
     region, pages = recorded()
     worker_id = instances_by_tag()[("payments", "worker")][0][0]
@@ -323,3 +339,73 @@ def test_cache_key_follows_what_decides_the_answer(source, monkeypatch):
 
 def test_cache_key_does_not_carry_the_access_key(source):
     assert "AKIDSECRETISH" not in cache_key(source, access_key="AKIDSECRETISH")
+
+
+# -- boot-server discovery and hostvars, on the recorded shapes --------------------
+def recorded_records():
+    region, pages = recorded()
+    return region, ec2_scan.records_from_pages(pages)
+
+
+def default_names(cluster, role, instance_id, region, tags):
+    return "boot" if role == "boot_server" else "worker"
+
+
+def test_collect_hosts_finds_every_clusters_boot_servers():
+    region, records = recorded_records()
+    members = instances_by_tag()
+    hosts, servers = ec2.collect_hosts({region: records}, default_names)
+    assert [h[0][ec2_records.REC_ID] for h in hosts] == sorted(i for ids in members.values() for i, _ip in ids)
+    assert [(h[1], h[2], h[3], h[4]) for h in hosts if h[0][ec2_records.REC_ID] == members[("payments", "worker")][0][0]] == [
+        (region, "payments", "worker", "worker")]
+    (boot_id, boot_ip), = members[("payments", "boot_server")]
+    assert servers["payments"] == [(boot_id, boot_ip, "boot")]
+    assert servers["batch-jobs"] == []
+    assert sorted(servers["twins"]) == [(i, ip, "boot") for i, ip in members[("twins", "boot_server")]]
+
+
+@pytest.mark.parametrize("servers, expected", [
+    ([], (None, None, None, "no boot server")),
+    ([("i-0b", "10.0.0.4", "boot")], ("10.0.0.4", "boot@10.0.0.4", "i-0b", None)),
+    ([("i-0b", None, "boot")], (None, None, None, "boot server i-0b has no private IP address")),
+    ([("i-0c", "10.0.0.5", "boot"), ("i-0a", "10.0.0.4", "b2")], (None, None, None, "2 boot servers: i-0a, i-0c")),
+])
+def test_cluster_boot_server(servers, expected):
+    assert tuple(ec2.cluster_boot_server(servers)) == expected
+
+
+def test_prepare_host_vars_of_a_recorded_worker():
+    region, records = recorded_records()
+    worker_id, worker_ip = instances_by_tag()[("payments", "worker")][0]
+    record, = [r for r in records if r[ec2_records.REC_ID] == worker_id]
+    boot = ec2.BootServer("172.31.0.4", "boot@172.31.0.4", "i-f6675034d82bcf982", None)
+    hostvars = ec2.prepare_host_vars(record, region, "payments", "worker", "api", boot, ec2_records.REC_PUBLIC_IP)
+    assert hostvars == {
+        "erlang_cluster": "payments",
+        "erlang_role": "worker",
+        "erlang_node": "api@" + worker_ip,
+        "erlang_boot_server_ip": "172.31.0.4",
+        "erlang_boot_node": "boot@172.31.0.4",
+        "erlang_boot_server_host": "i-f6675034d82bcf982",
+        "erlang_join": "push",
+        "ec2_instance_id": worker_id,
+        "ec2_region": region,
+        "ec2_private_ip": worker_ip,
+        "ec2_state": "running",
+        "ec2_instance_type": "t3.micro",
+        "ec2_availability_zone": "eu-west-1a",
+        "ec2_tags": {"erlang-cluster": "payments", "erlang-role": "worker", "Name": "payments-worker", "erlang-node-name": "api"},
+        "ansible_host": record[ec2_records.REC_PUBLIC_IP],
+    }
+
+
+def test_prepare_host_vars_of_a_cluster_with_a_problem_and_no_address():
+    region, records = recorded_records()
+    record = list(records[0])
+    record[ec2_records.REC_PUBLIC_DNS] = None
+    boot = ec2.cluster_boot_server([])
+    hostvars = ec2.prepare_host_vars(record, region, "payments", "boot_server", "boot", boot, ec2_records.REC_PUBLIC_DNS)
+    assert hostvars["erlang_cluster_problem"] == "no boot server"
+    assert hostvars["erlang_boot_server_ip"] is None and hostvars["erlang_boot_node"] is None
+    assert hostvars["erlang_join"] is None
+    assert "erlang_boot_server_host" not in hostvars and "ansible_host" not in hostvars

@@ -71,3 +71,32 @@ def test_size_check_counts_the_boot_server_part_not_known_yet():
 
 def test_scale_to_zero_needs_no_image():
     assert preflight(cluster="demo", role="worker", count=0, image_id=None, instance_type=None) == "worker"
+
+
+PLAN = dict(launch=[("subnet-a", 2), (None, 1)], start=["i-2"], terminate=["i-3"])
+NO_CHANGE = dict(launch=[], start=[], terminate=[])
+
+
+def test_planned_result_reports_the_plan_before_any_change():
+    result = cluster_instances.planned_result(PLAN, "10.0.0.4", "ERLANG_CLUSTER=demo\n")
+    assert result == dict(
+        changed=True, launched=[], launch_plan=[dict(subnet_id="subnet-a", count=2), dict(subnet_id=None, count=1)],
+        started=["i-2"], terminated=["i-3"], boot_server_ip="10.0.0.4", user_data="ERLANG_CLUSTER=demo\n",
+    )
+    assert cluster_instances.planned_result(NO_CHANGE, None, None)["changed"] is False
+
+
+@pytest.mark.parametrize("groups, plan, refused", [
+    ([None, None], PLAN, False),
+    (["asg-1", None], NO_CHANGE, False),
+    (["asg-1", "asg-0"], PLAN, True),
+    (["asg-1"], dict(NO_CHANGE, start=["i-1"]), True),
+])
+def test_members_of_an_auto_scaling_group_refuse_changes(groups, plan, refused):
+    members = [dict(id="i-%d" % n, autoscaling_group=g) for n, g in enumerate(groups)]
+    message = cluster_instances.autoscaling_refusal(dict(role="worker", cluster="demo"), members, plan)
+    if refused:
+        assert "belong to the Auto Scaling group(s) %s" % ", ".join(sorted(g for g in groups if g)) in message
+        assert message.endswith("Nothing was changed.")
+    else:
+        assert message is None

@@ -96,3 +96,33 @@ def test_applications_only_loaded_before_the_restart_are_ignored(monkeypatch):
     assert waiter.step() is True
     assert waiter.step() is False
     assert waiter.state()["applications_not_running"] == ["hello"]
+
+
+def test_poll_stops_when_done_on_a_wrong_version_or_at_the_deadline(monkeypatch):
+    clock = [0]
+    monkeypatch.setattr(node_restart.time, "sleep", lambda seconds: None)
+    script(monkeypatch, [answer("<old>"), answer("<new>")], clock)
+    assert node_restart.poll(node_restart.Waiter(FakeNode(), "<old>", [], None, 75), deadline=10000) == (True, None)
+    script(monkeypatch, [answer("<new>", version="1.0.0")], clock)
+    done, failure = node_restart.poll(node_restart.Waiter(FakeNode(), "<old>", [], "2.0.0", 75), deadline=10000)
+    assert not done and "expected version 2.0.0" in failure
+    script(monkeypatch, [answer("<old>")] * 3, clock)
+    assert node_restart.poll(node_restart.Waiter(FakeNode(), "<old>", [], None, 75), deadline=clock[0] + 250) == (False, None)
+    script(monkeypatch, [ErlangNodeError("syntax", "bad expression")], clock)
+    assert node_restart.poll(node_restart.Waiter(FakeNode(), "<old>", [], None, 75), deadline=10000) == (
+        False, "node w1@10.0.0.5: bad expression")
+
+
+@pytest.mark.parametrize("steps, words", [
+    ([ErlangNodeError("not_running", "gone")], "did not answer again within 60s; a diskless node whose boot server 10.0.0.4"),
+    ([answer("<new>", "starting"), ErlangNodeError("not_running", "gone")], "answered again (release 2.0.0, init status starting"),
+    ([answer("<new>", not_running=["hello"])], "its applications hello were not running after 60s"),
+    ([answer("<new>", "starting")], "did not finish starting within 60s (init status starting)"),
+    ([answer("<new>", nodes=())], "did not re-join boot@10.0.0.4 within 60s"),
+])
+def test_not_back_says_what_was_missing(monkeypatch, steps, words):
+    clock = [0]
+    script(monkeypatch, steps, clock)
+    waiter = node_restart.Waiter(FakeNode(), "<old>", ["boot@10.0.0.4"], None, 75)
+    run(waiter, len(steps))
+    assert words in node_restart.not_back("w1@10.0.0.5", 60, waiter, {"loader": "inet", "boot_hosts": ["10.0.0.4"]})
