@@ -174,6 +174,7 @@ from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node 
     validate_node,
 )
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import gather, probe
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT
 
 # init:restart/0 replies ok before the node goes down; a call cut by the restart is fine too.
 RESTART = "init:restart()"
@@ -363,8 +364,9 @@ def refuse_missing_local_files(module, node, before):
     if missing != "none" and missing:
         module.fail_json(
             msg="refusing to restart %s: the release it would boot needs these files on its own disk, missing or "
-                "different there: %s. Copy them first (on the host: erlang-ec2-local-files <boot server ip> <release> "
-                "sync; the rolling_restart playbook does it). The node was not restarted." % (node.node, ", ".join(missing)),
+                "different there: %s. Copy them first (on the host: %s <boot server ip> <release> "
+                "sync; the rolling_restart playbook does it). The node was not restarted."
+            % (node.node, ", ".join(missing), DEFAULT_LAYOUT["local_files_script"]),
             before=before, missing_local_files=missing)
 
 
