@@ -1,6 +1,6 @@
 %% -*- erlang -*-   (an escript: run by `escript <this file>`; line 2 holds the emulator flags)
 %%! -noinput -hidden
-%% erlang-ec2-bootstrap: self-join of a worker at boot (the pull path of skunkworks.erlang_ec2).
+%% The bootstrap: self-join of a worker at boot (the pull path of skunkworks.erlang_ec2).
 %%
 %% Run once per boot by the node_image role's bootstrap unit, as root, with HOME set to the Erlang
 %% service user's home so that the cookie is read from the layout's cookie file in $HOME (never from
@@ -19,8 +19,12 @@
 -define(IMDS, "http://169.254.169.254").
 -define(TOKEN_TTL, "21600").
 
+%% This script's name, as installed (the host layout's bootstrap script).
+prog() ->
+    filename:basename(escript:script_name()).
+
 usage() ->
-    "usage: erlang-ec2-bootstrap --cookie-file PATH --env-file PATH --args-file PATH --worker-unit NAME\n"
+    "usage: " ++ prog() ++ " --cookie-file PATH --env-file PATH --args-file PATH --worker-unit NAME\n"
     "         --release-root PATH [--deadline SECONDS] [--join-timeout SECONDS] [--imds-url URL]\n"
     "         [--sync-nodes-timeout MS]\n"
     "The paths and the unit name are the host layout's (the node_image role's unit passes them).\n"
@@ -50,7 +54,7 @@ main(Args) ->
         run(Opts)
     catch
         throw:{usage, Msg} ->
-            io:put_chars(standard_error, ["<3>erlang-ec2-bootstrap: ", Msg, "\n", usage()]),
+            io:put_chars(standard_error, ["<3>", prog(), ": ", Msg, "\n", usage()]),
             halt(2);
         throw:{fail, Fmt, FArgs} ->
             log(3, "FAILED: " ++ Fmt, FArgs),
@@ -417,10 +421,10 @@ collect_alive(Ref, Left, Deadline, Acc) ->
 %% ---------------------------------------------------------------- worker settings and start
 
 write_settings(Opts, Env, SyncNodes) ->
-    EnvText = ["# Written at boot by erlang-ec2-bootstrap from the instance's user data; read by the worker unit.\n",
+    EnvText = ["# Written at boot by ", prog(), " from the instance's user data; read by the worker unit.\n",
                [[K, "=", V, "\n"] || {K, V} <- Env]],
     Quoted = lists:join(",", [io_lib:format("'~s'", [N]) || N <- SyncNodes]),
-    ArgsText = ["# Written at boot by erlang-ec2-bootstrap; read by erl (-args_file) at every start of the worker.\n",
+    ArgsText = ["# Written at boot by ", prog(), "; read by erl (-args_file) at every start of the worker.\n",
                 "-kernel sync_nodes_optional \"[", Quoted, "]\" sync_nodes_timeout ",
                 integer_to_list(maps:get(sync_nodes_timeout, Opts)), "\n"],
     write_atomic(maps:get(env_file, Opts), EnvText),
@@ -522,7 +526,7 @@ fail(Fmt, Args) ->
 %% One journal entry per message: terms printed over several lines are folded into one.
 log(Priority, Fmt, Args) ->
     Text = re:replace(io_lib:format(Fmt, Args), "\\s*\n\\s*", " ", [global, unicode, {return, list}]),
-    io:put_chars(standard_error, ["<", integer_to_list(Priority), ">erlang-ec2-bootstrap: ", Text, "\n"]).
+    io:put_chars(standard_error, ["<", integer_to_list(Priority), ">", prog(), ": ", Text, "\n"]).
 
 now_ms() ->
     erlang:monotonic_time(millisecond).
