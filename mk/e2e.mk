@@ -40,8 +40,11 @@ demo: bootstrap ## the README's first command: localcloud, 1 boot server + 3 wor
 	@echo "  eval \"\$$(.venv/bin/python -m localcloud env)\"; export ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS)"
 	@echo "  .venv/bin/ansible-inventory -i inventory --graph          # the dynamic inventory"
 	@echo "  make demo-status                                           # every worker's http://<ip>:8080/status"
-	@echo "  .venv/bin/python -m localcloud ssh <ip>                    # a shell on a host (journalctl -u erlang-worker)"
+	@echo "  .venv/bin/python -m localcloud ssh <ip>                    # a shell on a host (journalctl -u $(LAYOUT_WORKER_UNIT))"
 	@echo "Tear down: make demo-down (the demo's instances), then .venv/bin/python -m localcloud down (all of localcloud)."
+
+# The worker's unit name, from the host layout (plugins/module_utils/layout.py); expanded only where used.
+LAYOUT_WORKER_UNIT = $(shell $(PYTHON) -c 'import sys; sys.path.insert(0, "$(ROOT)/plugins/module_utils"); import layout; print(layout.DEFAULT_LAYOUT["worker_unit"])')
 
 .PHONY: demo-status
 demo-status: ## show every demo worker's status page

@@ -16,11 +16,13 @@ import time
 import boto3
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / ".collections"):  # the collection's own path: make bootstrap links it
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from localcloud import cli, config  # noqa: E402
 from plugins.module_utils import cluster as contract  # noqa: E402
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT  # noqa: E402
 
 ERLANG_AMI_NAME = "localcloud-debian-12-erlang"
 SUBNET_AZ = "us-east-1a"
@@ -39,8 +41,10 @@ def run(cmd, timeout=PLAYBOOK_TIMEOUT, check=True, env=None, **kwargs):
 class Cluster:
     """One test cluster on localcloud and the ways to look at it from outside."""
 
-    def __init__(self, endpoint_url, workdir, name, cookie):
+    def __init__(self, endpoint_url, workdir, name, cookie, layout=None):
         self.endpoint_url = endpoint_url
+        # The host layout the cluster's hosts use (DEFAULT_LAYOUT unless the suite moves it).
+        self.layout = layout or DEFAULT_LAYOUT
         self.workdir = workdir
         self.name = name
         self.cookie = cookie
@@ -156,7 +160,8 @@ class Cluster:
 
     def boot_eval(self, expression):
         """Evaluate an Erlang expression on the boot server node (erl_call as the service user: cookie file)."""
-        proc = self.ssh(self.boot_ip, "sudo -u erlang env HOME=/var/lib/erlang-ec2 erl_call -name %s -R -timeout 10 -e" % self.boot_node,
+        proc = self.ssh(self.boot_ip, "sudo -u %s env HOME=%s erl_call -name %s -R -timeout 10 -e"
+                        % (self.layout["user"], self.layout["home"], self.boot_node),
                         check=False, timeout=30, stdin=expression + "\n")
         out = proc.stdout.strip()
         return out if proc.returncode == 0 and out.startswith("{ok,") else None
@@ -186,17 +191,17 @@ class Cluster:
         return set(ip for ip in match.group(1).split(",") if ip)
 
     def persisted_slaves(self):
-        out = self.ssh(self.boot_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves").stdout
+        out = self.ssh(self.boot_ip, "sudo cat %s" % self.layout["allow_list_file"]).stdout
         return set(line.strip() for line in out.splitlines() if line.strip() and not line.startswith("#"))
 
     def joined_slaves(self):
         """The addresses the boot server appended itself (erlang_ec2_boot_server:add_slave/1)."""
-        out = self.ssh(self.boot_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves.joined").stdout
+        out = self.ssh(self.boot_ip, "sudo cat %s" % self.layout["joined_allow_list_file"]).stdout
         return set(line.strip() for line in out.splitlines() if line.strip() and not line.startswith("#"))
 
     def restart_boot_server(self, bound=60):
         """systemctl restart (the unit's ExecStartPost waits for erl_boot_server), then the allow-list as read back."""
-        self.ssh(self.boot_ip, "sudo systemctl restart erlang-boot-server", timeout=bound)
+        self.ssh(self.boot_ip, "sudo systemctl restart %s" % self.layout["boot_server_unit"], timeout=bound)
         deadline = time.monotonic() + bound
         while self.boot_eval("is_pid(whereis(boot_server)).") != "{ok, true}":
             if time.monotonic() > deadline:
@@ -205,11 +210,11 @@ class Cluster:
         return self.which_slaves()
 
     def bootstrap_state(self, ip):
-        proc = self.ssh(ip, "systemctl show -p ActiveState --value erlang-ec2-bootstrap", check=False)
+        proc = self.ssh(ip, "systemctl show -p ActiveState --value %s" % self.layout["bootstrap_unit"], check=False)
         return proc.stdout.strip() if proc.returncode == 0 else "unreachable"
 
     def bootstrap_journal(self, ip):
-        return self.ssh(ip, "sudo journalctl -b -u erlang-ec2-bootstrap --no-pager -o cat", check=False).stdout
+        return self.ssh(ip, "sudo journalctl -b -u %s --no-pager -o cat" % self.layout["bootstrap_unit"], check=False).stdout
 
     def wait_joined(self, ips, t0, bound=JOIN_BOUND_SECONDS):
         """Wait until every worker at `ips` is connected to the boot node and to every other worker

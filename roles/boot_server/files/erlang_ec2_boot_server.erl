@@ -14,12 +14,13 @@
 -module(erlang_ec2_boot_server).
 -export([start/0, start/1, read_slaves/1, add_slave/1, joined_file/1]).
 
--define(DEFAULT_FILE, "/var/lib/erlang-ec2/boot_server_slaves").
 -define(JOINED_KEY, {?MODULE, joined_file}).
 -define(IS_OCTET(X), (is_integer(X) andalso X >= 0 andalso X =< 255)).
 
+%% The file is the host layout's allow-list file: its caller (the unit) always gives it.
 start() ->
-    start([?DEFAULT_FILE]).
+    logger:critical("no allow-list file given: start it as `-s erlang_ec2_boot_server start <file>`"),
+    erlang:halt(2).
 
 start([File]) when is_atom(File) ->
     start([atom_to_list(File)]);

@@ -11,7 +11,7 @@
 %%       -run erlang_ec2_local_files main BOOT ROOT ACTION
 %%
 %% BOOT is the worker's -boot path without .boot (a path on the boot server), ROOT the release root
-%% (/srv/erlang-ec2) and ACTION one of:
+%% (the host layout's release root, given by the caller) and ACTION one of:
 %%   start  copy what differs, point ROOT/current at the release, prune releases the boot server no
 %%          longer has (run by the worker unit before every start);
 %%   sync   copy what differs and prune, leave ROOT/current (before an init:restart/0 into a release);

@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from conftest import BIN, ROOT, Cluster, build_release, localcloud_env  # noqa: E402  pylint: disable=wrong-import-position
-from test_e2e import Sampler  # noqa: E402  pylint: disable=wrong-import-position
+from test_e2e import LAYOUT, Sampler  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def unavailability(rounds, ip):
@@ -36,7 +36,7 @@ def unavailability(rounds, ip):
 
 def adhoc_restart(cluster, host, node):
     argv = [os.path.join(BIN, "ansible"), host, "-i", os.path.join(ROOT, "inventory"), "--become", "-m", "skunkworks.erlang_ec2.node_restart",
-            "-a", json.dumps({"node": node, "cookie_file": "/var/lib/erlang-ec2/.erlang.cookie", "restart_timeout": 120}), "-o"]
+            "-a", json.dumps({"node": node, "cookie_file": LAYOUT["cookie_file"], "restart_timeout": 120}), "-o"]
     proc = subprocess.run(argv, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout.split("=>", 1)[1])

@@ -19,6 +19,9 @@ import urllib.request
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+# The collection's own path (make bootstrap links it): the tests import its host layout.
+if os.path.join(ROOT, ".collections") not in sys.path:
+    sys.path.insert(0, os.path.join(ROOT, ".collections"))
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 BIN = os.path.dirname(PYTHON)
 EXAMPLE = os.path.join(ROOT, "examples", "hello_cluster")

@@ -10,13 +10,15 @@ import tarfile
 import threading
 import time
 
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT as LAYOUT
+
 
 def statuses(cluster):
     return {ip: cluster.status(ip) for ip in cluster.workers.values()}
 
 
 def current_release(cluster):
-    result = cluster.ssh(cluster.boot_server_ip, "readlink /srv/erlang-ec2/current")
+    result = cluster.ssh(cluster.boot_server_ip, "readlink %s" % LAYOUT["current_link"])
     assert result.returncode == 0, result.stderr
     return os.path.basename(result.stdout.strip())
 
@@ -76,10 +78,12 @@ def test_security_group_opens_only_the_boot_server_ports(cluster):
 def test_an_unprivileged_user_on_a_worker_cannot_read_the_cookie_through_the_boot_server(cluster):
     """sudo -u nobody erl -loader inet -hosts <boot server> on a worker host: the release tree is served,
     the cookie is not, nor a file reached by `..` or by a symlink inside the served tree."""
-    cookie = "/var/lib/erlang-ec2/.erlang.cookie"
-    link = "/srv/erlang-ec2/releases/escape-link"
+    cookie = LAYOUT["cookie_file"]
+    link = LAYOUT["releases_dir"] + "/escape-link"
     assert cluster.ssh(cluster.boot_server_ip, "sudo ln -sfn %s %s" % (cookie, link)).returncode == 0
-    paths = ["/srv/erlang-ec2/current/hello_cluster.boot", cookie, "/etc/shadow", "/srv/erlang-ec2/../../var/lib/erlang-ec2/.erlang.cookie", link]
+    # The cookie reached by `..` from the release root.
+    dotdot = LAYOUT["release_root"] + "/.." * LAYOUT["release_root"].count("/") + cookie
+    paths = [LAYOUT["current_link"] + "/hello_cluster.boot", cookie, "/etc/shadow", dotdot, link]
     program = ("R = fun(T) when is_tuple(T) -> element(1, T); (A) -> A end, "
                "[io:format(\"GET ~s ~s~n\", [F, R(erl_prim_loader:get_file(F))]) || F <- [%s]], halt()."
                % ", ".join('\"%s\"' % p for p in paths))
@@ -93,7 +97,7 @@ def test_an_unprivileged_user_on_a_worker_cannot_read_the_cookie_through_the_boo
     assert answers.get(paths[0]) == "ok", out
     for path in paths[1:]:
         assert answers.get(path) == "error", (path, out)
-    journal = cluster.ssh(cluster.boot_server_ip, "sudo journalctl -u erlang-boot-server --no-pager -o cat").stdout
+    journal = cluster.ssh(cluster.boot_server_ip, "sudo journalctl -u %s --no-pager -o cat" % LAYOUT["boot_server_unit"]).stdout
     assert "outside the served roots, refused" in journal
 
 
@@ -107,7 +111,7 @@ def test_check_mode_changes_nothing(cluster, releases):
     result = cluster.playbook("deploy", "--check", extra={"deploy_release": releases["v2"]})
     assert result.rc == 0, result.tail()
     assert current_release(cluster) == "1.0.0"
-    listing = cluster.ssh(cluster.boot_server_ip, "ls /srv/erlang-ec2/releases")
+    listing = cluster.ssh(cluster.boot_server_ip, "ls %s" % LAYOUT["releases_dir"])
     assert listing.stdout.split() == ["1.0.0"]
     after = statuses(cluster)
     assert {ip: s["version"] for ip, s in after.items()} == {ip: s["version"] for ip, s in before.items()}
@@ -125,7 +129,7 @@ def test_incompatible_release_is_refused_before_any_change(cluster, releases, tm
     assert result.rc != 0
     assert "ERTS 99.0" in result.out, result.tail()
     assert current_release(cluster) == "1.0.0"
-    assert cluster.ssh(cluster.boot_server_ip, "ls /srv/erlang-ec2/releases").stdout.split() == ["1.0.0"]
+    assert cluster.ssh(cluster.boot_server_ip, "ls %s" % LAYOUT["releases_dir"]).stdout.split() == ["1.0.0"]
 
 
 def test_release_shapes_the_cluster_cannot_run_are_refused_before_any_change(cluster, releases, tmp_path):
@@ -141,7 +145,7 @@ def test_release_shapes_the_cluster_cannot_run_are_refused_before_any_change(clu
         result = cluster.playbook("deploy", check=False, extra={"deploy_release": str(src)})
         assert result.rc != 0 and message in result.out, result.tail()
         assert current_release(cluster) == "1.0.0"
-        assert cluster.ssh(cluster.boot_server_ip, "ls /srv/erlang-ec2/releases").stdout.split() == ["1.0.0"]
+        assert cluster.ssh(cluster.boot_server_ip, "ls %s" % LAYOUT["releases_dir"]).stdout.split() == ["1.0.0"]
 
 
 def test_rolling_deploy_v2_keeps_the_cluster_serving(cluster, releases):
@@ -178,7 +182,7 @@ def test_broken_release_stops_at_the_first_node(cluster, releases):
     broken = [ip for ip in final if ip not in on_v2]
     assert len(broken) == 1
     # The failing node's state and journal are reported.
-    assert "erlang-worker" in result.out and "Journal" in result.out
+    assert LAYOUT["worker_unit"] in result.out and "Journal" in result.out
 
 
 def test_rollback_restores_v2(cluster):
@@ -201,9 +205,9 @@ def test_decommission_removes_a_worker_for_good(cluster):
     cluster.playbook("decommission", "--check", extra={"decommission_hosts": [host]})
     assert ec2.describe_instances(InstanceIds=[host])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
     assert cluster.status(ip)
-    assert ip in cluster.ssh(cluster.boot_server_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves").stdout.split()
+    assert ip in cluster.ssh(cluster.boot_server_ip, "sudo cat %s" % LAYOUT["allow_list_file"]).stdout.split()
     cluster.playbook("decommission", extra={"decommission_hosts": [host]})
-    lines = cluster.ssh(cluster.boot_server_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves").stdout.splitlines()
+    lines = cluster.ssh(cluster.boot_server_ip, "sudo cat %s" % LAYOUT["allow_list_file"]).stdout.splitlines()
     allowed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert allowed, "could not read the persisted allow-list"
     assert ip not in allowed

@@ -1,4 +1,4 @@
-"""erlang-ec2-node (roles/erlang/templates/erlang-ec2-node.j2) against real nodes on loopback.
+"""The node command (roles/erlang/templates/node_command.sh.j2) against real nodes on loopback.
 
 The template is rendered by Ansible's template module, as the erlang role installs it, with the
 suite's private HOME as the service user's home. The commands run against a diskless worker booted
@@ -9,6 +9,7 @@ of other users. The cookie must never show up in any process's command line or e
 
 import json
 import os
+import posixpath
 import pwd
 import shlex
 import shutil
@@ -21,10 +22,13 @@ import time
 import pytest
 
 from conftest import ANSIBLE_BIN, BOOT_NODE, ROOT, CookieWatch, Nodes, proc_entries
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT
 
-TEMPLATE = os.path.join(ROOT, "roles", "erlang", "templates", "erlang-ec2-node.j2")
+TEMPLATE = os.path.join(ROOT, "roles", "erlang", "templates", "node_command.sh.j2")
 HELPERS = os.path.join(ROOT, "roles", "erlang", "tasks", "helpers.yml")
-ROLE_VARS = os.path.join(ROOT, "roles", "erlang", "vars", "main.yml")
+# The directories of root's PATH under sudo (Debian's secure_path).
+PROG = posixpath.basename(DEFAULT_LAYOUT["node_command"])
+SECURE_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 WORKER = "nodecmd@127.0.0.1"
 IS_ROOT = os.geteuid() == 0
 OTHER_USER = "nobody"       # the second service user (root-only tests)
@@ -34,7 +38,9 @@ STRANGER = "daemon"         # neither root nor a service user
 def render(ansible, dest, user, home):
     """The command as the erlang role installs it (ansible.builtin.template, mode 0755)."""
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    extra = {"erlang_user": user, "erlang_home": home, "erlang_dist_port_min": 9100, "erlang_dist_port_max": 9155}
+    extra = {"erlang_user": user, "erlang_home": home, "erlang_dist_port_min": 9100, "erlang_dist_port_max": 9155,
+             # As the _common role defines it for the erlang role: the layout moved by erlang_user, erlang_home.
+             "erlang_layout": "{{ lookup('skunkworks.erlang_ec2.host_layout') }}"}
     argv = [os.path.join(ANSIBLE_BIN, "ansible"), "localhost", "-c", "local", "-m", "ansible.builtin.template",
             "-a", "src=%s dest=%s mode=0755" % (TEMPLATE, dest), "-e", json.dumps(extra),
             "-e", "ansible_python_interpreter={{ ansible_playbook_python }}"]
@@ -254,11 +260,11 @@ def test_the_role_installs_it_on_path_root_owned_0755():
         helpers = handle.read()
     last = helpers.split("\n- name: ")[-1]
     assert "ansible.builtin.template:" in last
-    assert "src: erlang-ec2-node.j2" in last
-    assert 'dest: "{{ erlang_node_command }}"' in last
+    assert "src: node_command.sh.j2" in last
+    assert 'dest: "{{ erlang_layout.node_command }}"' in last
     assert "owner: root" in last and "group: root" in last and 'mode: "0755"' in last
-    with open(ROLE_VARS) as handle:
-        assert "erlang_node_command: /usr/local/bin/erlang-ec2-node\n" in handle.read()
+    # The path is the host layout's, in a directory on root's PATH.
+    assert posixpath.dirname(DEFAULT_LAYOUT["node_command"]) in SECURE_PATH
 
 
 def test_rendered_as_the_role_renders_it(command, env):
@@ -267,6 +273,8 @@ def test_rendered_as_the_role_renders_it(command, env):
         text = handle.read()
     assert text.startswith("#!/bin/sh\n")
     assert "SERVICE_HOME=%s\n" % shlex.quote(env.home) in text
+    # The cookie file the command checks is the layout's, moved with erlang_home.
+    assert "COOKIE_FILE=%s\n" % shlex.quote(posixpath.join(env.home, posixpath.basename(DEFAULT_LAYOUT["cookie_file"]))) in text
     assert "{%" not in text and "{{" not in text
     assert "-setcookie" not in text
     assert subprocess.run(["sh", "-n", command], check=False).returncode == 0
@@ -473,7 +481,7 @@ def test_usage_errors(command):
         result = run(command, *args)
         assert result.rc == 2 and message in result.err, (args, result)
     result = run(command, "--help")
-    assert result.rc == 0 and result.out.startswith("usage: erlang-ec2-node") and "rpc MOD FUN [ARG ...]" in result.out
+    assert result.rc == 0 and result.out.startswith("usage: " + PROG) and "rpc MOD FUN [ARG ...]" in result.out
 
 
 def test_a_cookie_file_others_can_read_is_refused(ansible, env, command):
@@ -512,7 +520,7 @@ def test_the_service_user_runs_it_directly_and_others_are_refused(service_user, 
     assert (result.rc, result.out) == (0, "pong\n"), result
     refused = run(command, "--node", WORKER, "ping", user=STRANGER)
     assert refused.rc == 2 and refused.out == "", refused
-    assert "run it as root (sudo erlang-ec2-node ...) or as the service user %s, not as %s" % (OTHER_USER, STRANGER) in refused.err
+    assert "run it as root (sudo " + PROG + " ...) or as the service user %s, not as %s" % (OTHER_USER, STRANGER) in refused.err
     # --help needs no privilege.
     assert run(command, "--help", user=STRANGER).rc == 0
 

@@ -17,7 +17,7 @@ def test_v1_on_pushed_and_self_joined_workers(elixir_cluster, node_image):
     c.image_id = node_image
     c.joined = [c.launch_workers(1)[0]["PrivateIpAddress"]]
     assert_release(c.wait_status(c.pushed + c.joined, "1.0.0"), "1.0.0")
-    assert "releases/COOKIE" not in c.ssh(c.boot_ip, "sudo find /srv/erlang-ec2").stdout
+    assert "releases/COOKIE" not in c.ssh(c.boot_ip, "sudo find %s" % c.layout["release_root"]).stdout
 
 
 def test_deploy_v2_moves_every_worker(elixir_cluster):

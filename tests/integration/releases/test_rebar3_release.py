@@ -38,7 +38,7 @@ def test_release_cookie_is_nowhere_on_the_nodes(rebar3_cluster):
         assert RELEASE_COOKIE not in cmdlines
         assert "-setcookie" not in cmdlines
         # The needle comes on stdin: on a command line, sudo would log it to the journal itself.
-        files = c.ssh(ip, "sudo grep -rlF -f - /srv /etc /var/lib/erlang-ec2 /usr/local/lib/erlang-ec2 /tmp /var/log; true",
+        files = c.ssh(ip, "sudo grep -rlF -f - /srv /etc %s %s /tmp /var/log; true" % (c.layout["home"], c.layout["helpers_dir"]),
                       stdin=RELEASE_COOKIE + "\n").stdout
         assert files.strip() == "", files
     # ps shows the release's emulator flags on the worker's VM.
@@ -60,11 +60,11 @@ def test_deploy_v2_moves_pushed_and_self_joined_workers(rebar3_cluster):
     ips = c.pushed + getattr(c, "joined", [])
     assert_release(c.wait_status(ips, "2.0.0", bound=30), "2.0.0")
     for ip in ips:
-        listing = c.ssh(ip, "ls /srv/erlang-ec2/releases; readlink /srv/erlang-ec2/current; "
-                            "sudo md5sum /srv/erlang-ec2/releases/2.0.0/lib/hello_rebar3-2.0.0/priv/hello_rebar3_nif.so").stdout
+        listing = c.ssh(ip, "ls %(releases_dir)s; readlink %(current_link)s; "
+                            "sudo md5sum %(releases_dir)s/2.0.0/lib/hello_rebar3-2.0.0/priv/hello_rebar3_nif.so" % c.layout).stdout
         assert listing.split()[:2] == ["1.0.0", "2.0.0"], listing
     # The boot server and a worker hold the same NIF.
-    nif = "/srv/erlang-ec2/releases/2.0.0/lib/hello_rebar3-2.0.0/priv/hello_rebar3_nif.so"
+    nif = "%s/2.0.0/lib/hello_rebar3-2.0.0/priv/hello_rebar3_nif.so" % c.layout["releases_dir"]
     sums = {ip: c.ssh(ip, "md5sum %s" % nif).stdout.split()[0] for ip in [c.boot_ip] + ips}
     assert len(set(sums.values())) == 1, sums
 
@@ -96,13 +96,13 @@ def test_autoscaling_worker_launched_after_the_deploy_boots_v2(rebar3_cluster, n
 def test_node_restart_refuses_a_node_without_the_release_files(rebar3_cluster):
     c = rebar3_cluster
     ip = c.pushed[0]
-    nif = "/srv/erlang-ec2/releases/2.0.0/lib/hello_rebar3-2.0.0/priv/hello_rebar3_nif.so"
+    nif = "%s/2.0.0/lib/hello_rebar3-2.0.0/priv/hello_rebar3_nif.so" % c.layout["releases_dir"]
     c.ssh(ip, "sudo rm %s" % nif)
     before = c.status(ip)
     instance = [i["InstanceId"] for r in c.ec2.describe_instances(Filters=[{"Name": "private-ip-address", "Values": [ip]}])["Reservations"]
                 for i in r["Instances"] if i["State"]["Name"] == "running"][0]
     proc = run([str(REPO / ".venv/bin/ansible"), instance, "-i", str(c.inventory_file), "-b", "-m", "skunkworks.erlang_ec2.node_restart",
-                "-a", json.dumps({"node": "worker@%s" % ip, "cookie_file": "/var/lib/erlang-ec2/.erlang.cookie"})],
+                "-a", json.dumps({"node": "worker@%s" % ip, "cookie_file": c.layout["cookie_file"]})],
                env=c.env(), check=False)
     assert proc.returncode != 0 and "refusing to restart worker@%s" % ip in proc.stdout and nif in proc.stdout, proc.stdout[-3000:]
     after = c.status(ip)
@@ -122,8 +122,9 @@ def test_local_files_copy_cost_against_a_bare_diskless_boot(rebar3_cluster):
     ip = c.pushed[-1]
     script = ("t() { s=$(date +%%s%%N); \"$@\" >/dev/null 2>&1 || echo FAIL \"$@\"; echo $(( ($(date +%%s%%N) - s) / 1000000 )); }; "
               "for i in 1 2 3 4 5; do "
-              "t sudo /usr/local/lib/erlang-ec2/bin/erlang-ec2-local-files %(bs)s hello_rebar3 check; "
-              "t sudo erl -noshell -noinput -boot start_clean -loader inet -hosts %(bs)s -eval 'halt().'; done" % {"bs": c.boot_ip})
+              "t sudo %(lf)s %(bs)s hello_rebar3 check; "
+              "t sudo erl -noshell -noinput -boot start_clean -loader inet -hosts %(bs)s -eval 'halt().'; done"
+              % {"bs": c.boot_ip, "lf": c.layout["local_files_script"]})
     out = c.ssh(ip, script, timeout=300).stdout.split()
     assert "FAIL" not in out, out
     check, bare = sorted(int(x) for x in out[0::2]), sorted(int(x) for x in out[1::2])

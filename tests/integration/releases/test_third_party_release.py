@@ -44,7 +44,7 @@ def test_jiffy_release_site_then_deploy(jiffy_cluster):
     c.playbook("site", "-e", "site_initial_release=%s" % os.path.join(RELEASES, "hello_jiffy-1.0.0.tar.gz"))
     for status in c.wait_status(c.pushed, "1.0.0").values():
         assert status["roundtrip"] is True and status["jiffy_vsn"] == "1.1.1", status
-        assert status["nif_path"].startswith("/srv/erlang-ec2/releases/1.0.0/lib/jiffy-1.1.1/priv"), status
+        assert status["nif_path"].startswith(c.layout["releases_dir"] + "/1.0.0/lib/jiffy-1.1.1/priv"), status
     c.playbook("deploy", "-e", "deploy_release=%s" % os.path.join(RELEASES, "hello_jiffy-2.0.0.tar.gz"))
     for status in c.wait_status(c.pushed, "2.0.0", bound=30).values():
         assert status["roundtrip"] is True and status["jiffy_vsn"] == "1.1.2", status

@@ -11,7 +11,7 @@ import re
 import time
 
 from conftest import report
-from localcloud_cluster import JOIN_BOUND_SECONDS
+from localcloud_cluster import DEFAULT_LAYOUT as LAYOUT, JOIN_BOUND_SECONDS
 
 
 def changed_by_host(stdout):
@@ -52,12 +52,12 @@ def test_three_workers_launched_by_api_join(cluster):
         journal = cluster.bootstrap_journal(ip)
         assert "joined: worker@%s runs hello_cluster" % ip in journal
         bootstrap_ms[ip] = int(re.search(r"(\d+) ms since the bootstrap started", journal).group(1))
-        env = cluster.ssh(ip, "cat /etc/erlang-ec2/worker.env").stdout
+        env = cluster.ssh(ip, "cat %s" % LAYOUT["worker_env_file"]).stdout
         assert "ERLANG_NODE=worker@%s" % ip in env and "ERLANG_BOOT_SERVER_IP=%s" % cluster.boot_ip in env
         # The worker unit is the push path's unit, its variables filled from the bootstrap's settings.
-        unit = cluster.ssh(ip, "systemctl show -p ExecStart --value erlang-worker").stdout
+        unit = cluster.ssh(ip, "systemctl show -p ExecStart --value %s" % LAYOUT["worker_unit"]).stdout
         assert "-hosts ${ERLANG_BOOT_SERVER_IP}" in unit
-        args = cluster.ssh(ip, "ps -u erlang -o args").stdout
+        args = cluster.ssh(ip, "ps -u %s -o args" % LAYOUT["user"]).stdout
         assert "-name worker@%s" % ip in args and "-loader inet -hosts %s" % cluster.boot_ip in args, args
     report("bootstrap_unit_start_to_joined_ms_3_workers", bootstrap_ms)
     cluster.workers = ips
@@ -107,8 +107,8 @@ def test_user_data_never_holds_the_cookie(cluster):
     ip = cluster.workers[0]
     assert cluster.cookie not in cluster.ssh(ip, "ps -eo args").stdout
     assert cluster.cookie not in cluster.bootstrap_journal(ip)
-    mode = cluster.ssh(ip, "sudo stat -c '%a %U' /var/lib/erlang-ec2/.erlang.cookie").stdout.split()
-    assert mode == ["400", "erlang"]
+    mode = cluster.ssh(ip, "sudo stat -c '%%a %%U' %s" % LAYOUT["cookie_file"]).stdout.split()
+    assert mode == ["400", LAYOUT["user"]]
 
 
 def test_refuses_foreign_user_data(cluster):
@@ -170,7 +170,7 @@ def test_worker_waits_for_a_boot_server_that_comes_back(cluster):
     assert cluster.persisted_slaves() == set(cluster.workers)
     # Folded: the self-joined workers are in the main file now, the joined file is reset.
     assert cluster.joined_slaves() == set()
-    cluster.ssh(cluster.boot_ip, "sudo systemctl stop erlang-boot-server")
+    cluster.ssh(cluster.boot_ip, "sudo systemctl stop %s" % LAYOUT["boot_server_unit"])
     try:
         t0 = time.monotonic()
         instance = cluster.launch_workers(1, bootstrap_deadline="180")[0]
@@ -184,7 +184,7 @@ def test_worker_waits_for_a_boot_server_that_comes_back(cluster):
         assert "boot server node %s does not answer" % cluster.boot_node in journal and "attempt 4," in journal, journal
         assert cluster.bootstrap_state(ip) == "activating"
     finally:
-        cluster.ssh(cluster.boot_ip, "sudo systemctl start erlang-boot-server")
+        cluster.ssh(cluster.boot_ip, "sudo systemctl start %s" % LAYOUT["boot_server_unit"])
     down_for = round(time.monotonic() - t0, 1)
     joined = cluster.wait_joined([ip] + cluster.workers, t0)
     report("boot_server_down_then_back", {"down_for_seconds": down_for, "joined_after_seconds": joined[ip]})
@@ -194,7 +194,7 @@ def test_worker_waits_for_a_boot_server_that_comes_back(cluster):
 
 def test_worker_fails_visibly_after_the_deadline(cluster):
     """Boot server down past the deadline: the bootstrap unit fails with the cause in the journal."""
-    cluster.ssh(cluster.boot_ip, "sudo systemctl stop erlang-boot-server")
+    cluster.ssh(cluster.boot_ip, "sudo systemctl stop %s" % LAYOUT["boot_server_unit"])
     instance = None
     try:
         instance = cluster.launch_workers(1, bootstrap_deadline="20")[0]
@@ -205,10 +205,10 @@ def test_worker_fails_visibly_after_the_deadline(cluster):
             time.sleep(1)
         state = cluster.bootstrap_state(ip)
         journal = cluster.bootstrap_journal(ip)
-        worker_state = cluster.ssh(ip, "systemctl is-active erlang-worker", check=False).stdout.strip()
+        worker_state = cluster.ssh(ip, "systemctl is-active %s" % LAYOUT["worker_unit"], check=False).stdout.strip()
         processes = cluster.ssh(ip, "ps -ef --forest", check=False).stdout
     finally:
-        cluster.ssh(cluster.boot_ip, "sudo systemctl start erlang-boot-server")
+        cluster.ssh(cluster.boot_ip, "sudo systemctl start %s" % LAYOUT["boot_server_unit"])
         if instance is not None:
             cluster.terminate([instance["InstanceId"]])
     assert state == "failed", (state, journal, processes)
@@ -272,7 +272,7 @@ def test_node_image_role_is_idempotent(cluster):
     second = cluster.ansible_playbook(play, *conn, inventory=False)
     assert changed_by_host(second.stdout) == {ip: 0}, second.stdout[-3000:]
     assert cluster.cookie not in first.stdout + second.stdout + check.stdout
-    assert cluster.ssh(ip, "systemctl is-enabled erlang-ec2-bootstrap").stdout.strip() == "enabled"
-    assert cluster.ssh(ip, "systemctl is-active erlang-ec2-bootstrap erlang-worker", check=False).stdout.split() == ["inactive", "inactive"]
-    assert cluster.ssh(ip, "test -e /etc/erlang-ec2/worker.env", check=False).returncode == 1
+    assert cluster.ssh(ip, "systemctl is-enabled %s" % LAYOUT["bootstrap_unit"]).stdout.strip() == "enabled"
+    assert cluster.ssh(ip, "systemctl is-active %(bootstrap_unit)s %(worker_unit)s" % LAYOUT, check=False).stdout.split() == ["inactive", "inactive"]
+    assert cluster.ssh(ip, "test -e %s" % LAYOUT["worker_env_file"], check=False).returncode == 1
     cluster.terminate([builder["InstanceId"]])

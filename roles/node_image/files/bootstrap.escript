@@ -1,10 +1,10 @@
 %% -*- erlang -*-   (an escript: run by `escript <this file>`; line 2 holds the emulator flags)
 %%! -noinput -hidden
-%% erlang-ec2-bootstrap: self-join of a worker at boot (the pull path of skunkworks.erlang_ec2).
+%% The bootstrap: self-join of a worker at boot (the pull path of skunkworks.erlang_ec2).
 %%
-%% Run once per boot by erlang-ec2-bootstrap.service, as root, with HOME set to the Erlang
-%% service user's home so that the cookie is read from $HOME/.erlang.cookie (never from the
-%% command line). Steps:
+%% Run once per boot by the node_image role's bootstrap unit, as root, with HOME set to the Erlang
+%% service user's home so that the cookie is read from the layout's cookie file in $HOME (never from
+%% the command line); the unit gives the layout's paths and unit name as options. Steps:
 %%   1. IMDSv2 token, user data (the "# erlang-ec2 user-data v1" KEY=value contract) and local-ipv4;
 %%   2. a short-lived controller node bootstrap-<random>@<own ip> calls add_slave(<own ip>) on the
 %%      boot server node, retrying with backoff until the deadline while it is unreachable;
@@ -19,29 +19,42 @@
 -define(IMDS, "http://169.254.169.254").
 -define(TOKEN_TTL, "21600").
 
+%% This script's name, as installed (the host layout's bootstrap script).
+prog() ->
+    filename:basename(escript:script_name()).
+
 usage() ->
-    "usage: erlang-ec2-bootstrap [--deadline SECONDS] [--join-timeout SECONDS] [--imds-url URL]\n"
-    "         [--cookie-file PATH] [--env-file PATH] [--args-file PATH] [--worker-unit NAME]\n"
-    "         [--release-root PATH] [--sync-nodes-timeout MS]\n"
+    "usage: " ++ prog() ++ " --cookie-file PATH --env-file PATH --args-file PATH --worker-unit NAME\n"
+    "         --release-root PATH [--deadline SECONDS] [--join-timeout SECONDS] [--imds-url URL]\n"
+    "         [--sync-nodes-timeout MS]\n"
+    "The paths and the unit name are the host layout's (the node_image role's unit passes them).\n"
     "Every option also reads ERLANG_EC2_BOOTSTRAP_<OPTION> (e.g. ERLANG_EC2_BOOTSTRAP_DEADLINE);\n"
     "the user-data key ERLANG_BOOTSTRAP_DEADLINE may shorten --deadline for one instance.\n".
 
+%% The host layout's paths and unit name have no default here: its caller (the unit) gives them.
 defaults() ->
     #{deadline => 600, join_timeout => 120, imds_url => ?IMDS,
-      cookie_file => "/var/lib/erlang-ec2/.erlang.cookie",
-      env_file => "/etc/erlang-ec2/worker.env", args_file => "/etc/erlang-ec2/worker.args",
-      worker_unit => "erlang-worker.service", release_root => "/srv/erlang-ec2",
+      cookie_file => undefined, env_file => undefined, args_file => undefined,
+      worker_unit => undefined, release_root => undefined,
       sync_nodes_timeout => 5000}.
+
+require_layout(Opts) ->
+    Missing = [K || K <- [cookie_file, env_file, args_file, worker_unit, release_root],
+                    maps:get(K, Opts) =:= undefined],
+    Missing =:= [] orelse
+        throw({usage, "missing " ++ lists:join(", ", ["--" ++ [case C of $_ -> $-; _ -> C end
+                                                                 || C <- atom_to_list(K)] || K <- Missing])}),
+    Opts.
 
 int_opts() -> [deadline, join_timeout, sync_nodes_timeout].
 
 main(Args) ->
     try
-        Opts = parse_args(Args, from_env(defaults())),
+        Opts = require_layout(parse_args(Args, from_env(defaults()))),
         run(Opts)
     catch
         throw:{usage, Msg} ->
-            io:put_chars(standard_error, ["<3>erlang-ec2-bootstrap: ", Msg, "\n", usage()]),
+            io:put_chars(standard_error, ["<3>", prog(), ": ", Msg, "\n", usage()]),
             halt(2);
         throw:{fail, Fmt, FArgs} ->
             log(3, "FAILED: " ++ Fmt, FArgs),
@@ -279,10 +292,10 @@ start_controller(OwnIp, Opts) ->
         {ok, _} -> ok;
         {error, Reason} -> fail("cannot read the cookie file ~s: ~p", [CookieFile, Reason])
     end,
-    %% auth reads $HOME/.erlang.cookie: the unit sets HOME to the service user's home.
+    %% auth reads the cookie file in $HOME: the unit sets HOME to the service user's home.
     Home = os:getenv("HOME", ""),
-    filename:join(Home, ".erlang.cookie") =:= CookieFile orelse
-        fail("HOME (~s) must be the directory of the cookie file ~s (auth reads $HOME/.erlang.cookie)",
+    filename:dirname(CookieFile) =:= Home orelse
+        fail("HOME (~s) must be the directory of the cookie file ~s (auth reads the cookie in $HOME)",
              [Home, CookieFile]),
     R = rand:uniform(1 bsl 48),
     Name = list_to_atom(lists:flatten(io_lib:format("bootstrap-~.36b@~s", [R, OwnIp]))),
@@ -408,10 +421,10 @@ collect_alive(Ref, Left, Deadline, Acc) ->
 %% ---------------------------------------------------------------- worker settings and start
 
 write_settings(Opts, Env, SyncNodes) ->
-    EnvText = ["# Written at boot by erlang-ec2-bootstrap from the instance's user data; read by the worker unit.\n",
+    EnvText = ["# Written at boot by ", prog(), " from the instance's user data; read by the worker unit.\n",
                [[K, "=", V, "\n"] || {K, V} <- Env]],
     Quoted = lists:join(",", [io_lib:format("'~s'", [N]) || N <- SyncNodes]),
-    ArgsText = ["# Written at boot by erlang-ec2-bootstrap; read by erl (-args_file) at every start of the worker.\n",
+    ArgsText = ["# Written at boot by ", prog(), "; read by erl (-args_file) at every start of the worker.\n",
                 "-kernel sync_nodes_optional \"[", Quoted, "]\" sync_nodes_timeout ",
                 integer_to_list(maps:get(sync_nodes_timeout, Opts)), "\n"],
     write_atomic(maps:get(env_file, Opts), EnvText),
@@ -513,7 +526,7 @@ fail(Fmt, Args) ->
 %% One journal entry per message: terms printed over several lines are folded into one.
 log(Priority, Fmt, Args) ->
     Text = re:replace(io_lib:format(Fmt, Args), "\\s*\n\\s*", " ", [global, unicode, {return, list}]),
-    io:put_chars(standard_error, ["<", integer_to_list(Priority), ">erlang-ec2-bootstrap: ", Text, "\n"]).
+    io:put_chars(standard_error, ["<", integer_to_list(Priority), ">", prog(), ": ", Text, "\n"]).
 
 now_ms() ->
     erlang:monotonic_time(millisecond).
