@@ -34,6 +34,8 @@ def test_groups_and_hostvars_of_a_cluster(inventory, launch, ec2):
         assert hostvars["erlang_cluster"] == "demo"
         assert hostvars["erlang_boot_server_ip"] == boot_ip
         assert hostvars["erlang_boot_node"] == "boot@" + boot_ip
+        # the boot server's inventory hostname, so no playbook searches the group for it
+        assert hostvars["erlang_boot_server_host"] == boot
         assert "erlang_cluster_problem" not in hostvars
     assert result.hostvars[boot]["erlang_role"] == "boot_server"
     assert result.hostvars[boot]["erlang_node"] == "boot@" + boot_ip
@@ -229,9 +231,11 @@ def test_missing_and_duplicate_boot_servers_are_reported(inventory, launch):
         assert result.hostvars[host]["erlang_cluster_problem"] == "no boot server"
         assert result.hostvars[host]["erlang_boot_server_ip"] is None
         assert result.hostvars[host]["erlang_boot_node"] is None
+        assert "erlang_boot_server_host" not in result.hostvars[host]
     for host in twins + twin_worker:
         assert result.hostvars[host]["erlang_cluster_problem"] == "2 boot servers: %s, %s" % tuple(twins)
         assert result.hostvars[host]["erlang_boot_server_ip"] is None
+        assert "erlang_boot_server_host" not in result.hostvars[host]
 
 
 def test_node_name_template_and_address_choice(inventory, launch, ec2):
