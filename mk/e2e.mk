@@ -65,7 +65,7 @@ test-e2e: bootstrap ## end to end on localcloud: provision, site (twice), check 
 
 test-molecule: bootstrap ## molecule scenarios for the roles, on localcloud hosts
 	$(PYTHON) -m localcloud up
-	$(LOCALCLOUD_ENV); cd extensions && molecule test --all
+	$(LOCALCLOUD_ENV); cd extensions && molecule -c molecule/config.yml test --all
 
 bench-rolling: bootstrap ## rolling restart wall time vs N x a bare restart of one node, and per-node unavailability
 	$(PYTHON) tests/integration/e2e/bench_rolling.py --workers $(BENCH_WORKERS)
