@@ -22,9 +22,7 @@ demo: bootstrap ## the README's first command: localcloud, 1 boot server + 3 wor
 	$(MAKE) -s -C examples/hello_cluster tar VSN=1.0.0 OUT=$(DEMO_DIR)
 	$(MAKE) -s -C examples/hello_cluster tar VSN=2.0.0 OUT=$(DEMO_DIR)
 	@echo "==> 3/7 the cluster cookie: a random SSM SecureString parameter $(DEMO_COOKIE) (never printed)"
-	@$(LOCALCLOUD_ENV); $(PYTHON) -c 'import boto3, secrets; ssm = boto3.client("ssm"); \
-	  names = [p["Name"] for p in ssm.describe_parameters()["Parameters"]]; \
-	  "$(DEMO_COOKIE)" in names or ssm.put_parameter(Name="$(DEMO_COOKIE)", Type="SecureString", Value=secrets.token_urlsafe(32))'
+	@$(LOCALCLOUD_ENV); $(PYTHON) scripts/demo.py cookie-create $(DEMO_COOKIE)
 	@echo "==> 4/7 provision: security group, 1 boot server and $(DEMO_WORKERS) workers"
 	$(LOCALCLOUD_ENV); $(DEMO_PLAYBOOK) skunkworks.erlang_ec2.provision -e provision_image_id=$(DEMO_IMAGE_ID) \
 	  -e provision_ssh_cidr=172.31.0.1/32 -e provision_key_name=localcloud -e provision_worker_count=$(DEMO_WORKERS)
@@ -48,27 +46,22 @@ LAYOUT_WORKER_UNIT = $(shell $(PYTHON) -c 'import sys; sys.path.insert(0, "$(ROO
 
 .PHONY: demo-status
 demo-status: ## show every demo worker's status page
-	@$(LOCALCLOUD_ENV); $(PYTHON) scripts/demo_workers.py status $(DEMO_CLUSTER)
+	@$(LOCALCLOUD_ENV); $(PYTHON) scripts/demo.py status $(DEMO_CLUSTER)
 
 demo-down: bootstrap ## terminate the demo's instances, deregister its node images (demo-self-join), delete its cookie parameter (localcloud keeps running)
 	$(LOCALCLOUD_ENV); ANSIBLE_PIPELINING=1 ansible localhost -m skunkworks.erlang_ec2.cluster_instances \
 	  -a '{"cluster": "$(DEMO_CLUSTER)", "role": "worker", "count": 0}' && \
 	ansible localhost -m skunkworks.erlang_ec2.cluster_instances \
 	  -a '{"cluster": "$(DEMO_CLUSTER)", "role": "boot_server", "count": 0, "allow_boot_server_termination": true}'
-	@$(LOCALCLOUD_ENV); $(PYTHON) -c 'import boto3; ec2 = boto3.client("ec2"); \
-	  images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:erlang-cluster", "Values": ["$(DEMO_CLUSTER)"]}, \
-	    {"Name": "tag:erlang-ec2-image", "Values": ["node"]}])["Images"]; \
-	  [(print("deregister node image", i["ImageId"]), ec2.deregister_image(ImageId=i["ImageId"])) for i in images]'
-	@$(LOCALCLOUD_ENV); $(PYTHON) -c 'import boto3; ssm = boto3.client("ssm"); \
-	  names = [p["Name"] for p in ssm.describe_parameters()["Parameters"]]; \
-	  "$(DEMO_COOKIE)" in names and ssm.delete_parameter(Name="$(DEMO_COOKIE)")'
+	@$(LOCALCLOUD_ENV); $(PYTHON) scripts/demo.py deregister-images $(DEMO_CLUSTER)
+	@$(LOCALCLOUD_ENV); $(PYTHON) scripts/demo.py cookie-delete $(DEMO_COOKIE)
 
 test-e2e: bootstrap ## end to end on localcloud: provision, site (twice), check mode, refusal, rolling v1->v2, broken v3, rollback
 	$(PYTHON) -m pytest -v -p no:cacheprovider tests/integration/e2e
 
 test-molecule: bootstrap ## molecule scenarios for the roles, on localcloud hosts
 	$(PYTHON) -m localcloud up
-	$(LOCALCLOUD_ENV); cd extensions && molecule test --all
+	$(LOCALCLOUD_ENV); cd extensions && molecule -c molecule/config.yml test --all
 
 bench-rolling: bootstrap ## rolling restart wall time vs N x a bare restart of one node, and per-node unavailability
 	$(PYTHON) tests/integration/e2e/bench_rolling.py --workers $(BENCH_WORKERS)

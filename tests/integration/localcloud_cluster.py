@@ -6,12 +6,14 @@ the running one (or starts it, and leaves it running) and terminates only the in
 """
 
 import base64
+import json
 import os
 import pathlib
 import re
 import subprocess
 import sys
 import time
+import urllib.request
 
 import boto3
 
@@ -24,11 +26,13 @@ from localcloud import cli, config  # noqa: E402
 from plugins.module_utils import cluster as contract  # noqa: E402
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT  # noqa: E402
 
+import playbook_runner  # noqa: E402
+
 ERLANG_AMI_NAME = "localcloud-debian-12-erlang"
 SUBNET_AZ = "us-east-1a"
 # Generous bounds: only there so that a broken bootstrap fails the test instead of hanging it.
 JOIN_BOUND_SECONDS = 240
-PLAYBOOK_TIMEOUT = 1200
+PLAYBOOK_TIMEOUT = playbook_runner.PLAYBOOK_TIMEOUT
 
 
 def run(cmd, timeout=PLAYBOOK_TIMEOUT, check=True, env=None, **kwargs):
@@ -63,29 +67,24 @@ class Cluster:
     # ---------------------------------------------------------------- environment
 
     def env(self):
-        env = dict(os.environ)
-        env.update({
-            "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_REGION": config.DEFAULT_REGION,
-            "AWS_DEFAULT_REGION": config.DEFAULT_REGION, "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing", "LOCALCLOUD_SSH_KEY": str(self.ssh_key),
-            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"), "ANSIBLE_HOST_KEY_CHECKING": "False",
-            "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
-        })
+        env = playbook_runner.ansible_env(
+            AWS_ENDPOINT_URL=self.endpoint_url, AWS_REGION=config.DEFAULT_REGION, AWS_DEFAULT_REGION=config.DEFAULT_REGION,
+            AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", LOCALCLOUD_SSH_KEY=str(self.ssh_key),
+            ANSIBLE_HOST_KEY_CHECKING="False")
         for key in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
             env.pop(key, None)
         return env
 
     def ansible_playbook(self, playbook, *args, inventory=True, check=True):
-        cmd = [str(REPO / ".venv/bin/ansible-playbook"), playbook, "-e", "@%s" % self.secrets_file]
-        if inventory:
-            cmd += ["-i", str(self.inventory_file)]
-        return run(cmd + list(args), env=self.env(), check=check)
+        """ansible-playbook with the cookie from the cluster's 0600 vars file (-e @file)."""
+        return playbook_runner.run_playbook(playbook, *args, inventory=self.inventory_file if inventory else None,
+                                            vars_files=[self.secrets_file], env=self.env(), check=check)
 
-    def ansible(self, *args):
-        """An ad-hoc ansible run on the controller (modules that talk to the EC2 API)."""
-        cmd = [str(REPO / ".venv/bin/ansible"), "-i", "localhost,", "-c", "local", "-o",
-               "-e", "ansible_python_interpreter=%s" % (REPO / ".venv/bin/python")]
-        return run(cmd + list(args), env=self.env())
+    def ansible(self, module, module_args):
+        """An ad-hoc ansible run of MODULE on the controller (modules that talk to the EC2 API)."""
+        return playbook_runner.run_adhoc("localhost", module, module_args, "-c", "local", "-o", inventory="localhost,",
+                                         extra_vars={"ansible_python_interpreter": str(REPO / ".venv/bin/python")},
+                                         env=self.env(), check=True)
 
     def write_files(self):
         """Inventory (the collection's plugin, this cluster only), connection vars, the cookie (0600 file)."""
@@ -99,10 +98,7 @@ class Cluster:
             "ansible_user: admin\nansible_ssh_private_key_file: %s\n"
             "ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n"
             "ansible_python_interpreter: /usr/bin/python3\n" % self.ssh_key)
-        self.secrets_file = self.workdir / "cookie.yml"
-        fd = os.open(str(self.secrets_file), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write("erlang_cookie: %s\n" % self.cookie)
+        self.secrets_file = playbook_runner.write_private(self.workdir / "cookie.yml", "erlang_cookie: %s\n" % self.cookie)
 
     # ---------------------------------------------------------------- instances
 
@@ -121,6 +117,14 @@ class Cluster:
         instances = reply["Instances"]
         self.launched += [i["InstanceId"] for i in instances]
         return instances
+
+    def launch_boot_server(self, image_id):
+        """The cluster's boot server instance (not waited for); sets boot_id, boot_ip and boot_node."""
+        boot = self.run_instances(image_id, 1, contract.ROLE_BOOT_SERVER,
+                                  contract.render_user_data(self.name, contract.ROLE_BOOT_SERVER, "boot"))[0]
+        self.boot_id, self.boot_ip = boot["InstanceId"], boot["PrivateIpAddress"]
+        self.boot_node = contract.node_id("boot", self.boot_ip)
+        return boot
 
     def worker_user_data(self, **extra):
         return contract.render_user_data(self.name, contract.ROLE_WORKER, "worker", boot_server_ip=self.boot_ip, extra=extra)
@@ -235,6 +239,15 @@ class Cluster:
                 raise AssertionError("not joined after %d s: boot node sees %s; bootstrap units %s; journal of one: %s"
                                      % (bound, view, states, self.bootstrap_journal(sorted(ips)[0])[-3000:]))
             time.sleep(1)
+
+
+def worker_status(ip, timeout):
+    """A worker's http://IP:8080/status document (the example releases), or None while it does not answer."""
+    try:
+        with urllib.request.urlopen("http://%s:8080/status" % ip, timeout=timeout) as answer:  # nosec - the project's own hosts
+            return json.loads(answer.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def localcloud_endpoint_url():

@@ -6,7 +6,6 @@ import sys
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 # The collection's module_utils (the user-data contract) for checks made by the tests themselves.
 sys.path.insert(0, os.path.join(ROOT, ".collections"))
-BIN = os.path.dirname(sys.executable)
 REGION = "us-east-1"
 IMAGE_ID = "ami-12c6146b"  # one of moto's built-in AMIs
 

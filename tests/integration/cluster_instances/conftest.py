@@ -1,15 +1,13 @@
 """Run skunkworks.erlang_ec2.cluster_instances through ansible-playbook against the moto endpoint."""
 
 import json
-import os
-import subprocess
 
 import boto3
 import pytest
-import yaml
 
+import playbook_runner
 from aws_endpoint import FAKE_CREDENTIALS, client_env
-from cluster_instances_helpers import BIN, REGION, ROOT, PlaybookRun
+from cluster_instances_helpers import REGION, PlaybookRun
 
 
 @pytest.fixture
@@ -43,19 +41,11 @@ def playbook(clean_aws, tmp_path):
             "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
             "tasks": tasks,
         }]
-        path = tmp_path / ("play-%d.yml" % counter[0])
-        path.write_text(yaml.safe_dump(play, sort_keys=False))
-        env = client_env(clean_aws, REGION)
-        env["ANSIBLE_COLLECTIONS_PATH"] = os.path.join(ROOT, ".collections")
-        env["ANSIBLE_LOCALHOST_WARNING"] = "false"
-        env["ANSIBLE_INVENTORY_UNPARSED_WARNING"] = "false"
-        env.update(extra_env or {})
-        cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", str(path)]
-        if check:
-            cmd.append("--check")
-        if diff:
-            cmd.append("--diff")
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)  # failures are asserted by tests
+        path = playbook_runner.write_play(tmp_path / ("play-%d.yml" % counter[0]), play)
+        env = playbook_runner.ansible_env(client_env(clean_aws, REGION), ANSIBLE_LOCALHOST_WARNING="false",
+                                          ANSIBLE_INVENTORY_UNPARSED_WARNING="false", **(extra_env or {}))
+        # Failures are asserted by the tests.
+        proc = playbook_runner.run_playbook(path, inventory="localhost,", check_mode=check, diff=diff, env=env, timeout=600)
         results = json.loads(out.read_text()) if out.exists() else []
         return PlaybookRun(proc, results)
 

@@ -13,13 +13,14 @@ import json
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]  # this suite's conftest, and tests/integration (playbook_runner)
 
-from conftest import BIN, ROOT, Cluster, build_release, localcloud_env  # noqa: E402  pylint: disable=wrong-import-position
+from conftest import ROOT, Cluster, build_release, localcloud_env  # noqa: E402  pylint: disable=wrong-import-position
+from playbook_runner import run_adhoc  # noqa: E402  pylint: disable=wrong-import-position
 from test_e2e import LAYOUT, Sampler  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -35,9 +36,9 @@ def unavailability(rounds, ip):
 
 
 def adhoc_restart(cluster, host, node):
-    argv = [os.path.join(BIN, "ansible"), host, "-i", os.path.join(ROOT, "inventory"), "--become", "-m", "skunkworks.erlang_ec2.node_restart",
-            "-a", json.dumps({"node": node, "cookie_file": LAYOUT["cookie_file"], "restart_timeout": 120}), "-o"]
-    proc = subprocess.run(argv, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=300, check=False)
+    proc = run_adhoc(host, "skunkworks.erlang_ec2.node_restart",
+                     json.dumps({"node": node, "cookie_file": LAYOUT["cookie_file"], "restart_timeout": 120}),
+                     "--become", "-o", inventory=os.path.join(ROOT, "inventory"), env=cluster.env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout.split("=>", 1)[1])
 

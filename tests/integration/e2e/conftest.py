@@ -6,28 +6,20 @@ cluster name and cookie parameter, and terminates its own instances at the end (
 is shared and left running).
 """
 
-import json
 import os
-import re
 import secrets
 import shlex
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-# The collection's own path (make bootstrap links it): the tests import its host layout.
-if os.path.join(ROOT, ".collections") not in sys.path:
-    sys.path.insert(0, os.path.join(ROOT, ".collections"))
+import playbook_runner
+from localcloud_cluster import worker_status
+from playbook_runner import ROOT
+
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
-BIN = os.path.dirname(PYTHON)
 EXAMPLE = os.path.join(ROOT, "examples", "hello_cluster")
-RECAP_RE = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-# Generous deadlines against hangs only; nothing here asserts on time.
-PLAYBOOK_TIMEOUT = 1200
 
 
 def localcloud_env():
@@ -43,33 +35,9 @@ def localcloud_env():
         elif parts and parts[0] == "unset":
             for key in parts[1:]:
                 env.pop(key, None)
-    env.update(
-        ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"),
-        ANSIBLE_PIPELINING="1",
-        ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_NOCOLOR="1",
-        PATH=BIN + os.pathsep + env.get("PATH", ""),
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )
+    env = playbook_runner.ansible_env(env, ANSIBLE_PIPELINING="1", AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
     assert env["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:"), env["AWS_ENDPOINT_URL"]
     return env
-
-
-class Result:
-    def __init__(self, proc, elapsed):
-        self.rc = proc.returncode
-        self.out = proc.stdout
-        self.elapsed = elapsed
-        self.recap = {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "unreachable": int(m.group(4)), "failed": int(m.group(5))}
-                      for m in RECAP_RE.finditer(self.out)}
-
-    @property
-    def changed(self):
-        return sum(host["changed"] for host in self.recap.values())
-
-    def tail(self, lines=60):
-        return "\n".join(self.out.splitlines()[-lines:])
 
 
 class Cluster:
@@ -84,19 +52,12 @@ class Cluster:
         self.boot_server_ip = None
 
     def playbook(self, name, *args, check=True, extra=None):
-        argv = [os.path.join(BIN, "ansible-playbook"), "skunkworks.erlang_ec2.%s" % name, "-i", os.path.join(ROOT, "inventory"),
-                "-e", "cluster_name=%s" % self.name, "-e", "erlang_cookie_ssm_parameter=%s" % self.cookie_parameter]
-        for key, value in (extra or {}).items():
-            argv += ["-e", json.dumps({key: value})]
-        argv += list(args)
-        started = time.monotonic()
-        proc = subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT, check=False)
-        result = Result(proc, time.monotonic() - started)
-        with open(os.path.join(self.workdir, "ansible.log"), "a") as log:
-            log.write("$ %s\n%s\n%s\n" % (" ".join(argv), proc.stdout, proc.stderr))
-        if check:
-            assert result.rc == 0, "ansible-playbook %s failed:\n%s\n%s" % (name, result.tail(), proc.stderr[-2000:])
-        return result
+        """ansible-playbook skunkworks.erlang_ec2.NAME on the project's inventory; the cookie stays in SSM."""
+        extra_vars = {"cluster_name": self.name, "erlang_cookie_ssm_parameter": self.cookie_parameter}
+        extra_vars.update(extra or {})
+        return playbook_runner.run_playbook("skunkworks.erlang_ec2.%s" % name, *args, inventory=os.path.join(ROOT, "inventory"),
+                                            extra_vars=extra_vars, env=self.env, check=check,
+                                            log=os.path.join(self.workdir, "ansible.log"))
 
     def boto3(self, service):
         import boto3
@@ -120,11 +81,7 @@ class Cluster:
 
     def status(self, ip, timeout=1.0):
         """A worker's /status document, or None if it does not answer."""
-        try:
-            with urllib.request.urlopen("http://%s:8080/status" % ip, timeout=timeout) as answer:  # nosec - the project's own hosts
-                return json.loads(answer.read().decode("utf-8"))
-        except (OSError, ValueError):
-            return None
+        return worker_status(ip, timeout)
 
     def ssh(self, ip, command):
         key = self.env["LOCALCLOUD_SSH_KEY"]

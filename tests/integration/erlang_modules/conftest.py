@@ -28,8 +28,10 @@ sys.path.insert(0, COLLECTIONS)
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_node  # noqa: E402
 
+import playbook_runner  # noqa: E402
+
 EXAMPLE = os.path.join(ROOT, "examples", "hello_cluster")
-ANSIBLE_BIN = os.path.dirname(sys.executable)
+INTERPRETER = {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}
 BOOT_NODE = "boot@127.0.0.1"
 OTP_LIB = subprocess.run(
     ["erl", "-noshell", "-eval", "io:format(\"~s\", [code:lib_dir()]), halt()."],
@@ -62,6 +64,14 @@ def udp_4368_free():
     return True
 
 
+def wait_udp_4368_free(bound=120):
+    deadline = time.monotonic() + bound
+    while not udp_4368_free():
+        if time.monotonic() > deadline:
+            raise AssertionError("UDP 4368 is held by another process (another boot server on this host) for %d s" % bound)
+        time.sleep(1)
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -84,7 +94,10 @@ def proc_entries():
 
 
 class CookieWatch(object):
-    """Scans every process's command line while the suite runs; the cookie must never be there."""
+    """Scans every process's command line and environment while the suite (or a `with` block) runs;
+    the cookie must never be there."""
+
+    interval = 0.05
 
     def __init__(self, cookie):
         self.needle = cookie.encode()
@@ -97,13 +110,23 @@ class CookieWatch(object):
         self._thread.start()
         return self
 
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def _run(self):
         while not self._stop.is_set():
             for pid, cmdline, environ in proc_entries():
                 if self.needle in cmdline or self.needle in environ:
-                    self.hits.append((pid, cmdline.replace(b"\0", b" ")[:200]))
+                    self.hits.append((pid, cmdline.replace(b"\0", b" ")[:300]))
+                self.saw(cmdline)
             self.scans += 1
-            self._stop.wait(0.05)
+            self._stop.wait(self.interval)
+
+    def saw(self, cmdline):
+        """Called with every command line scanned (raw bytes, NUL-separated): for subclasses."""
 
     def stop(self):
         self._stop.set()
@@ -155,17 +178,13 @@ class Ansible(object):
         self.env = env
 
     def _environ(self):
-        environ = dict(os.environ)
-        environ.update(
-            ANSIBLE_COLLECTIONS_PATH=COLLECTIONS,
+        return playbook_runner.ansible_env(
             ANSIBLE_LOG_PATH=self.env.ansible_log,
             ANSIBLE_HOST_KEY_CHECKING="False",
             ANSIBLE_LOCALHOST_WARNING="False",
             ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
             TMPDIR=self.env.module_tmp,
-            PATH=ANSIBLE_BIN + os.pathsep + environ.get("PATH", ""),
         )
-        return environ
 
     def run(self, module, args, check=False, diff=False, verbosity=0, callback="ansible.posix.json", extra_vars=None):
         """Run one module in a one-task playbook on localhost; returns (rc, result, output).
@@ -175,21 +194,12 @@ class Ansible(object):
         workdir = tempfile.mkdtemp(dir=self.env.base, prefix="play-")
         task = {"name": "run", "skunkworks.erlang_ec2." + module: args, "register": "result"}
         play = [{"hosts": "localhost", "gather_facts": False, "vars": dict(extra_vars or {}), "tasks": [task]}]
-        playbook = os.path.join(workdir, "play.yml")
-        with open(playbook, "w") as handle:
-            json.dump(play, handle)
-        argv = [os.path.join(ANSIBLE_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                "-e", "ansible_python_interpreter={{ ansible_playbook_python }}", playbook]
-        if check:
-            argv.append("--check")
-        if diff:
-            argv.append("--diff")
-        if verbosity:
-            argv.append("-" + "v" * verbosity)
+        playbook = playbook_runner.write_play(os.path.join(workdir, "play.yml"), play)
         environ = self._environ()
         environ["ANSIBLE_STDOUT_CALLBACK"] = callback
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                              env=environ, timeout=300, check=False)
+        proc = playbook_runner.run_playbook(playbook, "-c", "local", inventory="localhost,", check_mode=check, diff=diff,
+                                            verbosity=verbosity, extra_vars=INTERPRETER, env=environ, timeout=300,
+                                            merge_stderr=True)
         shutil.rmtree(workdir, ignore_errors=True)
         self.env.outputs.append(proc.stdout)
         if callback != "ansible.posix.json":
@@ -199,14 +209,12 @@ class Ansible(object):
         result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
         return proc.returncode, result, proc.stdout
 
-    def adhoc(self, module, args, verbosity=0):
-        """The documented quick-start form: ansible localhost -m FQCN -a 'k=v ...' (no secrets in args)."""
-        argv = [os.path.join(ANSIBLE_BIN, "ansible"), "localhost", "-c", "local", "-m", "skunkworks.erlang_ec2." + module,
-                "-a", args, "-e", "ansible_python_interpreter={{ ansible_playbook_python }}"]
-        if verbosity:
-            argv.append("-" + "v" * verbosity)
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                              env=self._environ(), timeout=300, check=False)
+    def adhoc(self, module, args, verbosity=0, timeout=300, extra_vars=None):
+        """The documented quick-start form: ansible localhost -m MODULE -a 'k=v ...' (no secrets in args nor
+        extra_vars); MODULE is short for skunkworks.erlang_ec2.MODULE unless it has dots. Returns (rc, output)."""
+        fqcn = module if "." in module else "skunkworks.erlang_ec2." + module
+        proc = playbook_runner.run_adhoc("localhost", fqcn, args, "-c", "local", extra_vars=dict(extra_vars or {}, **INTERPRETER),
+                                         verbosity=verbosity, env=self._environ(), timeout=timeout, merge_stderr=True)
         self.env.outputs.append(proc.stdout)
         return proc.returncode, proc.stdout
 
@@ -257,11 +265,7 @@ class Nodes(object):
                 "-s", "erlang_ec2_boot_server", "start", slaves]
         if erlang_node.epmd_lookup("127.0.0.1", "boot") if self._epmd_up() else False:
             raise AssertionError("a node named boot@127.0.0.1 already runs here (another boot server holds UDP 4368?)")
-        deadline = time.monotonic() + 120
-        while not udp_4368_free():
-            if time.monotonic() > deadline:
-                raise AssertionError("UDP 4368 is held by another process (another boot server on this host) for 120 s")
-            time.sleep(1)
+        wait_udp_4368_free()
         proc = self._start("boot", argv)
         try:
             # The node answers before its -eval has started the boot server.
@@ -384,6 +388,16 @@ def cookie_watch(env):
 @pytest.fixture(scope="session")
 def ansible(env):
     return Ansible(env)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cookie_never_leaked(env, cookie_watch):
+    """At the session's end, whatever order the tests ran in: the cookie was never on a command line nor in
+    Ansible's output (test_erlmod_secrets.py checks the same, and more, while the session runs)."""
+    yield
+    cookie_watch.stop()
+    assert cookie_watch.hits == [], "the cookie was on a command line: %r" % cookie_watch.hits[:3]
+    assert not [output for output in env.outputs if env.cookie in output], "the cookie was in Ansible's output"
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,10 @@ over distribution (erl_call), as the node image bootstrap calls it. Real files, 
 
 import shutil
 import threading
-import time
 
 import pytest
 
-from conftest import Nodes, boot_server_ebin, erlang_node, run_command, udp_4368_free
+from conftest import Nodes, boot_server_ebin, erlang_node, run_command, wait_udp_4368_free
 
 NODE = "loader@127.0.0.1"
 
@@ -28,11 +27,7 @@ def loader(env, ebin, cookie_watch, boot_server_lock, tmp_path):
     allow_list.write_text("# written by Ansible\n10.0.0.1\nnot-an-address\n")
 
     def start():
-        deadline = time.monotonic() + 120
-        while not udp_4368_free():
-            if time.monotonic() > deadline:
-                raise AssertionError("UDP 4368 is held by another process (another boot server on this host) for 120 s")
-            time.sleep(1)
+        wait_udp_4368_free()
         nodes._start("loader", ["erl", "-name", NODE, "-noshell", "-noinput", "-pa", ebin,
                                 "-s", "erlang_ec2_boot_server", "start", str(allow_list)])
         try:

@@ -7,7 +7,6 @@ of a second service user (`nobody`) to cover the switch from root, the default n
 of other users. The cookie must never show up in any process's command line or environment.
 """
 
-import json
 import os
 import posixpath
 import pwd
@@ -21,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import ANSIBLE_BIN, BOOT_NODE, ROOT, CookieWatch, Nodes, proc_entries
+from conftest import BOOT_NODE, ROOT, CookieWatch, Nodes, proc_entries
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT
 
 TEMPLATE = os.path.join(ROOT, "roles", "erlang", "templates", "node_command.sh.j2")
@@ -41,13 +40,8 @@ def render(ansible, dest, user, home):
     extra = {"erlang_user": user, "erlang_home": home, "erlang_dist_port_min": 9100, "erlang_dist_port_max": 9155,
              # As the _common role defines it for the erlang role: the layout moved by erlang_user, erlang_home.
              "erlang_layout": "{{ lookup('skunkworks.erlang_ec2.host_layout') }}"}
-    argv = [os.path.join(ANSIBLE_BIN, "ansible"), "localhost", "-c", "local", "-m", "ansible.builtin.template",
-            "-a", "src=%s dest=%s mode=0755" % (TEMPLATE, dest), "-e", json.dumps(extra),
-            "-e", "ansible_python_interpreter={{ ansible_playbook_python }}"]
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          env=ansible._environ(), timeout=120, check=False)
-    ansible.env.outputs.append(proc.stdout)
-    assert proc.returncode == 0, proc.stdout
+    rc, output = ansible.adhoc("ansible.builtin.template", "src=%s dest=%s mode=0755" % (TEMPLATE, dest), extra_vars=extra, timeout=120)
+    assert rc == 0, output
     return dest
 
 
@@ -72,53 +66,35 @@ def run(command, *args, stdin=None, user=None, timeout=60):
     return Result(proc, time.monotonic() - started)
 
 
-class ProcPoll(object):
+class ProcPoll(CookieWatch):
     """Polls every process's command line and environment while commands run: records the cookie
     wherever it shows up, and the command's own client nodes (proof that the poll saw them)."""
 
+    interval = 0.01
+
     def __init__(self, cookie):
-        self.needle = cookie.encode()
-        self.hits = []
+        super().__init__(cookie)
         self.clients = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self):
-        while not self._stop.is_set():
-            for pid, cmdline, environ in proc_entries():
-                if self.needle in cmdline or self.needle in environ:
-                    self.hits.append((pid, cmdline.replace(b"\0", b" ")[:300]))
-                words = cmdline.split(b"\0")
-                if b"-hidden" in words and any(w.startswith(b"erlang-ec2-node-") for w in words):
-                    self.clients.add(b" ".join(words))
-            self._stop.wait(0.01)
+    def saw(self, cmdline):
+        words = cmdline.split(b"\0")
+        if b"-hidden" in words and any(w.startswith(b"erlang-ec2-node-") for w in words):
+            self.clients.add(b" ".join(words))
 
 
 def client_processes(marker):
     """(pid, uid, environ) of the command's client beam processes whose command line holds marker."""
     found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+    for pid, cmdline, environ in proc_entries():
+        words = cmdline.split(b"\0")
+        if not (b"-hidden" in words and marker.encode() in words and b"beam" in os.path.basename(words[0])):
             continue
         try:
-            with open("/proc/%s/cmdline" % pid, "rb") as handle:
-                words = handle.read().split(b"\0")
             with open("/proc/%s/status" % pid) as handle:
                 uid = int([line for line in handle if line.startswith("Uid:")][0].split()[1])
-            with open("/proc/%s/environ" % pid, "rb") as handle:
-                environ = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
         except (OSError, IndexError):
             continue
-        if b"-hidden" in words and marker.encode() in words and b"beam" in os.path.basename(words[0]):
-            found.append((int(pid), uid, environ))
+        found.append((int(pid), uid, dict(item.split(b"=", 1) for item in environ.split(b"\0") if b"=" in item)))
     return found
 
 

@@ -15,15 +15,21 @@ def status(release):
     return json.loads(answer[1])
 
 
-@pytest.mark.parametrize("vsn", VERSIONS)
-def test_rebar3_release_from_disk(run_release, vsn):
-    release = run_release("hello_rebar3", vsn)
+def started_status(run_release, app, vsn):
+    """Start APP VSN from its tarball; (release, /status) once what every example reports is checked."""
+    release = run_release(app, vsn)
     body = status(release)
-    print("\nhello_rebar3 %s /status: %s" % (vsn, json.dumps(body, sort_keys=True)))
-    assert body["release"] == "hello_rebar3"
+    print("\n%s %s /status: %s" % (app, vsn, json.dumps(body, sort_keys=True)))
+    assert body["release"] == app
     assert body["version"] == vsn and body["app_version"] == vsn
     assert body["node"].startswith(release.sname + "@")
     assert body["nodes"] == []
+    return release, body
+
+
+@pytest.mark.parametrize("vsn", VERSIONS)
+def test_rebar3_release_from_disk(run_release, vsn):
+    release, body = started_status(run_release, "hello_rebar3", vsn)
     assert body["nif"]["version"] == vsn
     assert body["nif"]["add"] == 42
     assert os.path.realpath(body["nif"]["path"]) == os.path.realpath(
@@ -41,13 +47,7 @@ def test_rebar3_release_from_disk(run_release, vsn):
 
 @pytest.mark.parametrize("vsn", VERSIONS)
 def test_elixir_release_from_disk(run_release, vsn):
-    release = run_release("hello_elixir", vsn)
-    body = status(release)
-    print("\nhello_elixir %s /status: %s" % (vsn, json.dumps(body, sort_keys=True)))
-    assert body["release"] == "hello_elixir"
-    assert body["version"] == vsn and body["app_version"] == vsn
-    assert body["node"].startswith(release.sname + "@")
-    assert body["nodes"] == []
+    release, body = started_status(run_release, "hello_elixir", vsn)
     assert body["crypto"]["sha256"] == hashlib.sha256(vsn.encode()).hexdigest()
     assert body["protocol"] == ["release hello_elixir " + vsn, "integer 42"]
     assert body["consolidated"] is True

@@ -39,12 +39,18 @@ def erlang_term_version(text, name):
     return match.group(1)
 
 
+def tarball_rel(tarballs, app, vsn):
+    """(tarball, its .rel text) of APP VSN, whose .rel names the release and the app at VSN."""
+    tar = tarballs[(app, vsn)]
+    rel = tar.text("releases/%s/%s.rel" % (vsn, app))
+    assert re.search(r'\{release,\s*\{"%s",\s*"%s"\}' % (app, re.escape(vsn)), rel), rel
+    assert erlang_term_version(rel, app) == vsn
+    return tar, rel
+
+
 @pytest.mark.parametrize("vsn", VERSIONS)
 def test_rebar3_tarball_shape(tarballs, vsn):
-    tar = tarballs[("hello_rebar3", vsn)]
-    rel = tar.text("releases/%s/hello_rebar3.rel" % vsn)
-    assert re.search(r'\{release,\s*\{"hello_rebar3",\s*"%s"\}' % re.escape(vsn), rel), rel
-    assert erlang_term_version(rel, "hello_rebar3") == vsn
+    tar, rel = tarball_rel(tarballs, "hello_rebar3", vsn)
     for app in ("kernel", "stdlib", "sasl", "crypto", "asn1", "public_key", "ssl", "inets"):
         erlang_term_version(rel, app)
     # relx copies the OTP applications into lib/ even with include_erts false; no ERTS.
@@ -75,10 +81,7 @@ def test_rebar3_tarball_shape(tarballs, vsn):
 
 @pytest.mark.parametrize("vsn", VERSIONS)
 def test_elixir_tarball_shape(tarballs, vsn):
-    tar = tarballs[("hello_elixir", vsn)]
-    rel = tar.text("releases/%s/hello_elixir.rel" % vsn)
-    assert re.search(r'\{release,\s*\{"hello_elixir",\s*"%s"\}' % re.escape(vsn), rel), rel
-    assert erlang_term_version(rel, "hello_elixir") == vsn
+    tar, rel = tarball_rel(tarballs, "hello_elixir", vsn)
     libs = tar.dirs("lib")
     assert "hello_elixir-%s" % vsn in libs
     assert [d for d in libs if d.startswith("elixir-")], libs

@@ -156,18 +156,15 @@ def test_network_interfaces_match_the_api(hosts):
 def test_amazon_aws_ec2_metadata_facts_reads_the_host(cloud, hosts, tmp_path):
     """The metadata as Ansible's amazon.aws.ec2_metadata_facts gathers it on the host, over SSH."""
     import os
-    import subprocess
-    import sys
+
+    from playbook_runner import run_adhoc
 
     instance = hosts.required
     ip = instance["PrivateIpAddress"]
-    proc = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "ansible"), "all", "-i", "%s," % ip, "-u", "admin", "--private-key", hosts.key,
-         "-e", "ansible_python_interpreter=/usr/bin/python3", "--ssh-common-args=-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
-         "-m", "amazon.aws.ec2_metadata_facts", "-o"],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False"),
-        check=False,
-    )
+    proc = run_adhoc("all", "amazon.aws.ec2_metadata_facts", "", "-u", "admin", "--private-key", hosts.key,
+                     "--ssh-common-args=-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null", "-o",
+                     inventory="%s," % ip, extra_vars={"ansible_python_interpreter": "/usr/bin/python3"}, timeout=120,
+                     env=dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     facts = json.loads(proc.stdout.split(" => ", 1)[1])["ansible_facts"]
     assert facts["ansible_ec2_instance_id"] == instance["InstanceId"]

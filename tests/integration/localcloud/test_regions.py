@@ -19,6 +19,7 @@ import pytest
 
 from conftest import Launcher, podman_state, ssh, wait_ssh
 from localcloud import cli, config
+from playbook_runner import run_adhoc
 
 REGION = "eu-west-1"  # the region these tests launch in, besides the default one
 CLUSTER = "lcregions-%d" % os.getpid()  # the pair's erlang-cluster tag, for the collection's inventory plugin
@@ -152,11 +153,9 @@ def test_ansible_reaches_both_hosts_at_one_address(pair, tmp_path):
         "west": {"ansible_host": pair.there["PrivateDnsName"],
                  "ansible_ssh_common_args": "-o ProxyCommand=%s" % shlex.quote(proxy)},
     }}}))
-    proc = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "ansible"), "all", "-i", str(inventory), "-u", "admin", "--private-key", str(pair.key),
-         "-e", "ansible_python_interpreter=/usr/bin/python3", "-m", "ansible.builtin.command",
-         "-a", "curl -s %s/meta-data/instance-id" % IMDS, "-o"],
-        capture_output=True, text=True, timeout=180, check=False,
+    proc = run_adhoc(
+        "all", "ansible.builtin.command", "curl -s %s/meta-data/instance-id" % IMDS, "-u", "admin", "--private-key", str(pair.key), "-o",
+        inventory=inventory, extra_vars={"ansible_python_interpreter": "/usr/bin/python3"}, timeout=180,
         env=dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_CONTROL_PATH_DIR=str(tmp_path / "cp"),
                  ANSIBLE_SSH_ARGS="-C -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile=/dev/null"),
     )
@@ -180,11 +179,8 @@ def test_the_collection_inventory_reaches_both_regions_by_private_dns_name(pair,
     }))
     env.update(ANSIBLE_COLLECTIONS_PATH=str(config.REPO_ROOT / ".collections"), ANSIBLE_HOST_KEY_CHECKING="False",
                ANSIBLE_CONTROL_PATH_DIR=str(tmp_path / "cp"))
-    proc = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "ansible"), "all", "-i", str(tmp_path / "inventory"),
-         "-m", "ansible.builtin.command", "-a", "curl -s %s/meta-data/instance-id" % IMDS, "-o"],
-        capture_output=True, text=True, timeout=180, check=False, env=dict(os.environ, **env),
-    )
+    proc = run_adhoc("all", "ansible.builtin.command", "curl -s %s/meta-data/instance-id" % IMDS, "-o",
+                     inventory=tmp_path / "inventory", timeout=180, env=dict(os.environ, **env))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     seen = {line.split(" | ")[0]: line.rsplit(" ", 1)[-1] for line in proc.stdout.splitlines() if " | CHANGED " in line}
     assert seen == {pair.here["InstanceId"]: pair.here["InstanceId"], pair.there["InstanceId"]: pair.there["InstanceId"]}, proc.stdout

@@ -10,12 +10,10 @@ import os
 import re
 import secrets
 import time
-import urllib.request
-import json
 
 import pytest
 
-from localcloud_cluster import Cluster, contract, run
+from localcloud_cluster import Cluster, contract, run, worker_status
 
 PLAIN_AMI_NAME = "localcloud-debian-12"
 EXAMPLES = {"rebar3": "hello_rebar3", "elixir": "hello_elixir"}
@@ -42,11 +40,15 @@ class ReleaseCluster(Cluster):
     @staticmethod
     def status(ip, timeout=2.0):
         """A worker's /status document, or None while it does not answer."""
-        try:
-            with urllib.request.urlopen("http://%s:8080/status" % ip, timeout=timeout) as answer:  # nosec - the project's own hosts
-                return json.loads(answer.read().decode("utf-8"))
-        except (OSError, ValueError):
-            return None
+        return worker_status(ip, timeout)
+
+    def launch(self, image_name, workers):
+        """A boot server and `workers` pushed workers (their user data names it), all running."""
+        image = self.image_named(image_name)
+        boot = self.launch_boot_server(image)
+        pushed = self.run_instances(image, workers, contract.ROLE_WORKER, self.worker_user_data())
+        self.wait_state([boot["InstanceId"]] + [i["InstanceId"] for i in pushed], "running")
+        self.pushed = sorted(i["PrivateIpAddress"] for i in pushed)
 
     def wait_status(self, ips, version, bound=STATUS_BOUND_SECONDS):
         """{ip: /status} once every worker at ips serves the release version and sees every other one."""
@@ -112,13 +114,7 @@ def release_cluster(kind, endpoint_url, cookie, tmp_path_factory, image_name, wo
     c.releases = releases
     c.write_files()
     try:
-        image = c.image_named(image_name)
-        boot = c.run_instances(image, 1, contract.ROLE_BOOT_SERVER, contract.render_user_data(c.name, contract.ROLE_BOOT_SERVER, "boot"))[0]
-        c.boot_id, c.boot_ip = boot["InstanceId"], boot["PrivateIpAddress"]
-        c.boot_node = contract.node_id("boot", c.boot_ip)
-        pushed = c.run_instances(image, workers, contract.ROLE_WORKER, c.worker_user_data())
-        c.wait_state([boot["InstanceId"]] + [i["InstanceId"] for i in pushed], "running")
-        c.pushed = sorted(i["PrivateIpAddress"] for i in pushed)
+        c.launch(image_name, workers)
         c.site = c.playbook("site", "-e", "site_initial_release=%s" % releases["1.0.0"])
         yield c
     finally:

@@ -15,7 +15,6 @@ import secrets
 import pytest
 
 from conftest import PLAIN_AMI_NAME, ReleaseCluster
-from localcloud_cluster import contract
 
 RELEASES = os.environ.get("THIRD_PARTY_RELEASES", "")
 
@@ -27,12 +26,7 @@ def jiffy_cluster(endpoint_url, cookie, tmp_path_factory):
     c = ReleaseCluster(endpoint_url, tmp_path_factory.mktemp("jiffy"), "reljf%s" % secrets.token_hex(2), cookie)
     c.write_files()
     try:
-        image = c.image_named(PLAIN_AMI_NAME)
-        boot = c.run_instances(image, 1, contract.ROLE_BOOT_SERVER, contract.render_user_data(c.name, contract.ROLE_BOOT_SERVER, "boot"))[0]
-        c.boot_ip = boot["PrivateIpAddress"]
-        pushed = c.run_instances(image, 2, contract.ROLE_WORKER, c.worker_user_data())
-        c.wait_state([boot["InstanceId"]] + [i["InstanceId"] for i in pushed], "running")
-        c.pushed = sorted(i["PrivateIpAddress"] for i in pushed)
+        c.launch(PLAIN_AMI_NAME, 2)
         yield c
     finally:
         if not os.environ.get("RELEASES_KEEP"):

@@ -15,11 +15,7 @@ import time
 
 import pytest
 
-from localcloud_cluster import (  # tests/integration is on sys.path: see its conftest.py
-    Cluster,
-    contract,
-    run,
-)
+from localcloud_cluster import Cluster, run  # tests/integration is on sys.path: see its conftest.py
 
 REPORT = os.environ.get("SELF_JOIN_REPORT", "")
 
@@ -45,12 +41,7 @@ def cluster(endpoint_url, release, tmp_path_factory):
     c = Cluster(endpoint_url, tmp_path_factory.mktemp("self_join"), "sj" + secrets.token_hex(3), secrets.token_hex(20))
     c.write_files()
     try:
-        boot = c.run_instances(c.erlang_ami(), 1, contract.ROLE_BOOT_SERVER,
-                               contract.render_user_data(c.name, contract.ROLE_BOOT_SERVER, "boot"))[0]
-        c.boot_id = boot["InstanceId"]
-        c.boot_ip = boot["PrivateIpAddress"]
-        c.boot_node = contract.node_id("boot", c.boot_ip)
-        c.wait_state([boot["InstanceId"]], "running")
+        c.wait_state([c.launch_boot_server(c.erlang_ami())["InstanceId"]], "running")
         c.ansible_playbook("skunkworks.erlang_ec2.site", "-e", "cluster_name=%s" % c.name, "-e", "site_initial_release=%s" % release)
         started = time.monotonic()
         proc = c.ansible_playbook(

@@ -12,11 +12,12 @@ import time
 
 from conftest import report
 from localcloud_cluster import DEFAULT_LAYOUT as LAYOUT, JOIN_BOUND_SECONDS
+from playbook_runner import parse_recap
 
 
 def changed_by_host(stdout):
     """{host: changed count} from an ansible-playbook recap."""
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", stdout, re.M)}
+    return {host: counts["changed"] for host, counts in parse_recap(stdout).items()}
 
 
 def test_baked_image_has_no_cluster_address(cluster):
@@ -84,7 +85,7 @@ def test_cluster_instances_grows_the_cluster_from_the_image(cluster):
                        "instance_type": "t3.small", "subnet_ids": [cluster.subnet_id], "key_name": "localcloud",
                        "endpoint_url": cluster.endpoint_url, "region": "us-east-1", "wait": True})
     t0 = time.monotonic()
-    proc = cluster.ansible("localhost", "-m", "skunkworks.erlang_ec2.cluster_instances", "-a", args)
+    proc = cluster.ansible("skunkworks.erlang_ec2.cluster_instances", args)
     result = json.loads(proc.stdout.split(" => ", 1)[1])
     new = [i for i in result["instances"] if i["id"] in result["launched"]]
     assert len(new) == 5 and result["boot_server_ip"] == cluster.boot_ip
@@ -95,7 +96,7 @@ def test_cluster_instances_grows_the_cluster_from_the_image(cluster):
     report("cluster_instances_join_self_to_joined_seconds_5_workers", {ip: joined[ip] for ip in ips})
     cluster.workers += ips
     # Same count again: nothing launched (the module is idempotent on the self-join path too).
-    proc = cluster.ansible("localhost", "-m", "skunkworks.erlang_ec2.cluster_instances", "-a", args)
+    proc = cluster.ansible("skunkworks.erlang_ec2.cluster_instances", args)
     again = json.loads(proc.stdout.split(" => ", 1)[1])
     assert again["changed"] is False and again["launched"] == []
 

@@ -5,7 +5,6 @@ Runs after test_self_join.py on the same session cluster (a boot server and a ba
 """
 
 import json
-import re
 import time
 
 import boto3
@@ -14,12 +13,12 @@ from localcloud import config
 from plugins.module_utils import cluster as contract
 
 from conftest import report
+from playbook_runner import parse_recap
 
 
 def recap(stdout):
     """{host: (ok, changed, failed)} from an ansible-playbook recap."""
-    return {m.group(1): (int(m.group(2)), int(m.group(3)), int(m.group(4)))
-            for m in re.finditer(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", stdout, re.M)}
+    return {host: (counts["ok"], counts["changed"], counts["failed"]) for host, counts in parse_recap(stdout).items()}
 
 
 def group_instances(cluster, autoscaling, name):

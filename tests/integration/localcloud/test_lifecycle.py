@@ -1,8 +1,9 @@
 """up/down of THE localcloud: reuse, what listens, recovery after a crash, and `down` leaving nothing behind.
 
-Runs last (file name): the crash and `down` tests take the cloud away from anyone using it, then bring it
-back up if it was running before the session. They skip while someone else's instances run on the cloud
-(LOCALCLOUD_TEST_FORCE_DOWN=1 runs them anyway); LOCALCLOUD_TEST_KEEP_CLOUD=1 always skips them.
+The crash and `down` tests take the cloud away from anyone using it, then bring it back up, so that the
+tests that run after them (in any file order) find it running; the session's end leaves it as it was found.
+They skip while someone else's instances run on the cloud (LOCALCLOUD_TEST_FORCE_DOWN=1 runs them anyway);
+LOCALCLOUD_TEST_KEEP_CLOUD=1 always skips them.
 """
 
 import os
@@ -234,5 +235,6 @@ def test_down_leaves_nothing_behind(cloud, nobody_else):
         # A second down has nothing to do and says so.
         assert "not running, 0 host(s), 0 CreateImage image(s), network absent, 0 region network(s)" in localcloud("down").stderr
     finally:
-        if not cloud.started_here:  # it was running before the tests: leave it as found
-            localcloud("up")
+        # Up again for whatever runs next; the session's end runs `down` if the session started the cloud.
+        localcloud("up")
+        assert cloud_running(cloud.paths)
