@@ -106,6 +106,7 @@ def user_data_format():
         "value_re": USER_DATA_VALUE_RE.pattern,
         "cluster_name_re": CLUSTER_NAME_RE.pattern,
         "node_name_re": NODE_NAME_RE.pattern,
+        "ipv4_re": IPV4_RE.pattern,
     }
 
 

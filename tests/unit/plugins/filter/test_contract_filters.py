@@ -31,7 +31,7 @@ def test_user_data_format_is_the_contract():
     fmt = FILTERS["user_data_format"]("v1")
     assert fmt["marker"] == contract.USER_DATA_MARKER
     for key, compiled in (("key_re", contract.USER_DATA_KEY_RE), ("value_re", contract.USER_DATA_VALUE_RE),
-                          ("cluster_name_re", contract.CLUSTER_NAME_RE), ("node_name_re", contract.NODE_NAME_RE)):
+                          ("cluster_name_re", contract.CLUSTER_NAME_RE), ("node_name_re", contract.NODE_NAME_RE), ("ipv4_re", contract.IPV4_RE)):
         assert re.compile(fmt[key]).pattern == compiled.pattern
 
 
