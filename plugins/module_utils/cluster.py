@@ -82,6 +82,34 @@ def is_ipv4(value):
     return isinstance(value, str) and bool(IPV4_RE.match(value))
 
 
+def is_cluster_name(value):
+    return isinstance(value, str) and bool(CLUSTER_NAME_RE.match(value))
+
+
+def is_node_name(value, host=None):
+    """A node name part (`worker`); with host, a full node `name@host`: host True means any IPv4, else that address."""
+    if not isinstance(value, str):
+        return False
+    if host is None:
+        return bool(NODE_NAME_RE.match(value))
+    name, sep, node_host = value.partition("@")
+    if not sep or not NODE_NAME_RE.match(name):
+        return False
+    return is_ipv4(node_host) if host is True else node_host == host
+
+
+def user_data_format():
+    """What a reader of user data must check (the bootstrap escript reads this, rendered by node_image)."""
+    return {
+        "marker": USER_DATA_MARKER,
+        "key_re": USER_DATA_KEY_RE.pattern,
+        "value_re": USER_DATA_VALUE_RE.pattern,
+        "cluster_name_re": CLUSTER_NAME_RE.pattern,
+        "node_name_re": NODE_NAME_RE.pattern,
+        "ipv4_re": IPV4_RE.pattern,
+    }
+
+
 def sanitize_group_part(name):
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
 

@@ -15,7 +15,9 @@
 %% Log lines carry sd-daemon priority prefixes (<3> error, <4> warning, <6> info) for the journal.
 -mode(compile).
 
--define(MARKER, "# erlang-ec2 user-data v1").
+%% The user-data format (first line and patterns) is not written here: the node_image role renders it
+%% from plugins/module_utils/cluster.py (filter skunkworks.erlang_ec2.user_data_format) into the file
+%% <this script>.format, read at start (--format-file to read another).
 -define(IMDS, "http://169.254.169.254").
 -define(TOKEN_TTL, "21600").
 
@@ -26,7 +28,9 @@ prog() ->
 usage() ->
     "usage: " ++ prog() ++ " --cookie-file PATH --env-file PATH --args-file PATH --worker-unit NAME\n"
     "         --release-root PATH [--deadline SECONDS] [--join-timeout SECONDS] [--imds-url URL]\n"
-    "         [--sync-nodes-timeout MS]\n"
+    "         [--sync-nodes-timeout MS] [--format-file PATH]\n"
+    "       " ++ prog() ++ " --parse-user-data FILE [--format-file PATH]\n"
+    "         (prints KEY=value lines of FILE read as user data, or `not ours`; for tests)\n"
     "The paths and the unit name are the host layout's (the node_image role's unit passes them).\n"
     "Every option also reads ERLANG_EC2_BOOTSTRAP_<OPTION> (e.g. ERLANG_EC2_BOOTSTRAP_DEADLINE);\n"
     "the user-data key ERLANG_BOOTSTRAP_DEADLINE may shorten --deadline for one instance.\n".
@@ -36,7 +40,7 @@ defaults() ->
     #{deadline => 600, join_timeout => 120, imds_url => ?IMDS,
       cookie_file => undefined, env_file => undefined, args_file => undefined,
       worker_unit => undefined, release_root => undefined,
-      sync_nodes_timeout => 5000}.
+      sync_nodes_timeout => 5000, format_file => ""}.
 
 require_layout(Opts) ->
     Missing = [K || K <- [cookie_file, env_file, args_file, worker_unit, release_root],
@@ -50,8 +54,7 @@ int_opts() -> [deadline, join_timeout, sync_nodes_timeout].
 
 main(Args) ->
     try
-        Opts = require_layout(parse_args(Args, from_env(defaults()))),
-        run(Opts)
+        dispatch(Args)
     catch
         throw:{usage, Msg} ->
             io:put_chars(standard_error, ["<3>", prog(), ": ", Msg, "\n", usage()]),
@@ -63,6 +66,25 @@ main(Args) ->
             log(3, "FAILED: internal error ~p:~p at ~p", [Class, Reason, hd(Stack ++ [none])]),
             halt(1)
     end.
+
+dispatch(["--parse-user-data", File | Args]) ->
+    %% The reader alone, on a file: tests/integration/self_join/test_bootstrap_user_data.py feeds it the
+    %% cases that tests/unit/plugins/module_utils/test_user_data_cases.py feeds cluster.parse_user_data.
+    load_format(parse_args(Args, from_env(defaults()))),
+    case file:read_file(File) of
+        {ok, Bin} ->
+            case read_user_data(Bin) of
+                not_ours -> io:put_chars("not ours\n");
+                {ok, Map} -> [io:format("~s=~s~n", [K, V]) || {K, V} <- lists:sort(maps:to_list(Map))]
+            end,
+            halt(0);
+        {error, Reason} ->
+            fail("cannot read ~s: ~p", [File, Reason])
+    end;
+dispatch(Args) ->
+    Opts = require_layout(parse_args(Args, from_env(defaults()))),
+    load_format(Opts),
+    run(Opts).
 
 %% ---------------------------------------------------------------- options
 
@@ -210,21 +232,31 @@ http_opts() ->
 
 %% ---------------------------------------------------------------- user data
 
-%% The same contract as plugins/module_utils/cluster.py (parse_user_data): refuse anything else.
-parse_user_data(Bin) ->
-    Text = unicode:characters_to_list(Bin),
-    case string:split(Text, "\n", all) of
+%% The reader of plugins/module_utils/cluster.py's parse_user_data, step for step (the shared cases of
+%% tests/unit/plugins/module_utils/user_data_cases.json are fed to both): decode UTF-8 (a bad byte becomes
+%% U+FFFD), split lines as Python's str.splitlines, strip as str.strip, the marker on the first line or
+%% not_ours, skip blank and # lines, KEY=value split at the first =, the last of a repeated key wins.
+read_user_data(Bin) ->
+    case split_lines(decode(Bin)) of
         [First | Lines] ->
-            case string:trim(First) of
-                ?MARKER -> ok;
-                _ -> fail("user data is not erlang-ec2 user data (first line must be ~p): refusing to join", [?MARKER])
-            end,
-            Pairs = lists:filtermap(fun parse_line/1, Lines),
-            check_settings(maps:from_list(Pairs))
+            case strip(First) =:= format(marker) of
+                true -> {ok, maps:from_list(lists:filtermap(fun parse_line/1, Lines))};
+                false -> not_ours
+            end;
+        [] ->
+            not_ours
+    end.
+
+%% What the bootstrap accepts: our user data, with what a worker needs (check_settings/1).
+parse_user_data(Bin) ->
+    case read_user_data(Bin) of
+        {ok, Settings} -> check_settings(Settings);
+        not_ours -> fail("user data is not erlang-ec2 user data (first line must be ~p): refusing to join",
+                         [format(marker)])
     end.
 
 parse_line(Line0) ->
-    Line = string:trim(Line0),
+    Line = strip(Line0),
     case Line of
         "" -> false;
         "#" ++ _ -> false;
@@ -239,11 +271,61 @@ parse_line(Line0) ->
             end
     end.
 
-valid(key, Key) -> re:run(Key, "^ERLANG_[A-Z0-9_]+$", [{capture, none}]) =:= match;
-valid(value, V) -> re:run(V, "^[A-Za-z0-9@._:,/-]*$", [{capture, none}]) =:= match;
-valid(node_name, N) -> re:run(N, "^[A-Za-z][A-Za-z0-9_-]{0,63}$", [{capture, none}]) =:= match;
-valid(cluster, C) -> re:run(C, "^[a-z0-9][a-z0-9_-]{0,62}$", [{capture, none}]) =:= match;
-valid(ipv4, Ip) -> element(1, inet:parse_ipv4strict_address(Ip)) =:= ok;
+decode(Bin) ->
+    case unicode:characters_to_list(Bin) of
+        Chars when is_list(Chars) -> Chars;
+        {error, Good, <<_, Rest/binary>>} -> Good ++ [16#FFFD | decode(Rest)];
+        {incomplete, Good, _} -> Good ++ [16#FFFD]
+    end.
+
+split_lines(Chars) ->
+    split_lines(Chars, [], []).
+
+split_lines([], [], Lines) -> lists:reverse(Lines);
+split_lines([], Line, Lines) -> lists:reverse([lists:reverse(Line) | Lines]);
+split_lines([$\r, $\n | Rest], Line, Lines) -> split_lines(Rest, [], [lists:reverse(Line) | Lines]);
+split_lines([C | Rest], Line, Lines) ->
+    case lists:member(C, [$\n, $\r, 16#0B, 16#0C, 16#1C, 16#1D, 16#1E, 16#85, 16#2028, 16#2029]) of
+        true -> split_lines(Rest, [], [lists:reverse(Line) | Lines]);
+        false -> split_lines(Rest, [C | Line], Lines)
+    end.
+
+strip(Chars) ->
+    lists:reverse(lists:dropwhile(fun is_space/1, lists:reverse(lists:dropwhile(fun is_space/1, Chars)))).
+
+%% Python's str.isspace.
+is_space(C) when C >= 16#2000, C =< 16#200A -> true;
+is_space(C) -> lists:member(C, [$\t, $\n, 16#0B, 16#0C, $\r, 16#1C, 16#1D, 16#1E, 16#1F, $\s, 16#85, 16#A0,
+                                16#1680, 16#2028, 16#2029, 16#202F, 16#205F, 16#3000]).
+
+%% The format file: {Key, Value}. terms, Key one of format_keys().
+format_keys() -> [marker, key_re, value_re, cluster_name_re, node_name_re, ipv4_re].
+
+load_format(Opts) ->
+    File = case maps:get(format_file, Opts) of
+               "" -> escript:script_name() ++ ".format";
+               Given -> Given
+           end,
+    Terms = case file:consult(File) of
+                {ok, T} -> T;
+                {error, Reason} -> fail("cannot read the user-data format ~s: ~p (the node_image role writes it)",
+                                        [File, Reason])
+            end,
+    Format = maps:from_list([{K, V} || {K, V} <- Terms, is_atom(K), is_list(V)]),
+    [maps:is_key(K, Format) orelse fail("the user-data format ~s has no ~s", [File, K]) || K <- format_keys()],
+    persistent_term:put({erlang_ec2_bootstrap, user_data_format}, Format).
+
+format(Key) ->
+    maps:get(Key, persistent_term:get({erlang_ec2_bootstrap, user_data_format})).
+
+matches(Key, Value) ->
+    re:run(Value, format(Key), [unicode, ucp, {capture, none}]) =:= match.
+
+valid(key, Key) -> matches(key_re, Key);
+valid(value, V) -> matches(value_re, V);
+valid(node_name, N) -> matches(node_name_re, N);
+valid(cluster, C) -> matches(cluster_name_re, C);
+valid(ipv4, Ip) -> matches(ipv4_re, Ip);
 valid(node, Node) ->
     case string:split(Node, "@") of
         [Name, Host] -> valid(node_name, Name) andalso valid(ipv4, Host);
