@@ -21,6 +21,7 @@ if str(REPO) not in sys.path:
 
 from localcloud import cli, config  # noqa: E402
 from plugins.module_utils import cluster as contract  # noqa: E402
+from plugins.module_utils.layout import DEFAULT_LAYOUT  # noqa: E402
 
 ERLANG_AMI_NAME = "localcloud-debian-12-erlang"
 SUBNET_AZ = "us-east-1a"
@@ -186,13 +187,19 @@ class Cluster:
         return set(ip for ip in match.group(1).split(",") if ip)
 
     def persisted_slaves(self):
-        out = self.ssh(self.boot_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves").stdout
+        """The persisted allow-list (written by the boot server only, read at its every start)."""
+        out = self.ssh(self.boot_ip, "sudo cat %s" % DEFAULT_LAYOUT["allow_list_file"]).stdout
         return set(line.strip() for line in out.splitlines() if line.strip() and not line.startswith("#"))
 
-    def joined_slaves(self):
-        """The addresses the boot server appended itself (erlang_ec2_boot_server:add_slave/1)."""
-        out = self.ssh(self.boot_ip, "sudo cat /var/lib/erlang-ec2/boot_server_slaves.joined").stdout
-        return set(line.strip() for line in out.splitlines() if line.strip() and not line.startswith("#"))
+    def allow_list_file_stat(self):
+        """(owner, group, octal mode) of the persisted allow-list."""
+        out = self.ssh(self.boot_ip, "sudo stat -c '%%U %%G %%a' %s" % DEFAULT_LAYOUT["allow_list_file"]).stdout
+        return tuple(out.split())
+
+    def legacy_joined_file_exists(self):
+        """Earlier versions' file of self-joined workers: folded into the allow-list file at start, then removed."""
+        proc = self.ssh(self.boot_ip, "sudo test -e %s" % DEFAULT_LAYOUT["joined_allow_list_file"], check=False)
+        return proc.returncode == 0
 
     def restart_boot_server(self, bound=60):
         """systemctl restart (the unit's ExecStartPost waits for erl_boot_server), then the allow-list as read back."""
