@@ -3,8 +3,9 @@
 %%
 %% erl_boot_server keeps the allow-list in memory only: without the file, a restart of the boot
 %% server would lock every worker out until Ansible ran again.
-%% Started by the unit as `-s erlang_ec2_boot_server start <file>`; the file holds one IPv4
-%% address a line ('#' starts a comment). A bad line is logged and skipped.
+%% Started by the unit as `-s erlang_ec2_boot_server start <file>` (the role passes
+%% erlang_layout.allow_list_file); the file holds one IPv4 address a line ('#' starts a comment).
+%% A bad line is logged and skipped.
 %% What is served and on which port comes from the command line: `-erlang_ec2_root Dir` (once per
 %% served directory; default the OTP root) and `-erlang_ec2_file_port Port` (TCP, default 4368).
 %%
@@ -19,18 +20,14 @@
 -module(erlang_ec2_boot_server).
 -behaviour(gen_server).
 
--export([start/0, start/1, read_slaves/1, add_slave/1, delete_slave/1, set_slaves/1, joined_file/1]).
+-export([start/1, read_slaves/1, add_slave/1, delete_slave/1, set_slaves/1, joined_file/1]).
 -export([init/1, handle_call/3, handle_cast/2]).
 
--define(DEFAULT_FILE, "/var/lib/erlang-ec2/boot_server_slaves").
 -define(HOST_MASK, {255, 255, 255, 255}).
 -define(CALL_TIMEOUT, 30000).
 -define(IS_OCTET(X), (is_integer(X) andalso X >= 0 andalso X =< 255)).
 -define(HEADER, "# The boot server's allow-list (one IPv4 address a line), read at its every start.\n"
                 "# Written by erlang_ec2_boot_server only: change it with skunkworks.erlang_ec2.boot_server_allow_list.\n").
-
-start() ->
-    start([?DEFAULT_FILE]).
 
 start([File]) when is_atom(File) ->
     start([atom_to_list(File)]);
