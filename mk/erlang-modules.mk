@@ -1,4 +1,4 @@
-# Erlang control modules (boot_server_slave, node_info, node_restart, boot_script) and the example app.
+# Erlang control modules (boot_server_allow_list, node_info, node_restart, boot_script) and the example app.
 # The suite starts real Erlang nodes on loopback, one boot server at a time (UDP 4368): never in parallel.
 ERLANG_EXAMPLE := $(ROOT)/examples/hello_cluster
 EXAMPLES_OUT   ?= $(ROOT)/build/examples

@@ -195,13 +195,19 @@ class Cluster:
         return set(ip for ip in match.group(1).split(",") if ip)
 
     def persisted_slaves(self):
+        """The persisted allow-list (written by the boot server only, read at its every start)."""
         out = self.ssh(self.boot_ip, "sudo cat %s" % self.layout["allow_list_file"]).stdout
         return set(line.strip() for line in out.splitlines() if line.strip() and not line.startswith("#"))
 
-    def joined_slaves(self):
-        """The addresses the boot server appended itself (erlang_ec2_boot_server:add_slave/1)."""
-        out = self.ssh(self.boot_ip, "sudo cat %s" % self.layout["joined_allow_list_file"]).stdout
-        return set(line.strip() for line in out.splitlines() if line.strip() and not line.startswith("#"))
+    def allow_list_file_stat(self):
+        """(owner, group, octal mode) of the persisted allow-list."""
+        out = self.ssh(self.boot_ip, "sudo stat -c '%%U %%G %%a' %s" % self.layout["allow_list_file"]).stdout
+        return tuple(out.split())
+
+    def legacy_joined_file_exists(self):
+        """Earlier versions' file of self-joined workers: folded into the allow-list file at start, then removed."""
+        proc = self.ssh(self.boot_ip, "sudo test -e %s" % self.layout["joined_allow_list_file"], check=False)
+        return proc.returncode == 0
 
     def restart_boot_server(self, bound=60):
         """systemctl restart (the unit's ExecStartPost waits for erl_boot_server), then the allow-list as read back."""

@@ -4,6 +4,7 @@ Tests run in file order against one session cluster (each step builds on the pre
 """
 
 import os
+import re
 import shlex
 import shutil
 import tarfile
@@ -11,6 +12,8 @@ import threading
 import time
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT as LAYOUT
+
+ALLOW_LIST_FILE = LAYOUT["allow_list_file"]
 
 
 def statuses(cluster):
@@ -198,6 +201,14 @@ def test_rollback_restores_v2(cluster):
     assert all(s and s["version"] == "2.0.0" for s in final.values()), final
 
 
+def running_allow_list(cluster):
+    """The boot server's running allow-list, as it reports it (erlang-ec2-node on the boot server host)."""
+    out = cluster.ssh(cluster.boot_server_ip, "sudo /usr/local/bin/erlang-ec2-node eval "
+                      "'[inet:ntoa(Ip) || {_, Ip} <- erl_boot_server:which_slaves()]'")
+    assert out.returncode == 0 and out.stdout.strip().startswith("["), out.stdout + out.stderr
+    return sorted(re.findall(r"\d+\.\d+\.\d+\.\d+", out.stdout))
+
+
 def test_decommission_removes_a_worker_for_good(cluster):
     host, ip = sorted(cluster.workers.items())[-1]
     ec2 = cluster.boto3("ec2")
@@ -205,15 +216,21 @@ def test_decommission_removes_a_worker_for_good(cluster):
     cluster.playbook("decommission", "--check", extra={"decommission_hosts": [host]})
     assert ec2.describe_instances(InstanceIds=[host])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
     assert cluster.status(ip)
-    assert ip in cluster.ssh(cluster.boot_server_ip, "sudo cat %s" % LAYOUT["allow_list_file"]).stdout.split()
+    assert ip in cluster.ssh(cluster.boot_server_ip, "sudo cat %s" % ALLOW_LIST_FILE).stdout.split()
+    assert ip in running_allow_list(cluster)
     cluster.playbook("decommission", extra={"decommission_hosts": [host]})
-    lines = cluster.ssh(cluster.boot_server_ip, "sudo cat %s" % LAYOUT["allow_list_file"]).stdout.splitlines()
+    lines = cluster.ssh(cluster.boot_server_ip, "sudo cat %s" % ALLOW_LIST_FILE).stdout.splitlines()
     allowed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert allowed, "could not read the persisted allow-list"
     assert ip not in allowed
+    # Gone from the running list too, and the file is still the boot server's own (its one writer).
+    assert ip not in running_allow_list(cluster)
+    assert cluster.ssh(cluster.boot_server_ip, "sudo stat -c '%%U %%G %%a' %s" % ALLOW_LIST_FILE).stdout.split() == ["erlang", "erlang", "640"]
+    assert cluster.ssh(cluster.boot_server_ip, "sudo test -e %s" % DEFAULT_LAYOUT["joined_allow_list_file"]).returncode != 0
     state = ec2.describe_instances(InstanceIds=[host])["Reservations"][0]["Instances"][0]["State"]["Name"]
     assert state in ("shutting-down", "terminated")
     remaining = cluster.refresh().workers
     assert host not in remaining
     assert all(cluster.status(other) for other in remaining.values())
     assert sorted(allowed) == sorted(remaining.values())
+    assert running_allow_list(cluster) == sorted(remaining.values())

@@ -130,11 +130,15 @@ def test_refuses_foreign_user_data(cluster):
 
 
 def test_boot_server_restart_keeps_self_joined_workers(cluster):
-    """No playbook ran since site: the boot server itself persisted every self-joined worker (joined file),
-    so a restart of its unit allows them all again, and a worker's init:restart() still loads its code."""
+    """No playbook ran since site: the boot server itself persisted every self-joined worker (its one
+    allow-list file), so a restart of its unit allows exactly them again, and a worker's init:restart()
+    still loads its code."""
     workers = set(cluster.workers)
-    assert workers <= cluster.joined_slaves()
-    assert not workers & cluster.persisted_slaves()  # site ran before any worker: not Ansible's file
+    persisted = cluster.persisted_slaves()
+    assert workers <= persisted
+    # One file, the boot server's own (it runs as erlang), no second file beside it.
+    assert cluster.allow_list_file_stat() == ("erlang", "erlang", "640")
+    assert not cluster.legacy_joined_file_exists()
     first = cluster.workers[0]
     journal = cluster.bootstrap_journal(first)
     assert "erlang_ec2_boot_server:add_slave(%s) done" % first in journal and "not persisted" not in journal, journal
@@ -142,6 +146,9 @@ def test_boot_server_restart_keeps_self_joined_workers(cluster):
     allowed = cluster.restart_boot_server()
     report("boot_server_restart_seconds", round(time.monotonic() - t0, 1))
     assert workers <= allowed, workers - allowed
+    # Exactly the persisted list, nothing more (and the file is unchanged by the restart).
+    assert allowed == persisted
+    assert cluster.persisted_slaves() == persisted
     # The harm a forgotten address does: a restarting worker hangs in the inet loader.
     node = "worker@%s" % first
     app_controller = "rpc:call('%s', erlang, pid_to_list, [rpc:call('%s', erlang, whereis, [application_controller], 5000)], 5000)." % (node, node)
@@ -169,8 +176,8 @@ def test_worker_waits_for_a_boot_server_that_comes_back(cluster):
     """
     cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "-e", "cluster_name=%s" % cluster.name)
     assert cluster.persisted_slaves() == set(cluster.workers)
-    # Folded: the self-joined workers are in the main file now, the joined file is reset.
-    assert cluster.joined_slaves() == set()
+    # One file: the self-joined workers are in it, no file of joined workers beside it.
+    assert not cluster.legacy_joined_file_exists()
     cluster.ssh(cluster.boot_ip, "sudo systemctl stop %s" % LAYOUT["boot_server_unit"])
     try:
         t0 = time.monotonic()
@@ -221,12 +228,12 @@ def test_worker_fails_visibly_after_the_deadline(cluster):
 
 def test_reconcile_removes_a_terminated_worker(cluster):
     """After workers are terminated, reconcile leaves exactly the running workers on the allow-list and in
-    the persisted file, and resets the joined file: a restarted boot server allows none of the gone ones."""
-    # The first worker: in the main file (the reconcile of an earlier test). The last one joined by itself
-    # after that reconcile: in the joined file only, still allowed after the boot server restarts above.
+    the persisted file: a restarted boot server allows none of the gone ones."""
+    # The first worker: persisted by the reconcile of an earlier test. The last one joined by itself
+    # after that reconcile: persisted by the boot server itself, still allowed after the restarts above.
     gone_main, gone_joined = cluster.workers.pop(0), cluster.workers.pop()
     assert gone_main in cluster.persisted_slaves()
-    assert gone_joined in cluster.joined_slaves() and gone_joined not in cluster.persisted_slaves()
+    assert gone_joined in cluster.persisted_slaves() and not cluster.legacy_joined_file_exists()
     gone_ids = [i for i in cluster.launched if cluster.ec2.describe_instances(InstanceIds=[i])["Reservations"][0]["Instances"][0]
                 .get("PrivateIpAddress") in (gone_main, gone_joined)]
     assert len(gone_ids) == 2, gone_ids
@@ -238,13 +245,14 @@ def test_reconcile_removes_a_terminated_worker(cluster):
     assert changed_by_host(check.stdout)[cluster.boot_id] > 0, check.stdout[-3000:]
     assert "-%s" % gone_main in check.stdout and "-%s" % gone_joined in check.stdout, check.stdout[-3000:]
     assert {gone_main, gone_joined} <= cluster.which_slaves()
-    assert gone_main in cluster.persisted_slaves() and gone_joined in cluster.joined_slaves()
+    assert gone_main in cluster.persisted_slaves() and gone_joined in cluster.persisted_slaves()
     proc = cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "-e", "cluster_name=%s" % cluster.name)
     assert cluster.which_slaves() == set(cluster.workers)
     assert cluster.persisted_slaves() == set(cluster.workers)
-    assert cluster.joined_slaves() == set()
+    assert not cluster.legacy_joined_file_exists()
+    assert cluster.allow_list_file_stat() == ("erlang", "erlang", "640")
     assert cluster.cookie not in proc.stdout
-    # Gone for good: a restart reads both files.
+    # Gone for good: a restart reads the file.
     assert cluster.restart_boot_server() == set(cluster.workers)
     # A second run changes nothing.
     again = cluster.ansible_playbook("skunkworks.erlang_ec2.reconcile", "-e", "cluster_name=%s" % cluster.name)

@@ -9,16 +9,20 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: boot_server_slave
+module: boot_server_allow_list
 short_description: Manage the allow-list of a running Erlang boot server
 version_added: 0.1.0
 description:
-  - Adds or removes IPv4 addresses on the allow-list of the C(erl_boot_server) running on O(node)
-    (C(erl_boot_server:add_slave/1), C(delete_slave/1), C(which_slaves/0)).
+  - Adds or removes IPv4 addresses on the allow-list of the boot server running on O(node).
   - The boot server serves code only to workers whose address is on this list; add a worker
     before starting it, and remove addresses of terminated workers (a recycled IP would be served).
-  - The list lives in the boot server's memory only; keeping it across boot server restarts is the
-    job of the boot server role (it persists the allowed addresses in a file).
+  - On a boot server of the C(boot_server) role (C(erlang_ec2_boot_server) runs there), every change goes
+    through the boot server itself, which also persists the list in its file (C(erlang_layout.allow_list_file))
+    atomically; it is the one writer of that file, so the module never writes it.
+    A restarted boot server allows exactly the persisted list. RV(persisted) says so.
+  - On any other C(erl_boot_server) the list is changed in memory only (OTP's C(add_slave/1),
+    C(delete_slave/1)); RV(persisted) is then V(false).
+  - Renamed from C(boot_server_slave) (OTP's word), which still works as a deprecated redirect.
 author:
   - Skunkworks developers (@skunkworks)
 extends_documentation_fragment:
@@ -40,7 +44,7 @@ options:
   exclusive:
     description:
       - With O(state=present), make the list exactly O(addresses), removing every other entry
-        (stale addresses and subnets added by other means).
+        (stale addresses and subnets added by other means), in one call to the boot server.
     type: bool
     default: false
 attributes:
@@ -54,28 +58,34 @@ attributes:
 
 EXAMPLES = r"""
 - name: Allow a new worker to boot before starting it
-  skunkworks.erlang_ec2.boot_server_slave:
+  skunkworks.erlang_ec2.boot_server_allow_list:
     node: boot@172.31.0.4
     addresses:
       - 172.31.0.5
 
 - name: The allow-list is exactly the current workers
-  skunkworks.erlang_ec2.boot_server_slave:
+  skunkworks.erlang_ec2.boot_server_allow_list:
     node: "{{ erlang_boot_node }}"
     addresses: "{{ groups['erlang_workers'] | map('extract', hostvars, 'ec2_private_ip') | list }}"
     exclusive: true
 
 - name: Remove a terminated worker
-  skunkworks.erlang_ec2.boot_server_slave:
+  skunkworks.erlang_ec2.boot_server_allow_list:
     node: boot@172.31.0.4
     addresses: [172.31.0.9]
     state: absent
 """
 
 RETURN = r"""
-slaves:
+allow_list:
   description: The allow-list after the change (in check mode, as it would be), sorted.
     Subnets added with C(erl_boot_server:add_subnet/2) appear as C(address/prefix).
+  returned: success
+  type: list
+  elements: str
+  sample: ["172.31.0.5", "172.31.0.6"]
+slaves:
+  description: Deprecated alias of RV(allow_list) (OTP's word), kept for existing playbooks.
   returned: success
   type: list
   elements: str
@@ -92,6 +102,12 @@ removed:
   type: list
   elements: str
   sample: ["172.31.0.9"]
+persisted:
+  description: Whether the boot server persists its list (C(erlang_ec2_boot_server) runs on O(node)).
+    Changes on a boot server that does not are lost at its next restart.
+  returned: success
+  type: bool
+  sample: true
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -108,14 +124,23 @@ from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node 
 
 SINGLE_ADDRESS_MASK = (255, 255, 255, 255)
 
-WHICH_SLAVES = "erl_boot_server:which_slaves()"
+# The boot server's allow-list (OTP's name for it: slaves), and whether erlang_ec2_boot_server,
+# the owner of the persisted file, runs there.
+WHICH = "{erl_boot_server:which_slaves(), is_pid(erlang:whereis(erlang_ec2_boot_server))}"
 
-# Apply deletions then additions; every call's result comes back so a refusal is not lost.
-CHANGE = (
-    "SkwDeleted = [{SkwM, SkwA, erl_boot_server:delete_subnet(SkwM, SkwA)} || {SkwM, SkwA} <- %s], "
-    "SkwAdded = [{SkwA, erl_boot_server:add_slave(SkwA)} || SkwA <- %s], "
-    "{SkwDeleted, SkwAdded, erl_boot_server:which_slaves()}"
+# Through the owner: it changes the running list and persists the file, one call per change
+# (set_slaves/1: exactly these). Every call's result comes back so a refusal is not lost.
+CHANGE_PERSISTED = {
+    "exclusive": "SkwDone = [{set, erlang_ec2_boot_server:set_slaves(%(wanted)s)}], ",
+    "present": "SkwDone = [{SkwA, erlang_ec2_boot_server:add_slave(SkwA)} || SkwA <- %(add)s], ",
+    "absent": "SkwDone = [{SkwA, erlang_ec2_boot_server:delete_slave(SkwA)} || {_, SkwA} <- %(remove)s], ",
+}
+# A plain erl_boot_server: deletions then additions, in memory only.
+CHANGE_MEMORY = (
+    "SkwDone = [{SkwA, erl_boot_server:delete_subnet(SkwM, SkwA)} || {SkwM, SkwA} <- %(remove)s]"
+    " ++ [{SkwA, erl_boot_server:add_slave(SkwA)} || SkwA <- %(add)s], "
 )
+RESULT = "{SkwDone, erl_boot_server:which_slaves()}"
 
 
 def ip_key(address):
@@ -176,6 +201,50 @@ def boot_server_error(module, node, exc):
     module.fail_json(msg=exc.message, error=exc.to_dict())
 
 
+def change_expression(persisted, params, addresses, to_add, remove_terms):
+    """The one erl_call expression that applies the change and reads the list back."""
+    values = dict(add=literal([ip_tuple(a) for a in to_add]), remove=literal(remove_terms),
+                  wanted=literal([ip_tuple(a) for a in addresses]))
+    if not persisted:
+        return (CHANGE_MEMORY % values) + RESULT
+    kind = "exclusive" if params["exclusive"] else params["state"]
+    return (CHANGE_PERSISTED[kind] % values) + RESULT
+
+
+def apply_change(module, node, persisted, addresses, current, to_add, to_remove):
+    """Changes the list; returns it as read back. Fails on any refusal (or a change not persisted)."""
+    expression = change_expression(persisted, module.params, addresses, to_add, [current[e] for e in to_remove])
+    try:
+        done, entries = node.call(expression)
+    except ErlangNodeError as exc:
+        boot_server_error(module, node, exc)
+    after = sorted_entries(decode_slaves(entries))
+    refused = [(what, status) for what, status in done if status != "ok"]
+    if refused:
+        module.fail_json(msg="the boot server refused or could not persist: %r" % (refused,), allow_list=after,
+                         slaves=after, persisted=persisted)
+    return after
+
+
+def run(module, node, addresses):
+    """(result, before): the change planned against the list read, applied unless check mode."""
+    params = module.params
+    try:
+        which, persisted = node.call(WHICH)
+        current = decode_slaves(which)
+    except ErlangNodeError as exc:
+        boot_server_error(module, node, exc)
+    to_add, to_remove = plan(current, addresses, params["state"], params["exclusive"])
+    changed = bool(to_add or to_remove)
+    if not changed or module.check_mode:
+        after = sorted_entries((set(current) | set(to_add)) - set(to_remove))
+    else:
+        after = apply_change(module, node, persisted, addresses, current, to_add, to_remove)
+    result = dict(changed=changed, allow_list=after, slaves=after, added=to_add, removed=to_remove,
+                  persisted=bool(persisted))
+    return result, sorted_entries(current)
+
+
 def main():
     spec = argument_spec()
     spec.update(
@@ -190,34 +259,13 @@ def main():
     addresses = validate_addresses(module, params["addresses"])
     node = module_node(module)
     try:
-        try:
-            current = decode_slaves(node.call(WHICH_SLAVES))
-        except ErlangNodeError as exc:
-            boot_server_error(module, node, exc)
-        to_add, to_remove = plan(current, addresses, params["state"], params["exclusive"])
-        changed = bool(to_add or to_remove)
-        before = sorted_entries(current)
-        if not changed or module.check_mode:
-            after = sorted_entries((set(current) | set(to_add)) - set(to_remove))
-        else:
-            remove_terms = [current[e] for e in to_remove]
-            add_terms = [ip_tuple(a) for a in to_add]
-            try:
-                deleted, added, slaves = node.call(CHANGE % (literal(remove_terms), literal(add_terms)))
-            except ErlangNodeError as exc:
-                boot_server_error(module, node, exc)
-            refused = [(address, status) for address, status in added if status != "ok"]
-            refused += [(address, status) for mask, address, status in deleted if status != "ok"]
-            after = sorted_entries(decode_slaves(slaves))
-            if refused:
-                module.fail_json(msg="the boot server refused: %r" % (refused,), slaves=after)
+        result, before = run(module, node, addresses)
     finally:
         node.close()
-    result = dict(changed=changed, slaves=after, added=to_add, removed=to_remove)
     if module._diff:
         result["diff"] = dict(
             before="".join(e + "\n" for e in before),
-            after="".join(e + "\n" for e in after),
+            after="".join(e + "\n" for e in result["allow_list"]),
             before_header="%s allow-list" % params["node"],
             after_header="%s allow-list" % params["node"],
         )
