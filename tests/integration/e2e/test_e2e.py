@@ -226,7 +226,7 @@ def test_decommission_removes_a_worker_for_good(cluster):
     # Gone from the running list too, and the file is still the boot server's own (its one writer).
     assert ip not in running_allow_list(cluster)
     assert cluster.ssh(cluster.boot_server_ip, "sudo stat -c '%%U %%G %%a' %s" % ALLOW_LIST_FILE).stdout.split() == ["erlang", "erlang", "640"]
-    assert cluster.ssh(cluster.boot_server_ip, "sudo test -e %s" % DEFAULT_LAYOUT["joined_allow_list_file"]).returncode != 0
+    assert cluster.ssh(cluster.boot_server_ip, "sudo test -e %s" % LAYOUT["joined_allow_list_file"]).returncode != 0
     state = ec2.describe_instances(InstanceIds=[host])["Reservations"][0]["Instances"][0]["State"]["Name"]
     assert state in ("shutting-down", "terminated")
     remaining = cluster.refresh().workers
