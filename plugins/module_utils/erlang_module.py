@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The base of every module that calls a running Erlang node (as amazon.aws's AnsibleAWSModule is for AWS).
 
-API (a module adopts it by replacing ``AnsibleModule(...)`` and ``module_node(module)``)::
+API (every Erlang module is built on it: node_info, node_restart, boot_server_allow_list)::
 
     from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_module import ErlangNodeModule
     from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import ErlangNodeError

@@ -26,8 +26,6 @@ import tempfile
 import time
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import EtfError, decode_etf, to_text
-# Re-exported: boot_server_slave imports literal from here (its owner moves it to erlang_terms).
-from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_terms import literal  # noqa: F401 pylint: disable=unused-import
 
 # What erl_call accepts as a node name: name@host (host: DNS name or IPv4 address).
 NODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}@[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
@@ -340,17 +338,6 @@ def node_from_params(params, runner):
 def failure_result(exc, msg=None):
     """The one shape of a module failure for an ErlangNodeError: msg (default its message) and error."""
     return dict(msg=msg or exc.message, error=exc.to_dict())
-
-
-def module_node(module):
-    """An ErlangNode from an AnsibleModule's options (fails the module on bad input).
-
-    For modules not yet on module_utils/erlang_module.py's ErlangNodeModule, which replaces this.
-    """
-    try:
-        return node_from_params(module.params, module_runner(module))
-    except ErlangNodeError as exc:
-        module.fail_json(**failure_result(exc))
 
 
 MUTUALLY_EXCLUSIVE = [("cookie", "cookie_file")]

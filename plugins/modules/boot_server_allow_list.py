@@ -110,17 +110,10 @@ persisted:
   sample: true
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.cluster import is_ipv4
-from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import (
-    MUTUALLY_EXCLUSIVE,
-    ErlangNodeError,
-    argument_spec,
-    ip_tuple,
-    literal,
-    module_node,
-)
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_module import ErlangNodeModule
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import ErlangNodeError, ip_tuple
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_terms import literal
 
 SINGLE_ADDRESS_MASK = (255, 255, 255, 255)
 
@@ -197,8 +190,8 @@ def validate_addresses(module, addresses):
 
 def boot_server_error(module, node, exc):
     if exc.details and "noproc" in repr(exc.details[1]):
-        module.fail_json(msg="no boot server runs on node %s (erl_boot_server is not started there)" % node.node, error=exc.to_dict())
-    module.fail_json(msg=exc.message, error=exc.to_dict())
+        module.fail_json_node(exc, msg="no boot server runs on node %s (erl_boot_server is not started there)" % node.node)
+    module.fail_json_node(exc)
 
 
 def change_expression(persisted, params, addresses, to_add, remove_terms):
@@ -246,22 +239,19 @@ def run(module, node, addresses):
 
 
 def main():
-    spec = argument_spec()
-    spec.update(
-        addresses=dict(type="list", elements="str", required=True),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
-        exclusive=dict(type="bool", default=False),
+    module = ErlangNodeModule(
+        argument_spec=dict(
+            addresses=dict(type="list", elements="str", required=True),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            exclusive=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
     )
-    module = AnsibleModule(argument_spec=spec, mutually_exclusive=MUTUALLY_EXCLUSIVE, supports_check_mode=True)
     params = module.params
     if params["exclusive"] and params["state"] == "absent":
         module.fail_json(msg="exclusive=true needs state=present (it makes the list exactly the given addresses)")
     addresses = validate_addresses(module, params["addresses"])
-    node = module_node(module)
-    try:
-        result, before = run(module, node, addresses)
-    finally:
-        node.close()
+    result, before = run(module, module.node, addresses)
     if module._diff:
         result["diff"] = dict(
             before="".join(e + "\n" for e in before),
