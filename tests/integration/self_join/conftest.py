@@ -40,6 +40,9 @@ def cluster(endpoint_url, release, tmp_path_factory):
     """A running boot server (site playbook) and a node image (bake_image playbook) for one test cluster."""
     c = Cluster(endpoint_url, tmp_path_factory.mktemp("self_join"), "sj" + secrets.token_hex(3), secrets.token_hex(20))
     c.write_files()
+    # The IPs of this session's running workers, in launch order: every test that launches or terminates
+    # one updates it, so the files may run in any order.
+    c.workers = []
     try:
         c.wait_state([c.launch_boot_server(c.erlang_ami())["InstanceId"]], "running")
         c.ansible_playbook("skunkworks.erlang_ec2.site", "-e", "cluster_name=%s" % c.name, "-e", "site_initial_release=%s" % release)

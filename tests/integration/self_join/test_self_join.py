@@ -61,7 +61,7 @@ def test_three_workers_launched_by_api_join(cluster):
         args = cluster.ssh(ip, "ps -u %s -o args" % LAYOUT["user"]).stdout
         assert "-name worker@%s" % ip in args and "-loader inet -hosts %s" % cluster.boot_ip in args, args
     report("bootstrap_unit_start_to_joined_ms_3_workers", bootstrap_ms)
-    cluster.workers = ips
+    cluster.workers += ips
 
 
 def test_five_at_once_make_one_cluster(cluster):

@@ -43,7 +43,6 @@ def test_provision_autoscaling_workers_join_by_themselves(cluster):
     }
     provision = ["skunkworks.erlang_ec2.provision", "-e", json.dumps(variables)]
     push_with_autoscaling = dict(variables, provision_join="push")
-    cluster.workers = getattr(cluster, "workers", [])  # set by test_self_join.py when it ran first
     # Workers launched by the API in the earlier tests joined by themselves too: say so, as cluster_instances join=self does.
     if cluster.launched:
         cluster.ec2.create_tags(Resources=list(cluster.launched), Tags=[{"Key": contract.TAG_JOIN, "Value": contract.JOIN_SELF}])

@@ -27,7 +27,9 @@ def test_deploy_rolls_self_joined_workers_to_the_new_release(cluster, tmp_path):
     workers = running_workers(cluster)
     if len(workers) < 2:  # this file run alone: two workers launched by the API, as in test_self_join.py
         t0 = time.monotonic()
-        cluster.wait_joined([w["PrivateIpAddress"] for w in cluster.launch_workers(2)], t0)
+        ips = [w["PrivateIpAddress"] for w in cluster.launch_workers(2)]
+        cluster.wait_joined(ips + cluster.workers, t0)
+        cluster.workers += ips
         workers = running_workers(cluster)
     # Every worker of this suite joined by itself (node image bootstrap); none was configured by a playbook.
     before = {w["PrivateIpAddress"]: status_page(w["PrivateIpAddress"])["version"] for w in workers}
