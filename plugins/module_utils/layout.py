@@ -48,9 +48,10 @@ def host_layout(**roots):
     values = default_roots()
     values.update((name, value) for name, value in roots.items() if value not in (None, ""))
     for name in ("home", "release_root"):
-        if not posixpath.isabs(values[name]) or values[name] == "/":
-            raise ValueError("layout root %s must be an absolute path other than /, got %r" % (name, values[name]))
-        values[name] = posixpath.normpath(values[name])
+        given = values[name]
+        values[name] = posixpath.normpath(given) if isinstance(given, str) else given
+        if not isinstance(given, str) or not posixpath.isabs(given) or values[name] in ("/", "//"):
+            raise ValueError("layout root %s must be an absolute path other than /, got %r" % (name, given))
     return _derive(values)
 
 

@@ -49,7 +49,8 @@ def test_the_cookie_file_is_in_the_home_as_erlang_reads_it():
     assert DEFAULT_LAYOUT["joined_allow_list_file"] == DEFAULT_LAYOUT["allow_list_file"] + ".joined"
 
 
-@pytest.mark.parametrize("roots", [{"home": "relative/dir"}, {"release_root": "/"}, {"release_root": "data/r"}])
+@pytest.mark.parametrize("roots", [{"home": "relative/dir"}, {"release_root": "/"}, {"release_root": "data/r"},
+                                   {"home": "/.."}, {"home": "//"}, {"home": "/srv/../"}, {"home": 5}])
 def test_bad_roots_are_refused(roots):
     with pytest.raises(ValueError, match="absolute path other than /"):
         host_layout(**roots)
