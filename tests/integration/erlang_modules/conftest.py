@@ -27,6 +27,10 @@ COLLECTIONS = os.path.join(ROOT, ".collections")
 sys.path.insert(0, COLLECTIONS)
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_node  # noqa: E402
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT  # noqa: E402
+
+# The allow-list file's name, as the layout names it (these boot servers keep theirs in a temporary directory).
+ALLOW_LIST_NAME = os.path.basename(DEFAULT_LAYOUT["allow_list_file"])
 
 import playbook_runner  # noqa: E402
 
@@ -254,7 +258,7 @@ class Nodes(object):
     def start_boot_server(self, allow=()):
         """The boot server as the boot_server role runs it (erlang_ec2_boot_server on an allow-list file,
         serving only the suite's release tree and the OTP root), allowing `allow`."""
-        slaves = os.path.join(self.env.base, "boot_server_slaves")
+        slaves = os.path.join(self.env.base, ALLOW_LIST_NAME)
         with open(slaves, "w") as handle:
             handle.write("".join("%s\n" % a for a in allow))
         if os.path.exists(slaves + ".joined"):

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from conftest import Nodes, boot_server_ebin, erlang_node, run_command, wait_udp_4368_free
+from conftest import ALLOW_LIST_NAME, Nodes, boot_server_ebin, erlang_node, run_command, wait_udp_4368_free
 
 NODE = "loader@127.0.0.1"
 
@@ -26,7 +26,7 @@ def ebin():
 def loader(env, ebin, cookie_watch, boot_server_lock, tmp_path):
     """Starts (and restarts) the loader node on an allow-list file in a fresh directory."""
     nodes = Nodes(env)
-    allow_list = tmp_path / "boot_server_slaves"
+    allow_list = tmp_path / ALLOW_LIST_NAME
     allow_list.write_text("# written by Ansible\n10.0.0.1\nnot-an-address\n")
 
     def start():
@@ -46,7 +46,7 @@ def loader(env, ebin, cookie_watch, boot_server_lock, tmp_path):
         nodes.kill("loader")
 
     nodes.allow_list = allow_list
-    nodes.joined = tmp_path / "boot_server_slaves.joined"
+    nodes.joined = tmp_path / (ALLOW_LIST_NAME + ".joined")
     nodes.restart = restart
     nodes.stop = stop
     nodes.start = start

@@ -3,7 +3,7 @@
 import os
 import time
 
-from conftest import boot_server_ebin, udp_4368_free
+from conftest import ALLOW_LIST_NAME, boot_server_ebin, udp_4368_free
 
 
 def slaves(nodes, boot):
@@ -14,7 +14,7 @@ def slaves(nodes, boot):
 
 def persisted(nodes):
     """The boot server's persisted allow-list file (conftest's start_boot_server), as read from disk."""
-    with open(os.path.join(nodes.env.base, "boot_server_slaves")) as handle:
+    with open(os.path.join(nodes.env.base, ALLOW_LIST_NAME)) as handle:
         return sorted(line.strip() for line in handle if line.strip() and not line.startswith("#"))
 
 
@@ -133,7 +133,7 @@ def test_a_restarted_boot_server_allows_exactly_what_the_module_left(nodes, boot
     deadline = time.monotonic() + 30
     while not udp_4368_free() and time.monotonic() < deadline:
         time.sleep(0.5)
-    boot_file = os.path.join(nodes.env.base, "boot_server_slaves")
+    boot_file = os.path.join(nodes.env.base, ALLOW_LIST_NAME)
     argv = ["erl", "-name", boot_server, "-noshell", "-noinput", "-pa", boot_server_ebin(),
             "-erlang_ec2_root", nodes.env.boot_root, "-erlang_ec2_root", boot_server_ebin(),
             "-s", "erlang_ec2_boot_server", "start", boot_file]
