@@ -80,7 +80,9 @@ def test_site_and_deploy_with_a_moved_layout(moved_cluster):
     # The allow-list, running and persisted at the moved path, is the workers.
     assert c.persisted_slaves() == set(c.pushed)
     assert c.which_slaves() == set(c.pushed)
-    assert c.ssh(c.boot_ip, "sudo test -f %s" % MOVED["joined_allow_list_file"], check=False).returncode == 0
+    # One file, the boot server's own (its one writer), beside no file of joined workers.
+    assert c.ssh(c.boot_ip, "sudo stat -c '%%U %%a' %s" % MOVED["allow_list_file"]).stdout.split() == [MOVED["user"], "640"]
+    assert c.ssh(c.boot_ip, "sudo test -e %s" % MOVED["joined_allow_list_file"], check=False).returncode == 1
 
     c.playbook("deploy", "-e", "deploy_release=%s" % c.releases["2.0.0"])
     assert_serving(c, "2.0.0", bound=60)
