@@ -110,10 +110,17 @@ def test_provision_autoscaling_workers_join_by_themselves(cluster):
         assert member["PrivateIpAddress"] in cluster.which_slaves() and cluster.bootstrap_state(member["PrivateIpAddress"]) == "active"
         assert len(group_instances(cluster, autoscaling, group_name)) == 3
     finally:
-        # The session's teardown terminates them (a deleted group's instances would be orphans otherwise).
-        cluster.launched += [i["InstanceId"] for i in group_instances(cluster, autoscaling, group_name)]
+        # The group's instances go with it (they would be orphans otherwise), and leave the session's
+        # running workers, so the suite's other files find only the workers they know of.
+        members = group_instances(cluster, autoscaling, group_name)
+        cluster.launched += [i["InstanceId"] for i in members]
         if autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])["AutoScalingGroups"]:
             autoscaling.delete_auto_scaling_group(AutoScalingGroupName=group_name, ForceDelete=True)
+        if members:
+            cluster.terminate([i["InstanceId"] for i in members])
+            cluster.wait_state([i["InstanceId"] for i in members], "terminated")
+        gone = set(i["PrivateIpAddress"] for i in members)
+        cluster.workers[:] = [ip for ip in cluster.workers if ip not in gone]
         try:
             cluster.ec2.delete_launch_template(LaunchTemplateName=template_name)
         except cluster.ec2.exceptions.ClientError:
