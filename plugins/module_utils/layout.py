@@ -64,6 +64,8 @@ def _derive(roots):
         "cookie_file": posixpath.join(home, ".erlang.cookie"),
         # The boot server's allow-list, persisted by the boot server itself (erlang_ec2_boot_server).
         "allow_list_file": posixpath.join(home, "boot_server_slaves"),
+        # The rollouts the boot server has seen (rolling restart, push, rollback), one JSON object a line.
+        "rollout_log": posixpath.join(home, "rollouts.jsonl"),
         "releases_dir": posixpath.join(release_root, "releases"),
         "current_link": posixpath.join(release_root, "current"),
         "previous_link": posixpath.join(release_root, "previous"),
