@@ -74,7 +74,26 @@ def cmd_up(args, paths):
         return _up(args, paths)
 
 
+# Each host runs systemd, which takes several inotify instances; the kernel's default (128 per user,
+# shared by every container) stops the hosts' systemd before sshd at about 30 hosts.
+INOTIFY_INSTANCES = 1024
+INOTIFY_SYSCTL = "/proc/sys/fs/inotify/max_user_instances"
+
+
+def ensure_inotify_instances(path=INOTIFY_SYSCTL, wanted=INOTIFY_INSTANCES):
+    """Raise fs.inotify.max_user_instances to `wanted` when lower (never lowers it); returns the value in force."""
+    with open(path) as handle:
+        current = int(handle.read().strip())
+    if current >= wanted:
+        return current
+    with open(path, "w") as handle:
+        handle.write("%d\n" % wanted)
+    print("localcloud: fs.inotify.max_user_instances %d -> %d (systemd in every host needs its own)" % (current, wanted), file=sys.stderr)
+    return wanted
+
+
 def _up(args, paths):
+    ensure_inotify_instances()
     podman = _podman(paths)
     pid = daemon_pid(paths)
     if pid is not None:

@@ -311,3 +311,17 @@ def test_auto_scaling_metrics_collection_can_be_disabled(cloud, ec2):
     finally:
         autoscaling.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
         ec2.delete_launch_template(LaunchTemplateName=name)
+
+
+def test_up_raises_the_inotify_instance_limit_only_when_lower(tmp_path, cloud):
+    # A stand-in for /proc/sys/fs/inotify/max_user_instances: the function reads and writes this file only.
+    limit = tmp_path / "max_user_instances"
+    limit.write_text("128\n")
+    assert cli.ensure_inotify_instances(str(limit), wanted=1024) == 1024
+    assert limit.read_text().strip() == "1024"
+    limit.write_text("4096\n")
+    assert cli.ensure_inotify_instances(str(limit), wanted=1024) == 4096
+    assert limit.read_text().strip() == "4096"
+    # The running localcloud was started through `up`, which raised the real limit.
+    with open(cli.INOTIFY_SYSCTL) as handle:
+        assert int(handle.read()) >= cli.INOTIFY_INSTANCES
