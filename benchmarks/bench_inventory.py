@@ -327,9 +327,9 @@ def main():
                 print(lean_table(results[-1:]), file=sys.stderr)
     finally:
         endpoint.stop()
-    print("Command: `make bench-inventory%s N=%s` (%d regions, clusters of %d, moto %s on loopback; cold = --flush-cache, warm = median of %d;"
-          " CPU = the ansible-inventory process's user+sys)\n" % ("-lean" if options.lean_only else "", ",".join(map(str, totals)), len(REGIONS),
-                                                                   CLUSTER_SIZE, _moto_version(), options.repeat))
+    command = "make bench-inventory%s N=%s" % ("-lean" if options.lean_only else "", ",".join(map(str, totals)))
+    print("Command: `%s` (%d regions, clusters of %d, moto %s on loopback; cold = --flush-cache, warm = median of %d;"
+          " CPU = the ansible-inventory process's user+sys)\n" % (command, len(REGIONS), CLUSTER_SIZE, _moto_version(), options.repeat))
     if not options.lean_only:
         print(table(results, options.repeat))
     print("\nAgainst amazon.aws.aws_ec2 configured lean (hostnames: [private-ip-address], a tag filter, keyed groups by role"

@@ -119,8 +119,8 @@ def test_render_prints_a_table_and_the_rollouts():
 
 
 def test_render_without_rollouts():
-    lines = cs.render("demo", rows({BOOT: cs.to_text(facts(BOOT, [W1, W2])), W1: cs.to_text(facts(W1, [BOOT, W2])),
-                                     W2: cs.to_text(facts(W2, [BOOT, W1]))}), [])
+    healthy = {BOOT: cs.to_text(facts(BOOT, [W1, W2])), W1: cs.to_text(facts(W1, [BOOT, W2])), W2: cs.to_text(facts(W2, [BOOT, W1]))}
+    lines = cs.render("demo", rows(healthy), [])
     assert lines[0] == "Cluster demo: 3 node(s), 3 up, 0 not up"
     assert lines[-1] == "No rollout recorded on the boot server yet."
     assert all("all 2" in line for line in lines[2:5])
