@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from concurrent.futures import ThreadPoolExecutor
+from xml.etree import ElementTree
 
 try:
     import boto3
@@ -49,14 +50,76 @@ def instance_record(instance):
 
 
 def records_from_pages(pages):
-    """Compact records from DescribeInstances response pages."""
+    """Compact records from DescribeInstances response pages (already compact when compact_response made them)."""
     records = []
     append = records.append
     for page in pages:
+        compact = page.get(RECORDS_KEY)
+        if compact is not None:
+            records.extend(compact)
+            continue
         for reservation in page.get("Reservations", ()):
             for instance in reservation.get("Instances", ()):
                 append(instance_record(instance))
     return records
+
+
+# The page key under which compact_response hands its records to the paginator.
+RECORDS_KEY = "ErlangEc2Records"
+# DescribeInstances' wire (EC2 query protocol) names of the fields an instance record keeps.
+_XML_FIELDS = ("instanceId", "privateIpAddress", "ipAddress", "privateDnsName", "dnsName")
+
+
+def _xml_instance_record(item, prefix):
+    """instance_record() of one <instancesSet><item> element (tags in Clark notation: prefix + name)."""
+    def text(*names):
+        node = item
+        for name in names:
+            node = node.find(prefix + name)
+            if node is None:
+                return None
+        return node.text or ""
+
+    values = [text(name) for name in _XML_FIELDS]
+    tags = {}
+    for tag in item.iterfind(prefix + "tagSet/" + prefix + "item"):
+        key, value = tag.find(prefix + "key"), tag.find(prefix + "value")
+        if key is not None:
+            tags[key.text or ""] = (value.text or "") if value is not None else None
+    return [
+        values[0], values[1], values[2], values[3] or None, values[4] or None,
+        text("instanceState", "name"), text("instanceType"), text("placement", "availabilityZone"), tags,
+    ]
+
+
+def compact_response(response_dict, customized_response_dict, **kwargs):
+    """botocore `before-parse.ec2.DescribeInstances` handler: keep only what the inventory uses.
+
+    botocore turns every field of every instance into Python objects (timestamps through dateutil),
+    most of the plugin's CPU time. This reads the few fields of instance_record() straight from the
+    XML (C ElementTree), hands them over as the page's RECORDS_KEY, and leaves botocore a body with
+    only the request id and the next token. Anything unexpected (an error, another protocol) is left
+    to botocore untouched.
+    """
+    body = response_dict.get("body")
+    if response_dict.get("status_code") != 200 or not isinstance(body, bytes) or not body.lstrip().startswith(b"<"):
+        return
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return
+    if not root.tag.endswith("DescribeInstancesResponse"):
+        return
+    prefix = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    path = "/".join(prefix + name for name in ("reservationSet", "item", "instancesSet", "item"))
+    records = [_xml_instance_record(item, prefix) for item in root.iterfind(path)]
+    kept = ElementTree.Element(root.tag)
+    for name in ("requestId", "nextToken"):
+        node = root.find(prefix + name)
+        if node is not None:
+            kept.append(node)
+    customized_response_dict[RECORDS_KEY] = records
+    response_dict["body"] = ElementTree.tostring(kept)
 
 
 def build_filters(server_filters, user_filters):
@@ -129,6 +192,7 @@ class AwsConnection(AWSInventoryBase):
 
 def describe_region(client, filters):
     """Every matching instance of one region, as compact records."""
+    client.meta.events.register("before-parse.ec2.DescribeInstances", compact_response, unique_id="erlang_ec2.compact_response")
     paginator = client.get_paginator("describe_instances")
     return records_from_pages(paginator.paginate(Filters=filters, PaginationConfig={"PageSize": PAGE_SIZE}))
 
