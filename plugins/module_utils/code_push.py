@@ -236,7 +236,10 @@ end)
 REVERT = r"""
 SkwOnNodes([SkwN || {SkwN, _, _} <- maps:get(plan, SkwIn)], fun(SkwN) ->
     [{SkwMs, SkwUndo}] = [{SkwMs, SkwUndo} || {SkwX, SkwMs, SkwUndo} <- maps:get(plan, SkwIn), SkwX =:= SkwN],
-    SkwItems = [case SkwF of none -> {SkwM, delete}; _ -> {ok, SkwB} = file:read_file(SkwF), {SkwM, binary_to_list(SkwF), SkwB, SkwO5} end || {SkwM, SkwF, SkwO5} <- SkwMs],
+    SkwItems = [case SkwF of
+                    none -> {SkwM, delete};
+                    _ -> {ok, SkwB} = file:read_file(SkwF), {SkwM, binary_to_list(SkwF), SkwB, SkwO5}
+                end || {SkwM, SkwF, SkwO5} <- SkwMs],
     SkwRpc(SkwN, SkwRevertR, [SkwItems, SkwUndo])
 end)
 """

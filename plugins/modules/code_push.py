@@ -23,7 +23,7 @@ description:
     release names, runs a module from neither release, still runs old code of a changed module (unless O(purge=kill)),
     or rejects a new binary (C(code:prepare_loading/1)).
   - Refuses structural changes a hot load cannot do, unless O(allow_structural=true) (then it changes nothing
-    and returns RV(fallback=rolling_restart)): another release name, an application added or removed, a changed
+    and returns RV(fallback=rolling_restart)) - another release name, an application added or removed, a changed
     C(mod), C(applications), C(included_applications) or C(start_phases) in an C(.app), a removed module, a changed
     supervisor module, a changed C(sys.config) or C(vm.args).
   - Then loads the new binaries on every node at once (C(code:atomic_load/1); modules with C(-on_load) through
@@ -33,7 +33,7 @@ description:
     C(init:restart/0) drops). The node_info module's RV(release_version) reads that marker.
   - On any failure every node that changed goes back to its previous binaries (read from the files it loaded them
     from) and application data, and the module fails with the per-node report.
-  - It does not switch C(current): the push playbook does that after success.
+  - It does not switch C(current); the push playbook does that after success.
 author:
   - Skunkworks developers (@skunkworks)
 extends_documentation_fragment:
@@ -123,7 +123,7 @@ refusals:
 nodes:
   description:
     - Per node, in the rollout log's shape. C(action) is C(pushed), C(skipped), C(reverted) or C(failed)
-      (in check mode and on a refusal, C(push) or C(skip): what would happen).
+      (in check mode and on a refusal, C(push) or C(skip), what would happen).
   returned: always
   type: list
   elements: dict

@@ -46,7 +46,6 @@ def rollouts(cluster):
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-
 def test_push_loads_the_changed_modules_with_no_failed_poll_and_restarted_workers_run_them(cluster, releases):
     cluster.at_release(releases, "2.0.0")
     before = cluster.md5s("hello_cluster")
@@ -141,14 +140,16 @@ def test_a_node_refusing_the_load_mid_push_leaves_every_node_on_the_old_code(clu
 def test_check_and_diff_mode_list_the_modules_per_node_and_change_nothing(cluster, releases):
     cluster.at_release(releases, "2.0.1")
     before = cluster.md5s("hello_cluster")
+    installed = cluster.ssh(cluster.boot_server_ip, "ls -l --time-style=full-iso %s" % LAYOUT["releases_dir"]).stdout
     result = cluster.playbook("push", "--check", "--diff", extra={"push_release": releases["2.0.2"]})
     for ip in cluster.workers.values():
         assert ("worker@%s hello_cluster" % ip) in result.stdout, result.tail()
         assert "worker@%s push_loop" % ip in result.stdout
     assert cluster.md5s("hello_cluster") == before
     assert cluster.current() == "2.0.1"
-    listing = cluster.ssh(cluster.boot_server_ip, "ls %s" % LAYOUT["releases_dir"]).stdout.split()
-    assert "2.0.2" not in listing, listing
+    assert cluster.ssh(cluster.boot_server_ip, "ls -l --time-style=full-iso %s" % LAYOUT["releases_dir"]).stdout == installed
+    staged = cluster.ssh(cluster.boot_server_ip, "ls -d /tmp/*.erlang-push 2>/dev/null; true").stdout
+    assert staged.strip() == "", staged  # the staging copy is removed
 
 
 def test_structural_changes_and_other_releases_are_refused_before_any_change(cluster, releases, tmp_path):
