@@ -170,6 +170,23 @@ SkwIsSup = fun(SkwM) ->
         _ -> false
     end
 end,
+%% The files workers copy to their own disk before they boot (priv trees; boot_script's manifest), by path
+%% relative to the release (application directories without their version).
+SkwNorm = fun(SkwDir, SkwP) ->
+    case string:prefix(SkwP, SkwDir ++ "/") of
+        nomatch -> SkwP;
+        SkwRest -> "release/" ++ re:replace(SkwRest, "^lib/([^/]+)-[^/]+/", "lib/\\1/", [{return, list}])
+    end
+end,
+SkwLocal = fun(Rel) ->
+    case filelib:wildcard(filename:join(maps:get(dir, Rel), "*.local_files")) of
+        [SkwMF] -> {ok, [_ | SkwEs]} = file:consult(SkwMF),
+                   [{SkwNorm(maps:get(dir, Rel), SkwP), SkwSz, SkwMd} || {file, SkwP, SkwSz, _, SkwMd} <- SkwEs];
+        _ -> []
+    end
+end,
+SkwLocalChanged = lists:usort([SkwP || {SkwP, _, _} <- (SkwLocal(SkwOld) -- SkwLocal(SkwNew)) ++ (SkwLocal(SkwNew) -- SkwLocal(SkwOld)),
+                                       SkwP =/= "release/vm.args"]),
 SkwStructural =
     [SkwFmt("the release is ~s, the running one ~s", [maps:get(name, SkwNew), maps:get(name, SkwOld)]) || maps:get(name, SkwNew) =/= maps:get(name, SkwOld)]
     ++ [SkwFmt("new application ~s", [SkwA]) || SkwA <- SkwNewApps -- SkwOldApps]
@@ -179,7 +196,8 @@ SkwStructural =
            SkwOV <- [proplists:get_value(SkwK, SkwAppProps(SkwOld, SkwA))], SkwNV <- [proplists:get_value(SkwK, SkwAppProps(SkwNew, SkwA))], SkwOV =/= SkwNV]
     ++ [SkwFmt("module ~s of ~s removed", [SkwM, SkwA]) || SkwA <- SkwMoved, SkwM <- SkwMods(SkwOld, SkwA) -- SkwMods(SkwNew, SkwA)]
     ++ [SkwFmt("supervisor ~s changes (its supervision tree applies at restart)", [SkwM]) || SkwM <- lists:sort(SkwChangedInRel), SkwIsSup(SkwM)]
-    ++ [SkwFmt("~s differs (read at boot only)", [SkwName]) || SkwName <- ["sys.config", "vm.args"], SkwFile(SkwOld, SkwName) =/= SkwFile(SkwNew, SkwName)],
+    ++ [SkwFmt("~s differs (read at boot only)", [SkwName]) || SkwName <- ["sys.config", "vm.args"], SkwFile(SkwOld, SkwName) =/= SkwFile(SkwNew, SkwName)]
+    ++ [SkwFmt("local file ~s differs (workers copy priv files to their disk before they boot)", [SkwP]) || SkwP <- SkwLocalChanged],
 SkwNodes = maps:get(nodes, SkwIn),
 SkwMarker = {unicode:characters_to_binary(maps:get(name, SkwNew)), unicode:characters_to_binary(maps:get(vsn, SkwNew))},
 SkwSpecs = [{application, SkwA, SkwAppProps(SkwNew, SkwA)} || SkwA <- SkwMoved],

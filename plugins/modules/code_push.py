@@ -25,7 +25,7 @@ description:
   - Refuses structural changes a hot load cannot do, unless O(allow_structural=true) (then it changes nothing
     and returns RV(fallback=rolling_restart)) - another release name, an application added or removed, a changed
     C(mod), C(applications), C(included_applications) or C(start_phases) in an C(.app), a removed module, a changed
-    supervisor module, a changed C(sys.config) or C(vm.args).
+    supervisor module, a changed C(sys.config) or C(vm.args), a changed file of the local-files manifest (C(priv) trees).
   - Then loads the new binaries on every node at once (C(code:atomic_load/1); modules with C(-on_load) through
     C(code:load_binary/3)), checks every node reports the new MD5s, and makes nodes running the release report it
     (C(application_controller:change_application_data/2) with the new C(.app) data, the application environment kept,
