@@ -152,10 +152,15 @@ def test_check_and_diff_mode_list_the_modules_per_node_and_change_nothing(cluste
     assert staged.strip() == "", staged  # the staging copy is removed
 
 
-def test_structural_changes_and_other_releases_are_refused_before_any_change(cluster, releases, tmp_path):
+def test_structural_changes_are_refused_before_any_change_or_fall_back_to_a_rolling_restart(cluster, releases):
     cluster.at_release(releases, "2.0.1")
     # 2.0.0 has no push_loop: pushing it would remove a module.
     result = cluster.playbook("push", check=False, extra={"push_release": releases["2.0.0"]})
     assert result.rc != 0 and "module push_loop of hello_cluster removed" in result.stdout, result.tail()
     assert cluster.current() == "2.0.1"
     assert all(cluster.status(i)["build"] == "one" for i in cluster.workers.values())
+    # push_allow_structural: no load; `current` switches and the workers restart onto the release.
+    cluster.playbook("push", extra={"push_release": releases["2.0.0"], "push_allow_structural": True})
+    assert cluster.current() == "2.0.0"
+    assert [(s["version"], s["build"]) for s in map(cluster.status, cluster.workers.values())] == [("2.0.0", "")] * len(cluster.workers)
+    assert set(cluster.md5s("push_loop").values()) == {"not_loaded"}
