@@ -9,6 +9,7 @@ Exits non-zero if the push saw a failed poll. --keep keeps the cluster.
 """
 
 import argparse
+import json
 import os
 import secrets
 import sys
@@ -18,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PUSH_SUITE = os.path.join(HERE, "..", "tests", "integration", "push")
 sys.path[:0] = [PUSH_SUITE, os.path.dirname(PUSH_SUITE)]
 
-from conftest import PushCluster, build, e2e  # noqa: E402  pylint: disable=wrong-import-position
+from conftest import LAYOUT, PushCluster, build, e2e  # noqa: E402  pylint: disable=wrong-import-position
 from test_push import Poller  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -60,6 +61,8 @@ def main():
         assert all(cluster.status(ip)["build"] == "one" for ip in cluster.workers.values())
         print("bench-push: push of 2.0.1 (hello_cluster changed, push_loop new) to %d workers: wall %.2f s (ansible-playbook), "
               "%d polls every 20 ms, %d failed" % (len(cluster.workers), wall, poller.polls, len(poller.failed)), flush=True)
+        pushed = json.loads(cluster.ssh(cluster.boot_server_ip, "sudo tail -1 %s" % LAYOUT["rollout_log"]).stdout)
+        print("bench-push: rollout log: %s" % pushed["message"], flush=True)
         rwall, rpoller = polled(cluster, "deploy", releases["2.0.2"])
         print("bench-push: the same kind of change by deploy (rolling restart) of 2.0.2: wall %.2f s, %d polls, %d failed "
               "(push/restart wall time %.2fx)" % (rwall, rpoller.polls, len(rpoller.failed), wall / rwall), flush=True)

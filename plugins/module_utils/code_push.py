@@ -30,6 +30,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import binascii
+import time
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import Atom, to_text
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import PUSHED_RELEASE_KEY
@@ -454,8 +455,10 @@ def push(node, params, check_mode):
     result["fallback"] = "rolling_restart" if result["structural"] else "none"
     if check_mode or not result["changed"]:
         return result
+    started = time.monotonic()
     try:
         failures, undo = load_and_verify(node, params, nodes, checks)
+        result["load_ms"] = int((time.monotonic() - started) * 1000)
     except ErlangNodeError as exc:
         # The boot server's node did not answer a step: put back what may have changed.
         failures, undo = {str(params["node"]): exc.message}, {}

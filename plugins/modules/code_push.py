@@ -120,6 +120,11 @@ refusals:
   type: list
   elements: str
   sample: ["worker@172.31.0.5: processes still run old code of hello_loop (purge: kill would kill them): <0.93.0> ..."]
+load_ms:
+  description: Milliseconds from the start of the load to every node verified (the only time nodes run a mix of old and new code).
+  returned: when something was loaded
+  type: int
+  sample: 180
 nodes:
   description:
     - Per node, in the rollout log's shape. C(action) is C(pushed), C(skipped), C(reverted) or C(failed)
