@@ -21,22 +21,33 @@ SkwNotRunning = fun() ->
 end,
 """
 
+# The release a node runs: the one a hot code push loaded (the code_push module's kernel environment
+# marker, which init:restart/0 drops), else the one its boot script names.
+# The application controller's table is missing while a node restarts: then the boot script's.
+PUSHED_RELEASE_KEY = "erlang_ec2_pushed_release"
+RELEASE = r"""
+{SkwRelName, SkwRelVsn} = case catch application:get_env(kernel, %s) of
+    {ok, {SkwPushedName, SkwPushedVsn}} -> {SkwPushedName, SkwPushedVsn};
+    _ -> init:script_id()
+end,
+""" % PUSHED_RELEASE_KEY
+
 # Evaluated on the node; every string becomes a binary so that it decodes as text.
 # `incarnation` (the application controller's pid) changes with every init:restart/0.
-FACTS_EXPRESSION = NOT_RUNNING + r"""
+FACTS_EXPRESSION = NOT_RUNNING + RELEASE + r"""
 SkwArg = fun(Key) ->
     case init:get_argument(Key) of
         {ok, Values} -> [unicode:characters_to_binary(V) || V <- lists:append(Values)];
         error -> []
     end
 end,
-{SkwRelName, SkwRelVsn} = init:script_id(),
 {SkwStatus, _} = init:get_status(),
 #{node => node(),
   otp_release => list_to_binary(erlang:system_info(otp_release)),
   erts_version => list_to_binary(erlang:system_info(version)),
   release_name => unicode:characters_to_binary(SkwRelName),
   release_version => unicode:characters_to_binary(SkwRelVsn),
+  booted_release_version => unicode:characters_to_binary(element(2, init:script_id())),
   applications => [#{name => SkwA, description => unicode:characters_to_binary(SkwD), version => unicode:characters_to_binary(SkwV)}
                    || {SkwA, SkwD, SkwV} <- application:which_applications(5000)],
   connected_nodes => lists:sort(nodes()),
@@ -49,8 +60,7 @@ end,
 """
 
 # The cheap subset polled (every ~75 ms) while a node restarts.
-PROBE_EXPRESSION = NOT_RUNNING + r"""
-{SkwRelName, SkwRelVsn} = init:script_id(),
+PROBE_EXPRESSION = NOT_RUNNING + RELEASE + r"""
 {SkwStatus, _} = init:get_status(),
 #{release_name => unicode:characters_to_binary(SkwRelName),
   release_version => unicode:characters_to_binary(SkwRelVsn),

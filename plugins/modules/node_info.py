@@ -80,12 +80,19 @@ erts_version:
   type: str
   sample: 13.1.5
 release_name:
-  description: Name of the release the node booted (C(init:script_id/0)).
+  description: Name of the release the node runs (pushed, else booted; see RV(release_version)).
   returned: when reachable
   type: str
   sample: hello_cluster
 release_version:
-  description: Version of the release the node booted (C(init:script_id/0)).
+  description:
+    - Version of the release the node runs. After a hot code push (the code_push module) the pushed release's,
+      until the node restarts; otherwise the one it booted (C(init:script_id/0)).
+  returned: when reachable
+  type: str
+  sample: 1.0.0
+booted_release_version:
+  description: Version of the release the node booted (C(init:script_id/0)), whatever was pushed since.
   returned: when reachable
   type: str
   sample: 1.0.0

@@ -2,23 +2,29 @@
 -module(hello_cluster).
 -export([status/0, status_json/0, http_port/0]).
 
-%% #{node, release, version, nodes}: release name and version come from the boot
+-ifndef(BUILD).
+-define(BUILD, "").
+-endif.
+
+%% #{node, release, version, nodes, build}: release name and version come from the boot
 %% script the node was started (or restarted) with, so they change with init:restart/0.
 status() ->
     {Release, Version} = init:script_id(),
     #{node => atom_to_binary(node(), utf8),
       release => unicode:characters_to_binary(Release),
       version => unicode:characters_to_binary(Version),
-      nodes => [atom_to_binary(N, utf8) || N <- lists:sort(nodes())]}.
+      nodes => [atom_to_binary(N, utf8) || N <- lists:sort(nodes())],
+      build => <<?BUILD>>}.
 
 %% OTP 25 has no json module: the few value types used here are encoded by hand.
 status_json() ->
-    #{node := Node, release := Release, version := Version, nodes := Nodes} = status(),
+    #{node := Node, release := Release, version := Version, nodes := Nodes, build := Build} = status(),
     iolist_to_binary(
       ["{\"node\": ", string(Node),
        ", \"release\": ", string(Release),
        ", \"version\": ", string(Version),
-       ", \"nodes\": [", lists:join(", ", [string(N) || N <- Nodes]), "]}"]).
+       ", \"nodes\": [", lists:join(", ", [string(N) || N <- Nodes]), "]",
+       ", \"build\": ", string(Build), "}"]).
 
 %% The port httpd actually listens on (differs from the configured one when that is 0).
 http_port() ->
