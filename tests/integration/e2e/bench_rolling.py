@@ -47,18 +47,16 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the cluster")
+    parser.add_argument("--name", default="bench-%s" % secrets.token_hex(3), help="cluster name (default bench-<random>)")
+    parser.add_argument("--existing", action="store_true", help="measure the running cluster NAME (no provision, no site, kept)")
     args = parser.parse_args()
     env = localcloud_env()
     workdir = os.path.join(ROOT, ".state", "bench-rolling")
     os.makedirs(workdir, exist_ok=True)
-    cluster = Cluster(env, "bench-%s" % secrets.token_hex(3), workdir)
-    cluster.boto3("ssm").put_parameter(Name=cluster.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32), Overwrite=True)
+    cluster = Cluster(env, args.name, workdir)
     try:
-        v1 = build_release(workdir, "1.0.0")
-        print("bench-rolling: provisioning %s with %d workers ..." % (cluster.name, args.workers), flush=True)
-        cluster.playbook("provision", extra={"provision_image_id": "ami-0deb120000000e71a", "provision_ssh_cidr": "172.31.0.1/32",
-                                             "provision_key_name": "localcloud", "provision_worker_count": args.workers})
-        cluster.playbook("site", extra={"site_initial_release": v1})
+        if not args.existing:
+            provision(cluster, workdir, args.workers)
         cluster.refresh()
         # Bare restarts: one node alone, each worker once.
         bare_elapsed, bare_down = [], []
@@ -91,8 +89,17 @@ def main():
             print("  %-15s unavailable %.2f s during the rolling restart = %.2fx the bare unavailability"
                   % (ip, down, down / bare_unavailable if bare_unavailable else float("nan")))
     finally:
-        if not args.keep:
+        if not (args.keep or args.existing):
             cluster.terminate()
+
+
+def provision(cluster, workdir, workers):
+    cluster.boto3("ssm").put_parameter(Name=cluster.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32), Overwrite=True)
+    v1 = build_release(workdir, "1.0.0")
+    print("bench-rolling: provisioning %s with %d workers ..." % (cluster.name, workers), flush=True)
+    cluster.playbook("provision", extra={"provision_image_id": "ami-0deb120000000e71a", "provision_ssh_cidr": "172.31.0.1/32",
+                                         "provision_key_name": "localcloud", "provision_worker_count": workers})
+    cluster.playbook("site", extra={"site_initial_release": v1})
 
 
 if __name__ == "__main__":
