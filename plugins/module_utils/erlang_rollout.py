@@ -26,7 +26,7 @@ import re
 import time
 
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.six.moves.urllib.request import urlopen
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError, open_url
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import Atom, to_text
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import gather
@@ -122,11 +122,11 @@ def http_gate(url, params):
         if attempt:
             time.sleep(params["health_delay"])
         try:
-            response = urlopen(url, timeout=params["health_timeout"])  # nosec - the user's health URL
+            response = open_url(url, timeout=params["health_timeout"])
             status, body = response.getcode(), response.read(BODY_LIMIT)
         except HTTPError as exc:
             status, body = exc.code, exc.read(BODY_LIMIT) if exc.fp else b""
-        except (URLError, OSError, ValueError) as exc:
+        except (URLError, UrlConnectionError, OSError, ValueError) as exc:
             why = "GET %s failed: %s" % (url, getattr(exc, "reason", exc))
             continue
         text = body.decode("utf-8", "replace")
@@ -306,7 +306,8 @@ class Rollout(object):
         if facts is None:
             return None
         if not self.params["rollback"]:
-            unseen = unseen_peers(facts, [peer for peer in self.peers(name) if self.answers(peer)])
+            # A peer it does not see only counts while it runs (epmd knows it).
+            unseen = [peer for peer in unseen_peers(facts, self.peers(name)) if self.answers(peer)]
             if unseen:
                 return "the cluster is not healthy: %s does not see %s; it was not restarted" % (name, ", ".join(unseen))
         if self.params["check_local_files"]:

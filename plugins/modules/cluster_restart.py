@@ -18,7 +18,10 @@ description:
   - "Before a running node goes down: it has finished starting, sees every other node of O(nodes) that answers (the
     cluster is healthy) and, with O(check_local_files), has the release's local files (as
     M(skunkworks.erlang_ec2.node_restart) checks them). Otherwise the module fails with that node untouched."
-  - "Each node of a batch is restarted with C(init:restart/0) (or, with C(new_vm), stopped with C(init:stop/1) with status 1 so that systemd's C(Restart=on-failure) starts a new VM that reads the release's C(vm.args)). A node that does not answer at the start is not called: it is waited for, first, on its own (systemd starts it on the current release)."
+  - "Each node of a batch is restarted with C(init:restart/0) (or, with C(new_vm), stopped with C(init:stop/1)
+    with status 1 so that systemd's C(Restart=on-failure) starts a new VM that reads the release's C(vm.args)). A
+    node that does not answer at the start is not called: it is waited for, first, on its own (systemd starts it
+    on the current release)."
   - After the batch is back (a new boot, applications started, re-joined, on O(expected_version)), the health gates
     run on each node of it, HTTP (the node's C(health_url)) then Erlang (O(health_mfa)). Then O(pause) seconds of bake
     time before the next batch.

@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # this suite's conftest, and tests/integration (playbook_runner)
 
 from conftest import ROOT, Cluster, build_release, localcloud_env  # noqa: E402  pylint: disable=wrong-import-position
-from playbook_runner import run_adhoc  # noqa: E402  pylint: disable=wrong-import-position
+from playbook_runner import run_adhoc, run_playbook, write_play  # noqa: E402  pylint: disable=wrong-import-position
 from test_e2e import LAYOUT, Sampler  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -88,9 +88,21 @@ def main():
         for ip, down in per_node.items():
             print("  %-15s unavailable %.2f s during the rolling restart = %.2fx the bare unavailability"
                   % (ip, down, down / bare_unavailable if bare_unavailable else float("nan")))
+        breakdown(cluster, workdir, rolling.elapsed)
     finally:
         if not (args.keep or args.existing):
             cluster.terminate()
+
+
+def breakdown(cluster, workdir, wall):
+    """Where the wall time goes: the driver's per-node restart-to-back times (rollout log), and the fixed
+    cost of ansible-playbook itself (an empty play with the same inventory)."""
+    line = cluster.ssh(cluster.boot_server_ip, "sudo tail -n 1 %s" % LAYOUT["rollout_log"]).stdout
+    restarts = sum(n["elapsed_ms"] for n in json.loads(line)["nodes"]) / 1000.0
+    play = write_play(os.path.join(workdir, "empty.yml"), [{"hosts": "localhost", "gather_facts": False, "tasks": []}])
+    empty = run_playbook(play, inventory=os.path.join(ROOT, "inventory"), env=cluster.env, check=True).elapsed
+    print("  of which: restart-to-back of every node in the run (rollout log elapsed_ms) %.2f s; the rest %.2f s, "
+          "including ansible-playbook start-up with the inventory (an empty play) %.2f s" % (restarts, wall - restarts, empty))
 
 
 def provision(cluster, workdir, workers):

