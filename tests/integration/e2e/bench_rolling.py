@@ -98,7 +98,11 @@ def breakdown(cluster, workdir, wall):
     """Where the wall time goes: the driver's per-node restart-to-back times (rollout log), and the fixed
     cost of ansible-playbook itself (an empty play with the same inventory)."""
     line = cluster.ssh(cluster.boot_server_ip, "sudo tail -n 1 %s" % LAYOUT["rollout_log"]).stdout
-    restarts = sum(n["elapsed_ms"] for n in json.loads(line)["nodes"]) / 1000.0
+    try:
+        restarts = sum(n["elapsed_ms"] for n in json.loads(line)["nodes"]) / 1000.0
+    except (ValueError, KeyError, TypeError):
+        print("  (no rollout log line with per-node elapsed_ms: a collection without the driver)")
+        return
     play = write_play(os.path.join(workdir, "empty.yml"), [{"hosts": "localhost", "gather_facts": False, "tasks": []}])
     empty = run_playbook(play, inventory=os.path.join(ROOT, "inventory"), env=cluster.env, check=True).elapsed
     print("  of which: restart-to-back of every node in the run (rollout log elapsed_ms) %.2f s; the rest %.2f s, "
