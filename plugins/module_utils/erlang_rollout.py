@@ -24,12 +24,13 @@ __metaclass__ = type
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import ConnectionError as UrlConnectionError, open_url
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import Atom, to_text
-from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import gather
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import probe
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import UNAVAILABLE_KINDS, ErlangNodeError
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_restart import (
     LOCAL_FILES_CHECK,
@@ -221,21 +222,26 @@ class Rollout(object):
         wait_ms = max(1000, (self.params["timeout"] - 2) * 1000)
         # The worker's own `current` is at the same path as its boot server's (one host layout).
         vm_args = literal(os.path.join(self.params["current_link"] or "/nonexistent", "vm.args"))
-        result = []
+        expression = PLAN_EXPRESSION % dict(wait_ms=wait_ms, vm_args=vm_args)
         for name in self.names:
-            entry = dict(node=name, running=False, missing_local_files=[], new_vm=False, message="")
-            try:
-                seen = to_text(self.node(name).call(PLAN_EXPRESSION % dict(wait_ms=wait_ms, vm_args=vm_args))) if self.answers(name) else None
-            except ErlangNodeError as exc:
-                seen, entry["message"] = None, exc.message
-            if seen == "boot_server_unreachable":
-                entry["message"] = "its boot server does not answer its loader within %d ms" % wait_ms
-            elif isinstance(seen, dict):
-                entry.update(running=True, missing_local_files=seen["missing"], new_vm=seen["new_vm"])
-            elif seen is not None:
-                entry["running"] = True  # no manifest: nothing to copy
-            result.append(entry)
-        return result
+            self.node(name)
+        # Read-only calls, independent of each other: all nodes at once (a few erl_call processes at a time).
+        with ThreadPoolExecutor(max_workers=min(8, len(self.names) or 1)) as pool:
+            return list(pool.map(lambda name: self.plan_node(name, expression, wait_ms), self.names))
+
+    def plan_node(self, name, expression, wait_ms):
+        entry = dict(node=name, running=False, missing_local_files=[], new_vm=False, message="")
+        try:
+            seen = to_text(self.nodes[name].call(expression)) if self.answers(name) else None
+        except ErlangNodeError as exc:
+            seen, entry["message"] = None, exc.message
+        if seen == "boot_server_unreachable":
+            entry["message"] = "its boot server does not answer its loader within %d ms" % wait_ms
+        elif isinstance(seen, dict):
+            entry.update(running=True, missing_local_files=seen["missing"], new_vm=seen["new_vm"])
+        elif seen is not None:
+            entry["running"] = True  # no manifest: nothing to copy
+        return entry
 
     def peers(self, name):
         return [other for other in self.names if other != name]
@@ -262,7 +268,8 @@ class Rollout(object):
     def before(self, name):
         """The node's facts before its restart, or None when it does not answer (it is down)."""
         try:
-            facts = gather(self.node(name))
+            # The cheap subset node_restart polls with: status, version, peers, incarnation.
+            facts = probe(self.node(name))
         except ErlangNodeError as exc:
             if exc.kind in UNAVAILABLE_KINDS:
                 return None

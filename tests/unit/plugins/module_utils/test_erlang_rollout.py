@@ -117,7 +117,7 @@ class Cluster(object):
         for node in self.nodes.values():
             node.answers = {}
             node.call = self.caller(node)
-        monkeypatch.setattr(erlang_rollout, "gather", self.facts)
+        monkeypatch.setattr(erlang_rollout, "probe", self.facts)
         monkeypatch.setattr(erlang_restart, "probe", self.facts)
         monkeypatch.setattr(erlang_rollout, "node_alive", lambda name: name not in self.down)
         monkeypatch.setattr(erlang_restart, "node_alive", lambda name: True)
@@ -189,8 +189,19 @@ def test_an_unhealthy_cluster_is_not_touched(monkeypatch):
         facts = original(node, timeout)
         facts["connected_nodes"] = []
         return facts
-    monkeypatch.setattr(erlang_rollout, "gather", lonely)
+    monkeypatch.setattr(erlang_rollout, "probe", lonely)
     report, failure = rollout(cluster).run()
     assert "the cluster is not healthy: w@10.0.0.5 does not see w@10.0.0.6, w@10.0.0.7" in failure
     assert not any(e["touched"] for e in report)
     assert "init:restart()" not in cluster.nodes["w@10.0.0.5"].calls
+
+
+def test_plan_reads_every_node_without_changing_anything(monkeypatch):
+    cluster = Cluster(monkeypatch, NAMES, down=["w@10.0.0.7"])
+    cluster.nodes["w@10.0.0.5"].answers = {"local_files": {"missing": [b"/srv/x/priv/a.so"], "new_vm": False}}
+    cluster.nodes["w@10.0.0.6"].answers = {"local_files": {"missing": [], "new_vm": True}}
+    plan = rollout(cluster, current_link="/srv/erlang-ec2/current").plan()
+    assert [(e["node"], e["running"], e["missing_local_files"], e["new_vm"]) for e in plan] == [
+        ("w@10.0.0.5", True, ["/srv/x/priv/a.so"], False), ("w@10.0.0.6", True, [], True), ("w@10.0.0.7", False, [], False)]
+    assert not any(call in ("init:restart()", "init:stop(1)") for node in cluster.nodes.values() for call in node.calls)
+    assert '<<"/srv/erlang-ec2/current/vm.args"/utf8>>' in cluster.nodes["w@10.0.0.6"].calls[0]
