@@ -11,6 +11,8 @@ DEMO_COOKIE    := /erlang-ec2/$(DEMO_CLUSTER)/cookie
 DEMO_PLAYBOOK   = ANSIBLE_PIPELINING=1 ansible-playbook -i $(ROOT)/inventory -e cluster_name=$(DEMO_CLUSTER) -e erlang_cookie_ssm_parameter=$(DEMO_COOKIE)
 LOCALCLOUD_ENV  = eval "$$($(PYTHON) -m localcloud env)"
 BENCH_WORKERS  ?= 3
+# More options for bench_rolling.py, e.g. --name roll-bench (cluster name), --existing (measure a running cluster).
+BENCH_ROLLING_ARGS ?=
 
 .PHONY: demo demo-down test-e2e test-molecule bench-rolling
 
@@ -56,12 +58,12 @@ demo-down: bootstrap ## terminate the demo's instances, deregister its node imag
 	@$(LOCALCLOUD_ENV); $(PYTHON) scripts/demo.py deregister-images $(DEMO_CLUSTER)
 	@$(LOCALCLOUD_ENV); $(PYTHON) scripts/demo.py cookie-delete $(DEMO_COOKIE)
 
-test-e2e: bootstrap ## end to end on localcloud: provision, site (twice), check mode, refusal, rolling v1->v2, broken v3, rollback
+test-e2e: bootstrap ## end to end on localcloud: provision, site (twice), check mode, refusal, rolling v1->v2, broken v3, rollback, automatic rollback, health gates
 	$(PYTHON) -m pytest -v -p no:cacheprovider tests/integration/e2e
 
 test-molecule: bootstrap ## molecule scenarios for the roles, on localcloud hosts
 	$(PYTHON) -m localcloud up
 	$(LOCALCLOUD_ENV); cd extensions && molecule -c molecule/config.yml test --all
 
-bench-rolling: bootstrap ## rolling restart wall time vs N x a bare restart of one node, and per-node unavailability
-	$(PYTHON) tests/integration/e2e/bench_rolling.py --workers $(BENCH_WORKERS)
+bench-rolling: bootstrap ## rolling restart wall time vs N x a bare restart of one node (ratio), and per-node unavailability
+	$(PYTHON) tests/integration/e2e/bench_rolling.py --workers $(BENCH_WORKERS) $(BENCH_ROLLING_ARGS)

@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]  # this suite's conftest, and tests/integration (playbook_runner)
 
 from conftest import ROOT, Cluster, build_release, localcloud_env  # noqa: E402  pylint: disable=wrong-import-position
-from playbook_runner import run_adhoc  # noqa: E402  pylint: disable=wrong-import-position
+from playbook_runner import run_adhoc, run_playbook, write_play  # noqa: E402  pylint: disable=wrong-import-position
 from test_e2e import LAYOUT, Sampler  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -47,18 +47,16 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the cluster")
+    parser.add_argument("--name", default="bench-%s" % secrets.token_hex(3), help="cluster name (default bench-<random>)")
+    parser.add_argument("--existing", action="store_true", help="measure the running cluster NAME (no provision, no site, kept)")
     args = parser.parse_args()
     env = localcloud_env()
     workdir = os.path.join(ROOT, ".state", "bench-rolling")
     os.makedirs(workdir, exist_ok=True)
-    cluster = Cluster(env, "bench-%s" % secrets.token_hex(3), workdir)
-    cluster.boto3("ssm").put_parameter(Name=cluster.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32), Overwrite=True)
+    cluster = Cluster(env, args.name, workdir)
     try:
-        v1 = build_release(workdir, "1.0.0")
-        print("bench-rolling: provisioning %s with %d workers ..." % (cluster.name, args.workers), flush=True)
-        cluster.playbook("provision", extra={"provision_image_id": "ami-0deb120000000e71a", "provision_ssh_cidr": "172.31.0.1/32",
-                                             "provision_key_name": "localcloud", "provision_worker_count": args.workers})
-        cluster.playbook("site", extra={"site_initial_release": v1})
+        if not args.existing:
+            provision(cluster, workdir, args.workers)
         cluster.refresh()
         # Bare restarts: one node alone, each worker once.
         bare_elapsed, bare_down = [], []
@@ -90,9 +88,34 @@ def main():
         for ip, down in per_node.items():
             print("  %-15s unavailable %.2f s during the rolling restart = %.2fx the bare unavailability"
                   % (ip, down, down / bare_unavailable if bare_unavailable else float("nan")))
+        breakdown(cluster, workdir, rolling.elapsed)
     finally:
-        if not args.keep:
+        if not (args.keep or args.existing):
             cluster.terminate()
+
+
+def breakdown(cluster, workdir, wall):
+    """Where the wall time goes: the driver's per-node restart-to-back times (rollout log), and the fixed
+    cost of ansible-playbook itself (an empty play with the same inventory)."""
+    line = cluster.ssh(cluster.boot_server_ip, "sudo tail -n 1 %s" % LAYOUT["rollout_log"]).stdout
+    try:
+        restarts = sum(n["elapsed_ms"] for n in json.loads(line)["nodes"]) / 1000.0
+    except (ValueError, KeyError, TypeError):
+        print("  (no rollout log line with per-node elapsed_ms: a collection without the driver)")
+        return
+    play = write_play(os.path.join(workdir, "empty.yml"), [{"hosts": "localhost", "gather_facts": False, "tasks": []}])
+    empty = run_playbook(play, inventory=os.path.join(ROOT, "inventory"), env=cluster.env, check=True).elapsed
+    print("  of which: restart-to-back of every node in the run (rollout log elapsed_ms) %.2f s; the rest %.2f s, "
+          "including ansible-playbook start-up with the inventory (an empty play) %.2f s" % (restarts, wall - restarts, empty))
+
+
+def provision(cluster, workdir, workers):
+    cluster.boto3("ssm").put_parameter(Name=cluster.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32), Overwrite=True)
+    v1 = build_release(workdir, "1.0.0")
+    print("bench-rolling: provisioning %s with %d workers ..." % (cluster.name, workers), flush=True)
+    cluster.playbook("provision", extra={"provision_image_id": "ami-0deb120000000e71a", "provision_ssh_cidr": "172.31.0.1/32",
+                                         "provision_key_name": "localcloud", "provision_worker_count": workers})
+    cluster.playbook("site", extra={"site_initial_release": v1})
 
 
 if __name__ == "__main__":

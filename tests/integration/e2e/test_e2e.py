@@ -176,9 +176,14 @@ def test_rolling_deploy_v2_keeps_the_cluster_serving(cluster, releases):
 
 
 def test_broken_release_stops_at_the_first_node(cluster, releases):
-    result = cluster.playbook("deploy", check=False, extra={"deploy_release": releases["v3"], "rolling_restart_timeout": 40})
+    """rolling_restart_rollback_on_failure: false keeps stop-at-first-failure (the default rolls back:
+    test_rollout.py)."""
+    extra = {"deploy_release": releases["v3"], "rolling_restart_timeout": 40, "rolling_restart_rollback_on_failure": False}
+    result = cluster.playbook("deploy", check=False, extra=extra)
     assert result.rc != 0
     assert "Rolling restart stopped at" in result.out, result.tail()
+    assert "Not rolled back (rolling_restart_rollback_on_failure is false)" in result.out, result.tail()
+    assert current_release(cluster) == "3.0.0"
     final = statuses(cluster)
     on_v2 = [ip for ip, s in final.items() if s and s["version"] == "2.0.0"]
     assert len(on_v2) == 2, final

@@ -6,7 +6,7 @@ __metaclass__ = type
 import pytest
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import ErlangNodeError
-from ansible_collections.skunkworks.erlang_ec2.plugins.modules import node_restart
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_restart
 
 
 class FakeNode(object):
@@ -29,9 +29,9 @@ def script(monkeypatch, steps, clock):
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
-    monkeypatch.setattr(node_restart, "probe", fake_probe)
-    monkeypatch.setattr(node_restart, "now_ms", lambda: clock[0])
-    monkeypatch.setattr(node_restart, "node_alive", lambda name: name != "dead@10.0.0.9")
+    monkeypatch.setattr(erlang_restart, "probe", fake_probe)
+    monkeypatch.setattr(erlang_restart, "now_ms", lambda: clock[0])
+    monkeypatch.setattr(erlang_restart, "node_alive", lambda name: name != "dead@10.0.0.9")
 
 
 def run(waiter, count):
@@ -42,7 +42,7 @@ def test_waits_for_a_new_boot_and_measures_downtime(monkeypatch):
     clock = [0]
     down = ErlangNodeError("not_running", "node w1@10.0.0.5 is not running")
     script(monkeypatch, [answer("<old>", "stopping", "1.0.0"), down, down, answer("<new>", "starting"), answer("<new>")], clock)
-    waiter = node_restart.Waiter(FakeNode(), "<old>", ["boot@10.0.0.4"], "2.0.0", 75)
+    waiter = erlang_restart.Waiter(FakeNode(), "<old>", ["boot@10.0.0.4"], "2.0.0", 75)
     assert run(waiter, 5) == [False, False, False, False, True]
     # last answer of the old boot at 100 ms, first answer of the new one at 400 ms
     assert waiter.downtime_ms() == 300
@@ -52,7 +52,7 @@ def test_waits_for_a_new_boot_and_measures_downtime(monkeypatch):
 def test_a_wrong_version_fails_at_once(monkeypatch):
     clock = [0]
     script(monkeypatch, [answer("<new>", version="1.0.0")], clock)
-    waiter = node_restart.Waiter(FakeNode(), "<old>", [], "2.0.0", 75)
+    waiter = erlang_restart.Waiter(FakeNode(), "<old>", [], "2.0.0", 75)
     with pytest.raises(ValueError, match="came back running release hello_cluster 1.0.0, expected version 2.0.0"):
         waiter.step()
 
@@ -60,7 +60,7 @@ def test_a_wrong_version_fails_at_once(monkeypatch):
 def test_waits_for_expected_nodes_and_drops_dead_ones(monkeypatch):
     clock = [0]
     script(monkeypatch, [answer("<new>", nodes=()), answer("<new>", nodes=("boot@10.0.0.4",))], clock)
-    waiter = node_restart.Waiter(FakeNode(), "<old>", ["boot@10.0.0.4", "dead@10.0.0.9"], None, 75)
+    waiter = erlang_restart.Waiter(FakeNode(), "<old>", ["boot@10.0.0.4", "dead@10.0.0.9"], None, 75)
     assert waiter.step() is False
     assert waiter.dead_nodes == ["dead@10.0.0.9"] and waiter.missing == ["boot@10.0.0.4"]
     assert waiter.step() is True
@@ -69,7 +69,7 @@ def test_waits_for_expected_nodes_and_drops_dead_ones(monkeypatch):
 def test_applications_not_running_is_not_done(monkeypatch):
     clock = [0]
     script(monkeypatch, [answer("<new>", not_running=["hello_cluster"])], clock)
-    waiter = node_restart.Waiter(FakeNode(), "<old>", [], None, 75)
+    waiter = erlang_restart.Waiter(FakeNode(), "<old>", [], None, 75)
     assert waiter.step() is False
     assert waiter.state()["applications_not_running"] == ["hello_cluster"]
 
@@ -77,22 +77,22 @@ def test_applications_not_running_is_not_done(monkeypatch):
 def test_refused_connections_while_restarting_are_transient_but_own_mistakes_are_not(monkeypatch):
     clock = [0]
     script(monkeypatch, [ErlangNodeError("auth", "refused"), ErlangNodeError("syntax", "bad expression")], clock)
-    waiter = node_restart.Waiter(FakeNode(), "<old>", [], None, 75)
+    waiter = erlang_restart.Waiter(FakeNode(), "<old>", [], None, 75)
     assert waiter.step() is False and waiter.last_error == "refused"
     with pytest.raises(ErlangNodeError):
         waiter.step()
 
 
 def test_hang_hint_names_the_boot_hosts():
-    hint = node_restart.hang_hint({"loader": "inet", "boot_hosts": ["10.0.0.4"]})
+    hint = erlang_restart.hang_hint({"loader": "inet", "boot_hosts": ["10.0.0.4"]})
     assert "boot server 10.0.0.4 is unreachable hangs in the loader" in hint
-    assert "loader" not in node_restart.hang_hint({"loader": "efile"})
+    assert "loader" not in erlang_restart.hang_hint({"loader": "efile"})
 
 
 def test_applications_only_loaded_before_the_restart_are_ignored(monkeypatch):
     clock = [0]
     script(monkeypatch, [answer("<new>", not_running=["runtime_tools"]), answer("<new>", not_running=["runtime_tools", "hello"])], clock)
-    waiter = node_restart.Waiter(FakeNode(), "<old>", [], None, 75, loaded_only=["runtime_tools"])
+    waiter = erlang_restart.Waiter(FakeNode(), "<old>", [], None, 75, loaded_only=["runtime_tools"])
     assert waiter.step() is True
     assert waiter.step() is False
     assert waiter.state()["applications_not_running"] == ["hello"]
@@ -100,16 +100,16 @@ def test_applications_only_loaded_before_the_restart_are_ignored(monkeypatch):
 
 def test_poll_stops_when_done_on_a_wrong_version_or_at_the_deadline(monkeypatch):
     clock = [0]
-    monkeypatch.setattr(node_restart.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(erlang_restart.time, "sleep", lambda seconds: None)
     script(monkeypatch, [answer("<old>"), answer("<new>")], clock)
-    assert node_restart.poll(node_restart.Waiter(FakeNode(), "<old>", [], None, 75), deadline=10000) == (True, None)
+    assert erlang_restart.poll(erlang_restart.Waiter(FakeNode(), "<old>", [], None, 75), deadline=10000) == (True, None)
     script(monkeypatch, [answer("<new>", version="1.0.0")], clock)
-    done, failure = node_restart.poll(node_restart.Waiter(FakeNode(), "<old>", [], "2.0.0", 75), deadline=10000)
+    done, failure = erlang_restart.poll(erlang_restart.Waiter(FakeNode(), "<old>", [], "2.0.0", 75), deadline=10000)
     assert not done and "expected version 2.0.0" in failure
     script(monkeypatch, [answer("<old>")] * 3, clock)
-    assert node_restart.poll(node_restart.Waiter(FakeNode(), "<old>", [], None, 75), deadline=clock[0] + 250) == (False, None)
+    assert erlang_restart.poll(erlang_restart.Waiter(FakeNode(), "<old>", [], None, 75), deadline=clock[0] + 250) == (False, None)
     script(monkeypatch, [ErlangNodeError("syntax", "bad expression")], clock)
-    assert node_restart.poll(node_restart.Waiter(FakeNode(), "<old>", [], None, 75), deadline=10000) == (
+    assert erlang_restart.poll(erlang_restart.Waiter(FakeNode(), "<old>", [], None, 75), deadline=10000) == (
         False, "node w1@10.0.0.5: bad expression")
 
 
@@ -123,6 +123,6 @@ def test_poll_stops_when_done_on_a_wrong_version_or_at_the_deadline(monkeypatch)
 def test_not_back_says_what_was_missing(monkeypatch, steps, words):
     clock = [0]
     script(monkeypatch, steps, clock)
-    waiter = node_restart.Waiter(FakeNode(), "<old>", ["boot@10.0.0.4"], None, 75)
+    waiter = erlang_restart.Waiter(FakeNode(), "<old>", ["boot@10.0.0.4"], None, 75)
     run(waiter, len(steps))
-    assert words in node_restart.not_back("w1@10.0.0.5", 60, waiter, {"loader": "inet", "boot_hosts": ["10.0.0.4"]})
+    assert words in erlang_restart.not_back("w1@10.0.0.5", 60, waiter, {"loader": "inet", "boot_hosts": ["10.0.0.4"]})
