@@ -4,6 +4,7 @@ Every test brings the cluster to the release it starts from itself (`at_release`
 """
 
 import json
+import re
 import threading
 import time
 
@@ -164,3 +165,20 @@ def test_structural_changes_are_refused_before_any_change_or_fall_back_to_a_roll
     assert cluster.current() == "2.0.0"
     assert [(s["version"], s["build"]) for s in map(cluster.status, cluster.workers.values())] == [("2.0.0", "")] * len(cluster.workers)
     assert set(cluster.md5s("push_loop").values()) == {"not_loaded"}
+
+
+def test_status_prints_the_pushed_release_and_the_rollouts_the_playbooks_recorded(cluster, releases):
+    # Real records: at_release deploys (a rolling restart records itself), then the push records itself.
+    cluster.at_release(releases, "2.0.0")
+    cluster.playbook("push", extra={"push_release": releases["2.0.1"]})
+    result = cluster.playbook("status", extra={"status_rollouts": 2})
+    assert result.changed == 0, result.recap
+    lines = re.findall(r'^\s*"(.*)",?$', result.stdout, re.M)
+    for ip in cluster.workers.values():
+        row = [line for line in lines if line.startswith("worker@%s " % ip)]
+        assert row and re.search(r"\bup\s+hello_cluster 2\.0\.1\s+all \d", row[0]), (ip, lines)
+    headings = [line for line in lines if line.startswith("Rollout ")]
+    assert any("rolling_restart hello_cluster 2.0.0 -> ok" in h for h in headings), headings
+    assert any("push hello_cluster 2.0.1 -> ok" in h for h in headings), headings
+    pushed = [line for line in lines if re.match(r"^\s+worker@\S+\s+pushed\s", line)]
+    assert len(pushed) == len(cluster.workers), lines
