@@ -24,7 +24,7 @@ import json
 import os
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import Atom, to_text
-from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import NOT_RUNNING
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import NOT_RUNNING, RELEASE
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import (
     UNAVAILABLE_KINDS,
     ErlangNodeError,
@@ -36,9 +36,10 @@ ROLE_LABELS = {"boot_server": "boot server", "worker": "worker"}
 # Actions after which a node was down for unavailable_ms (a restart, the way onto or back off a release).
 RESTART_ACTIONS = ("restarted", "rolled_back", "failed")
 
+# The release as erlang_facts reads it (the pushed one, else the booted one): its one owner.
 FACTS_FUN = NOT_RUNNING + r"""
 SkwFacts = fun() ->
-    {SkwRelName, SkwRelVsn} = init:script_id(),
+""" + RELEASE + r"""
     {SkwStatus, _} = init:get_status(),
     #{node => node(),
       release_name => unicode:characters_to_binary(SkwRelName),
