@@ -73,7 +73,6 @@ def test_rollout_log(tmp_path):
     assert [r["kind"] for r in records] == ["push", "rolling_restart"] and bad == 2
 
 
-
 def test_append_rollout_writes_one_line_the_reader_reads(tmp_path):
     log = tmp_path / "rollouts.jsonl"
     line = cs.append_rollout(str(log), {"kind": "rolling_restart", "nodes": [], "result": "ok"})
