@@ -7,6 +7,7 @@ Used by the cluster_status module (read-only). API::
 
     nodes = gather_cluster(via, via_node, workers, node_timeout, direct)   # {node: facts or {"down": reason}}
     records, bad_lines = read_rollout_log(path)                     # oldest first
+    line = append_rollout(path, record, group)                       # the one writer of the log's lines
     rows = status_rows(via, via_role, workers, nodes, records)      # last restart: newest record naming the node
     lines = render(cluster, rows, records[-count:])
 
@@ -20,8 +21,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import grp
 import json
 import os
+import time
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import Atom, to_text
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_facts import NOT_RUNNING, RELEASE
@@ -145,6 +148,31 @@ def read_rollout_log(path):
         else:
             bad += 1
     return records, bad
+
+
+def rollout_line(record, recorded_at):
+    """The rollout log's line for `record`: the record plus recorded_at (UTC), sorted JSON."""
+    return json.dumps(dict(record, recorded_at=recorded_at), sort_keys=True)
+
+
+def append_rollout(path, record, group=None):
+    """Append `record` as one line of the rollout log; the line.
+
+    The log is created root-owned (it is written as root), of `group` (the service user's), mode 0640.
+    """
+    line = rollout_line(record, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        size = os.fstat(fd).st_size
+        # A last line without its newline (written by hand) is ended first, not joined.
+        glue = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+        os.write(fd, glue + line.encode("utf-8") + b"\n")
+        os.fchmod(fd, 0o640)
+        if group:
+            os.fchown(fd, 0, grp.getgrnam(group).gr_gid)
+    finally:
+        os.close(fd)
+    return line
 
 
 def served_release(current_link):

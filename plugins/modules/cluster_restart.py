@@ -125,6 +125,31 @@ options:
   current_link:
     description: With O(plan), the boot server's C(current) link (on the host the module runs on) to read the release from.
     type: path
+  record:
+    description:
+      - After a run where every node passed (not in check mode), append the rollout to the boot server's rollout
+        log (on the host the module runs on) with the writer of M(skunkworks.erlang_ec2.rollout_record) - C(result)
+        C(ok) and the touched nodes' report - so that no task is needed for it. A failed run is not recorded here
+        (the caller records it after its rollback).
+    type: dict
+    suboptions:
+      path:
+        description: The rollout log (C(erlang_layout.rollout_log)).
+        type: path
+        required: true
+      group:
+        description: Group of the log when it is written.
+        type: str
+      kind:
+        description: The record's C(kind).
+        type: str
+        default: rolling_restart
+      release_name:
+        description: The record's C(release_name).
+        type: str
+      release_version:
+        description: The record's C(release_version) (default O(expected_version)).
+        type: str
   poll_interval_ms:
     description: Milliseconds between two probes while waiting; also the resolution of each node's C(unavailable_ms).
     type: int
@@ -233,9 +258,15 @@ batches:
   type: list
   elements: list
   sample: [["worker@172.31.0.5"], ["worker@172.31.0.6"]]
+recorded:
+  description: With O(record), the rollout log's line appended (none without O(record)).
+  returned: success, not in check mode
+  type: str
+  sample: '{"kind": "rolling_restart", "message": "3 worker(s) restarted onto 2.0.0", "nodes": [], "recorded_at": "2026-11-30T10:00:00Z"}'
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.cluster_status import append_rollout
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import (
     MUTUALLY_EXCLUSIVE,
@@ -270,6 +301,9 @@ def argument_spec():
         poll_interval_ms=dict(type="int", default=75),
         plan=dict(type="bool", default=False),
         current_link=dict(type="path"),
+        record=dict(type="dict", options=dict(
+            path=dict(type="path", required=True), group=dict(type="str"), kind=dict(type="str", default="rolling_restart"),
+            release_name=dict(type="str"), release_version=dict(type="str"))),
     )
     return spec
 
@@ -331,7 +365,23 @@ def main():
         failed = [entry["node"] for entry in report if entry["action"] == "failed"]
         module.fail_json(msg=failure, nodes=report, failed_node=failed[0] if failed else None, changed=changed,
                          batches=rollout.done_batches)
-    module.exit_json(changed=changed, nodes=report, batches=rollout.done_batches)
+    module.exit_json(changed=changed, nodes=report, batches=rollout.done_batches, recorded=record(module, report))
+
+
+def record(module, report):
+    """With the record option: the rollout log's line appended for this successful run (else None)."""
+    options, version = module.params["record"], module.params["expected_version"]
+    if not options:
+        return None
+    version = options["release_version"] or version
+    entry = dict(kind=options["kind"], release_name=options["release_name"], release_version=version, result="ok",
+                 message="%d worker(s) restarted onto %s" % (len(report), version),
+                 nodes=[node for node in report if node["touched"]])
+    try:
+        return append_rollout(options["path"], entry, options["group"])
+    except (OSError, IOError, KeyError) as exc:
+        module.fail_json(msg="the nodes were restarted, but the rollout log %s could not be written: %s" % (options["path"], exc),
+                         nodes=report, changed=True)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,20 @@ def test_rollout_log(tmp_path):
     assert [r["kind"] for r in records] == ["push", "rolling_restart"] and bad == 2
 
 
+def test_append_rollout_writes_one_line_the_reader_reads(tmp_path):
+    log = tmp_path / "rollouts.jsonl"
+    line = cs.append_rollout(str(log), {"kind": "rolling_restart", "nodes": [], "result": "ok"})
+    assert log.read_text() == line + "\n" and oct(log.stat().st_mode & 0o777) == "0o640"
+    record = json.loads(line)
+    assert sorted(record) == ["kind", "nodes", "recorded_at", "result"] and record["recorded_at"].endswith("Z")
+    # A last line without its newline is ended, not joined to the next record.
+    log.write_text(u'{"kind": "push", "nodes": []}')
+    cs.append_rollout(str(log), {"kind": "rollback", "nodes": []})
+    records, bad = cs.read_rollout_log(str(log))
+    assert [r["kind"] for r in records] == ["push", "rollback"] and bad == 0
+    assert cs.rollout_line({"b": 1, "a": 2}, "T") == '{"a": 2, "b": 1, "recorded_at": "T"}'
+
+
 ROLLING = {"kind": "rolling_restart", "release_name": "hello_cluster", "release_version": "2.0.0", "result": "ok", "message": "",
            "recorded_at": "2026-11-30T09:00:00Z",
            "nodes": [{"node": W1, "action": "restarted", "unavailable_ms": 1210, "modules": [], "message": ""}]}
