@@ -20,12 +20,12 @@ PUSH_SUITE = os.path.join(HERE, "..", "tests", "integration", "push")
 sys.path[:0] = [PUSH_SUITE, os.path.dirname(PUSH_SUITE)]
 
 from conftest import LAYOUT, PushCluster, build, e2e  # noqa: E402  pylint: disable=wrong-import-position
-from test_push import Poller  # noqa: E402  pylint: disable=wrong-import-position
+from localcloud_cluster import StatusPoller  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def polled(cluster, playbook, release):
     """Run a playbook with every worker polled every 20 ms: (wall seconds, poller)."""
-    poller = Poller(cluster, interval=0.02)
+    poller = StatusPoller(cluster.workers.values(), interval=0.02)
     poller.start()
     time.sleep(0.5)
     started = time.monotonic()

@@ -12,6 +12,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -254,6 +255,38 @@ def worker_status(ip, timeout):
             return json.loads(answer.read().decode("utf-8"))
     except (OSError, ValueError):
         return None
+
+
+class StatusPoller(threading.Thread):
+    """GET /status of each worker every `interval` seconds, one thread per worker: `polls`, `failed` [(when, ip)],
+    and `builds` {ip: ["build" of every answer]} (the example releases answer their BUILD= as "build")."""
+
+    def __init__(self, ips, interval=0.02):
+        super().__init__(daemon=True)
+        self.ips, self.interval = list(ips), interval
+        self.polls, self.failed, self.builds = 0, [], {}
+        self._halt = threading.Event()
+
+    def poll_one(self, ip):
+        while not self._halt.is_set():
+            status = worker_status(ip, timeout=1.0)
+            self.polls += 1
+            if status is None:
+                self.failed.append((time.monotonic(), ip))
+            else:
+                self.builds.setdefault(ip, []).append(status.get("build"))
+            time.sleep(self.interval)
+
+    def run(self):
+        threads = [threading.Thread(target=self.poll_one, args=(ip,), daemon=True) for ip in self.ips]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def stop(self):
+        self._halt.set()
+        self.join(10)
 
 
 def localcloud_endpoint_url():

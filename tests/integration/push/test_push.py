@@ -5,41 +5,10 @@ Every test brings the cluster to the release it starts from itself (`at_release`
 
 import json
 import re
-import threading
 import time
 
 from conftest import LAYOUT, REFUSE_MARKER
-
-
-class Poller(threading.Thread):
-    """GET /status of every worker, every `interval` seconds, each worker in its own thread; counts failures."""
-
-    def __init__(self, cluster, interval=0.02):
-        super().__init__(daemon=True)
-        self.cluster, self.interval = cluster, interval
-        self.polls, self.failed, self.builds = 0, [], {}
-        self._halt = threading.Event()
-
-    def poll_one(self, ip):
-        while not self._halt.is_set():
-            status = self.cluster.status(ip, timeout=1.0)
-            self.polls += 1
-            if status is None:
-                self.failed.append((time.monotonic(), ip))
-            else:
-                self.builds.setdefault(ip, []).append(status.get("build"))
-            time.sleep(self.interval)
-
-    def run(self):
-        threads = [threading.Thread(target=self.poll_one, args=(ip,), daemon=True) for ip in self.cluster.workers.values()]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-    def stop(self):
-        self._halt.set()
-        self.join(10)
+from localcloud_cluster import StatusPoller
 
 
 def rollouts(cluster):
@@ -50,7 +19,7 @@ def rollouts(cluster):
 def test_push_loads_the_changed_modules_with_no_failed_poll_and_restarted_workers_run_them(cluster, releases):
     cluster.at_release(releases, "2.0.0")
     before = cluster.md5s("hello_cluster")
-    poller = Poller(cluster)
+    poller = StatusPoller(cluster.workers.values())
     poller.start()
     try:
         result = cluster.playbook("push", extra={"push_release": releases["2.0.1"]})
@@ -117,7 +86,7 @@ def test_a_node_refusing_the_load_mid_push_leaves_every_node_on_the_old_code(clu
     before = {m: cluster.md5s(m) for m in ("hello_cluster", "push_loop")}
     cluster.ssh(ip, "sudo touch %s" % REFUSE_MARKER)  # push_loop's -on_load refuses on this node only
     try:
-        poller = Poller(cluster)
+        poller = StatusPoller(cluster.workers.values())
         poller.start()
         try:
             result = cluster.playbook("push", check=False, extra={"push_release": releases["2.0.2"]})

@@ -10,44 +10,12 @@ pushed code but still report the release they booted in GET /status "version".
 """
 
 import json
-import threading
 import time
 
 import playbook_runner
-from localcloud_cluster import REPO, run, worker_status
+from localcloud_cluster import REPO, StatusPoller, run, worker_status
 
 BUILD = "sjpush"  # what the pushed code answers as GET /status "build"
-
-
-class Poller(threading.Thread):
-    """GET /status of each worker every `interval` seconds, one thread per worker; counts failed polls."""
-
-    def __init__(self, ips, interval=0.02):
-        super().__init__(daemon=True)
-        self.ips, self.interval = ips, interval
-        self.polls, self.failed, self.builds = 0, [], {}
-        self._halt = threading.Event()
-
-    def poll_one(self, ip):
-        while not self._halt.is_set():
-            status = worker_status(ip, timeout=1.0)
-            self.polls += 1
-            if status is None:
-                self.failed.append((time.monotonic(), ip))
-            else:
-                self.builds.setdefault(ip, []).append(status.get("build"))
-            time.sleep(self.interval)
-
-    def run(self):
-        threads = [threading.Thread(target=self.poll_one, args=(ip,), daemon=True) for ip in self.ips]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-    def stop(self):
-        self._halt.set()
-        self.join(10)
 
 
 def current_version(cluster):
@@ -90,7 +58,7 @@ def test_push_reaches_running_restarted_and_newly_self_joined_workers(cluster, t
         before = {ip: worker_status(ip, timeout=5) for ip in ips}
         assert all(s and s.get("build") != BUILD for s in before.values()), before
 
-        poller = Poller(ips)
+        poller = StatusPoller(ips)
         poller.start()
         started = time.monotonic()
         try:
