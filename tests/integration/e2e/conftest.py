@@ -20,6 +20,7 @@ from playbook_runner import ROOT
 
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 EXAMPLE = os.path.join(ROOT, "examples", "hello_cluster")
+WORKERS = int(os.environ.get("E2E_WORKERS", "3"))  # the workers the session's cluster is provisioned with
 
 
 def localcloud_env():
@@ -50,6 +51,7 @@ class Cluster:
         self.cookie_parameter = "/erlang-ec2/%s/cookie" % name
         self.workers = {}  # inventory hostname -> private ip
         self.boot_server_ip = None
+        self.worker_count = WORKERS  # the workers it is provisioned with
 
     def playbook(self, name, *args, check=True, extra=None):
         """ansible-playbook skunkworks.erlang_ec2.NAME on the project's inventory; the cookie stays in SSM."""
@@ -58,6 +60,13 @@ class Cluster:
         return playbook_runner.run_playbook("skunkworks.erlang_ec2.%s" % name, *args, inventory=os.path.join(ROOT, "inventory"),
                                             extra_vars=extra_vars, env=self.env, check=check,
                                             log=os.path.join(self.workdir, "ansible.log"))
+
+    def provision(self, workers):
+        """provision as the demo runs it: keeps `workers` workers in the cluster (adds the missing ones)."""
+        return self.playbook("provision", extra={"provision_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"),
+                                                 "provision_ssh_cidr": "172.31.0.1/32",
+                                                 "provision_key_name": self.env.get("LOCALCLOUD_KEY_NAME", "localcloud"),
+                                                 "provision_worker_count": workers})
 
     def boto3(self, service):
         import boto3
@@ -122,9 +131,7 @@ def cluster(tmp_path_factory, releases):
     c = Cluster(env, name, workdir)
     c.boto3("ssm").put_parameter(Name=c.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32), Overwrite=True)
     try:
-        c.playbook("provision", extra={"provision_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"),
-                                       "provision_ssh_cidr": "172.31.0.1/32", "provision_key_name": env.get("LOCALCLOUD_KEY_NAME", "localcloud"),
-                                       "provision_worker_count": int(os.environ.get("E2E_WORKERS", "3"))})
+        c.provision(c.worker_count)
         c.site_first = c.playbook("site", extra={"site_initial_release": releases["v1"]})
         c.refresh()
         yield c

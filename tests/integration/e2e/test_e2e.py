@@ -1,6 +1,8 @@
 """The demo flow as a test: provision, site, deploy v2 by a serial rolling restart, a broken v3.
 
-Tests run in file order against one session cluster (each step builds on the previous one).
+Tests run in file order against one session cluster (each step builds on the previous one). The story starts
+from the cluster as site leaves it; `story_start` brings the shared cluster back to that state with the
+playbooks users run when another file ran on it first, so the files do not depend on the order they run in.
 """
 
 import os
@@ -10,6 +12,8 @@ import shutil
 import tarfile
 import threading
 import time
+
+import pytest
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT as LAYOUT
 
@@ -51,6 +55,30 @@ class Sampler(threading.Thread):
     def stop(self):
         self._halt.set()
         self.join(10)
+
+
+def releases_on_boot_server(cluster):
+    return cluster.ssh(cluster.boot_server_ip, "ls %s" % LAYOUT["releases_dir"]).stdout.split()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def story_start(cluster, releases):
+    """The story's first state: the session's worker_count workers, every one serving v1, `current` at v1 (as site left it).
+
+    Another file may have used the session's cluster first (test_rollout.py leaves it on v2), and
+    test_decommission below removes a worker for good: provision + site add the missing workers, deploy v1
+    rolls every worker back to v1. Each runs only when needed (a fresh cluster costs nothing here).
+    """
+    if len(cluster.refresh().workers) < cluster.worker_count:
+        cluster.provision(cluster.worker_count)
+        cluster.playbook("site", extra={"site_initial_release": releases["v1"]})
+        cluster.refresh()
+    seen = statuses(cluster)
+    if current_release(cluster) != "1.0.0" or not all(s and s["version"] == "1.0.0" for s in seen.values()):
+        cluster.playbook("deploy", extra={"deploy_release": releases["v1"], "rolling_restart_timeout": 60})
+    seen = statuses(cluster)
+    assert len(seen) == cluster.worker_count and all(s and s["version"] == "1.0.0" for s in seen.values()), seen
+    assert current_release(cluster) == "1.0.0"
 
 
 def test_cluster_formed(cluster):
@@ -110,12 +138,11 @@ def test_site_again_changes_nothing(cluster):
 
 
 def test_check_mode_changes_nothing(cluster, releases):
-    before = statuses(cluster)
+    before, listed = statuses(cluster), releases_on_boot_server(cluster)
     result = cluster.playbook("deploy", "--check", extra={"deploy_release": releases["v2"]})
     assert result.rc == 0, result.tail()
     assert current_release(cluster) == "1.0.0"
-    listing = cluster.ssh(cluster.boot_server_ip, "ls %s" % LAYOUT["releases_dir"])
-    assert listing.stdout.split() == ["1.0.0"]
+    assert releases_on_boot_server(cluster) == listed
     after = statuses(cluster)
     assert {ip: s["version"] for ip, s in after.items()} == {ip: s["version"] for ip, s in before.items()}
 
@@ -128,11 +155,12 @@ def test_incompatible_release_is_refused_before_any_change(cluster, releases, tm
     shutil.move(str(src / "releases" / "2.0.0"), str(src / "releases" / "2.0.1"))
     rel = src / "releases" / "2.0.1" / "hello_cluster.rel"
     rel.write_text(rel.read_text().replace('"2.0.0"}', '"2.0.1"}', 1).replace('{erts,"13.1.5"}', '{erts,"99.0"}').replace('{erts, "13.1.5"}', '{erts,"99.0"}'))
+    listed = releases_on_boot_server(cluster)
     result = cluster.playbook("deploy", check=False, extra={"deploy_release": str(src)})
     assert result.rc != 0
     assert "ERTS 99.0" in result.out, result.tail()
     assert current_release(cluster) == "1.0.0"
-    assert cluster.ssh(cluster.boot_server_ip, "ls %s" % LAYOUT["releases_dir"]).stdout.split() == ["1.0.0"]
+    assert releases_on_boot_server(cluster) == listed and "2.0.1" not in listed
 
 
 def test_release_shapes_the_cluster_cannot_run_are_refused_before_any_change(cluster, releases, tmp_path):
@@ -145,10 +173,11 @@ def test_release_shapes_the_cluster_cannot_run_are_refused_before_any_change(clu
         with tarfile.open(releases["v2"]) as tar:
             tar.extractall(src, filter="data")  # nosec - our own build
         change(src)
+        listed = releases_on_boot_server(cluster)
         result = cluster.playbook("deploy", check=False, extra={"deploy_release": str(src)})
         assert result.rc != 0 and message in result.out, result.tail()
         assert current_release(cluster) == "1.0.0"
-        assert cluster.ssh(cluster.boot_server_ip, "ls %s" % LAYOUT["releases_dir"]).stdout.split() == ["1.0.0"]
+        assert releases_on_boot_server(cluster) == listed
 
 
 def test_rolling_deploy_v2_keeps_the_cluster_serving(cluster, releases):
