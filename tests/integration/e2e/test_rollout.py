@@ -36,7 +36,8 @@ def last_rollout(cluster):
 def assert_rolled_back(cluster, result, words):
     """The run failed at the first worker, said why and which node it rolled back; all are on v2 and serving."""
     assert result.rc != 0
-    assert "Rolling restart stopped at" in result.out and words in result.out, result.tail()
+    words = (words,) if isinstance(words, str) else words
+    assert "Rolling restart stopped at" in result.out and any(w in result.out for w in words), result.tail()
     assert_all_on_v2_and_serving(cluster)
     record = last_rollout(cluster)
     assert record["result"] == "rolled_back", record
@@ -51,7 +52,9 @@ def assert_rolled_back(cluster, result, words):
 def test_broken_release_is_rolled_back_by_default(cluster, releases):
     ensure_v2(cluster, releases)
     result = cluster.playbook("deploy", check=False, extra={"deploy_release": releases["v3"], "rolling_restart_timeout": 30})
-    assert_rolled_back(cluster, result, "its VM exited")
+    # Seen booting and then exiting: it fails at once; on a loaded machine the VM may exit before it ever
+    # answers, and systemd keeps restarting it: then it fails at rolling_restart_timeout.
+    assert_rolled_back(cluster, result, ("its VM exited", "did not answer again within 30s"))
 
 
 def test_failing_url_health_check_stops_and_rolls_back(cluster, releases):
