@@ -122,9 +122,7 @@ def cluster(tmp_path_factory, releases):
     try:
         if not reuse:
             c.boto3("ssm").put_parameter(Name=c.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32), Overwrite=True)
-            c.playbook("provision", extra={"provision_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"),
-                                           "provision_ssh_cidr": "172.31.0.1/32", "provision_key_name": env.get("LOCALCLOUD_KEY_NAME", "localcloud"),
-                                           "provision_worker_count": int(os.environ.get("PUSH_WORKERS", "2"))})
+            c.provision(int(os.environ.get("PUSH_WORKERS", "2")))
             c.playbook("site", extra={"site_initial_release": releases["2.0.0"]})
         c.refresh()
         yield c

@@ -30,9 +30,7 @@ def cluster(tmp_path_factory):
         ssm.put_parameter(Name=c.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32))
     try:
         c.release = e2e.build_release(workdir, "1.0.0")
-        c.playbook("provision", extra={"provision_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"),
-                                       "provision_ssh_cidr": "172.31.0.1/32", "provision_key_name": env.get("LOCALCLOUD_KEY_NAME", "localcloud"),
-                                       "provision_worker_count": 2})
+        c.provision(2)
         c.playbook("site", extra={"site_initial_release": c.release})
         c.refresh()
         yield c
