@@ -16,7 +16,8 @@ import botocore.session  # noqa: E402
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.plugin_utils import ec2_scan  # noqa: E402
 
-NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
+# The XML namespace of EC2's answers, as botocore's service model names it (a name, not an address called).
+NS = botocore.session.get_session().get_service_model("ec2").metadata["xmlNamespace"].rstrip("/") + "/"
 
 INSTANCE = """
 <item>
