@@ -48,3 +48,14 @@ notes:
 requirements:
   - C(erl_call) (Erlang/OTP C(erl_interface); Debian package C(erlang-base)).
 """
+
+    # The attributes of a module that only reads a node (node_info, cluster_status).
+    READ_ONLY = r"""
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads; it runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is no diff.
+"""

@@ -29,6 +29,7 @@ author:
   - Skunkworks developers (@skunkworks)
 extends_documentation_fragment:
   - skunkworks.erlang_ec2.erlang_node
+  - skunkworks.erlang_ec2.erlang_node.read_only
 options:
   workers:
     description:
@@ -60,13 +61,6 @@ options:
     description: Seconds to wait for each node's answer; a node slower than this is shown C(down).
     type: int
     default: 5
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; it runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
 """
 
 EXAMPLES = r"""

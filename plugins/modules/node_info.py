@@ -21,13 +21,7 @@ author:
   - Skunkworks developers (@skunkworks)
 extends_documentation_fragment:
   - skunkworks.erlang_ec2.erlang_node
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; it runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
+  - skunkworks.erlang_ec2.erlang_node.read_only
 """
 
 EXAMPLES = r"""
