@@ -97,6 +97,12 @@ class Cluster:
         return subprocess.run(["ssh", "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                                "admin@%s" % ip, command], capture_output=True, text=True, timeout=60, check=False)
 
+    def end_session(self, suite):
+        """A suite's session is over: terminate the cluster unless <SUITE>_KEEP is set; say where the ansible log is."""
+        if not os.environ.get("%s_KEEP" % suite.upper()):
+            self.terminate()
+        sys.stderr.write("%s: ansible output in %s/ansible.log\n" % (suite, self.workdir))
+
     def terminate(self):
         ec2 = self.boto3("ec2")
         found = ec2.describe_instances(Filters=[{"Name": "tag:erlang-cluster", "Values": [self.name]}])
@@ -136,6 +142,4 @@ def cluster(tmp_path_factory, releases):
         c.refresh()
         yield c
     finally:
-        if not os.environ.get("E2E_KEEP"):
-            c.terminate()
-        sys.stderr.write("e2e: ansible output in %s/ansible.log\n" % workdir)
+        c.end_session("e2e")

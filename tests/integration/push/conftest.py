@@ -12,7 +12,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import tarfile
 
 import pytest
@@ -127,6 +126,4 @@ def cluster(tmp_path_factory, releases):
         c.refresh()
         yield c
     finally:
-        if not os.environ.get("PUSH_KEEP"):
-            c.terminate()
-        sys.stderr.write("push: ansible output in %s/ansible.log\n" % workdir)
+        c.end_session("push")

@@ -7,7 +7,6 @@ Each test sets up what it needs (a stopped worker is started again by the test t
 import importlib.util
 import os
 import secrets
-import sys
 
 import pytest
 
@@ -35,6 +34,4 @@ def cluster(tmp_path_factory):
         c.refresh()
         yield c
     finally:
-        if not os.environ.get("STATUS_KEEP"):
-            c.terminate()
-        sys.stderr.write("status: ansible output in %s/ansible.log\n" % workdir)
+        c.end_session("status")
