@@ -33,7 +33,7 @@ EXTRA_VARS_TYPES = ("list", "dict")
 BOOL_CHOICES = ["true", "false"]
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """Safe loader that keeps `!unsafe` and `!vault` scalars as plain strings."""
 
 
