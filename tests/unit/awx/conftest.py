@@ -6,6 +6,8 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path.insert(0, os.path.dirname(__file__))
+# The collection, for its inventory plugin (make puts PYTHONPATH there too).
+sys.path.insert(0, os.path.join(ROOT, ".collections"))
 
 
 @pytest.fixture(scope="session")

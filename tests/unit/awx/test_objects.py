@@ -91,7 +91,8 @@ def test_inventory_source_file_is_read_by_the_collection_plugin(root):
 
 
 def test_configure_reads_the_files_it_is_given(root):
-    text = open(os.path.join(root, "awx", "configure.yml"), encoding="utf-8").read()
+    with open(os.path.join(root, "awx", "configure.yml"), encoding="utf-8") as f:
+        text = f.read()
     for name in ("vars/credential_type.yml", "vars/job_templates.yml", "vars/workflow.yml"):
         assert name in text
     play = survey_check._load(os.path.join(root, "awx", "configure.yml"))[0]
