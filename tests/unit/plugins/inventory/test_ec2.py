@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import botocore.exceptions
 import pytest
 
 from ansible.errors import AnsibleError, AnsibleParserError
@@ -46,17 +47,88 @@ def instances_by_tag():
     return dict((k, sorted(v)) for k, v in result.items())
 
 
-class FakeAws:
-    """Stands in for ec2_scan.fetch: answers with the recorded pages, remembers what it was asked."""
+class Events:
+    def __init__(self):
+        self.registered = []
 
-    def __init__(self, errors=None):
+    def register(self, event, handler, unique_id=None):
+        self.registered.append((event, unique_id))
+
+
+# DescribeInstances filter names the recorded-answer client understands (others fail the test: no silent pass).
+INSTANCE_FIELDS = {"instance-id": "InstanceId", "instance-type": "InstanceType", "private-ip-address": "PrivateIpAddress",
+                   "vpc-id": "VpcId", "subnet-id": "SubnetId"}
+
+
+def matches(instance, filters):
+    """EC2's filter semantics on one recorded instance: every filter matches (AND), any of its values (OR)."""
+    tags = dict((t["Key"], t["Value"]) for t in instance.get("Tags", ()))
+    for f in filters:
+        name, values = f["Name"], f["Values"]
+        if name.startswith("tag:"):
+            ok = tags.get(name[4:]) in values
+        elif name == "tag-key":
+            ok = any(key in values for key in tags)
+        elif name == "instance-state-name":
+            ok = instance["State"]["Name"] in values
+        else:
+            assert name in INSTANCE_FIELDS, "filter %s not understood by the test client" % name
+            ok = instance.get(INSTANCE_FIELDS[name]) in values
+        if not ok:
+            return False
+    return True
+
+
+class RecordedEc2:
+    """An EC2 client of one region that answers DescribeInstances from recorded pages, filtered as EC2 would,
+    or fails with the given error code; it remembers the filters of every query."""
+
+    def __init__(self, pages, error_code=None):
+        self.pages = pages
+        self.error_code = error_code
+        self.queries = []
+        self.meta = type("Meta", (), {})()
+        self.meta.events = Events()
+
+    def get_paginator(self, name):
+        assert name == "describe_instances"
+        return self
+
+    def paginate(self, Filters, PaginationConfig):
+        self.queries.append(Filters)
+        if self.error_code:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": self.error_code, "Message": "recorded failure"}}, "DescribeInstances")
+        for page in self.pages:
+            reservations = []
+            for reservation in page["Reservations"]:
+                instances = [i for i in reservation["Instances"] if matches(i, Filters)]
+                if instances:
+                    reservations.append(dict(reservation, Instances=instances))
+            yield dict(page, Reservations=reservations)
+
+
+class FakeAws:
+    """Stands in for ec2_scan.fetch: the plugin's queries (ec2_scan.build_queries) run by ec2_scan.scan_regions
+    against RecordedEc2 clients, without any connection: the recorded region answers from its pages, the
+    regions in `errors` ({region: error code}) fail. Remembers what it was asked."""
+
+    def __init__(self, errors=None, pages=None):
         self.calls = []
         self.errors = errors or {}
+        self.pages = pages
+        self.clients = {}
 
-    def __call__(self, plugin, server_filters, user_filters, retries, max_concurrency):
-        self.calls.append(dict(server_filters=server_filters, user_filters=user_filters, retries=retries, max_concurrency=max_concurrency))
+    def __call__(self, plugin, server_filters, user_filters, retries, max_concurrency, include_filters=(), exclude_filters=()):
+        self.calls.append(dict(server_filters=server_filters, user_filters=user_filters, retries=retries,
+                               max_concurrency=max_concurrency, include_filters=include_filters, exclude_filters=exclude_filters))
         region, pages = recorded()
-        return {region: ec2_scan.records_from_pages(pages)}, dict(self.errors)
+        pages = self.pages or pages
+        self.clients = {region: RecordedEc2(pages)}
+        for name, code in self.errors.items():
+            self.clients[name] = RecordedEc2([], error_code=code)
+        includes, excludes = ec2_scan.build_queries(server_filters, user_filters, include_filters, exclude_filters)
+        return ec2_scan.scan_regions(self.clients, includes, max_concurrency, excludes)
 
 
 @pytest.fixture
@@ -219,7 +291,7 @@ def test_erlang_join_hostvar_follows_the_tag(source, monkeypatch):
             for instance in reservation["Instances"]:
                 if instance["InstanceId"] == worker_id:
                     instance["Tags"].append({"Key": "erlang-join", "Value": "self"})
-    monkeypatch.setattr(ec2_scan, "fetch", lambda *a, **kw: ({region: ec2_scan.records_from_pages(pages)}, {}))
+    monkeypatch.setattr(ec2_scan, "fetch", FakeAws(pages=pages))
     _plugin, inventory = parse(source())
     assert inventory.get_host(worker_id).vars["erlang_join"] == "self"
     others = [w[0] for w in instances_by_tag()[("payments", "worker")] if w[0] != worker_id]
@@ -274,7 +346,7 @@ def test_aliases_are_known_options(source, fake_aws):
 
 
 def test_failed_region_fails_or_warns(source, monkeypatch):
-    fake = FakeAws(errors={"ap-south-1": "ClientError: AuthFailure"})
+    fake = FakeAws(errors={"ap-south-1": "InternalError"})
     monkeypatch.setattr(ec2_scan, "fetch", fake)
     with pytest.raises(AnsibleError, match="could not describe instances in 1 region"):
         parse(source())
@@ -295,7 +367,7 @@ def test_cache_hit_does_not_call_aws(source, fake_aws, tmp_path):
 
 
 def test_partial_result_is_not_cached(source, monkeypatch, tmp_path):
-    fake = FakeAws(errors={"ap-south-1": "ClientError: AuthFailure"})
+    fake = FakeAws(errors={"ap-south-1": "InternalError"})
     monkeypatch.setattr(ec2_scan, "fetch", fake)
     path = source(cache=True, cache_plugin="ansible.builtin.jsonfile", cache_connection=str(tmp_path / "cache"), allow_partial_regions=True)
     parse(path)
