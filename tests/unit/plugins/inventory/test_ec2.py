@@ -784,7 +784,7 @@ def test_a_region_with_a_disabled_and_another_error_fails(source, monkeypatch):
     assert "InternalError" in errors["af-south-1"]
 
 
-def test_skipped_regions_are_cached_partial_results_are_not(source, monkeypatch, tmp_path):
+def test_skipped_regions_are_cached(source, monkeypatch, tmp_path):
     fake = FakeAws(errors={"af-south-1": "OptInRequired"})
     monkeypatch.setattr(ec2_scan, "fetch", fake)
     path = source(regions=["eu-west-1", "af-south-1"], cache=True, cache_plugin="ansible.builtin.jsonfile",
