@@ -17,26 +17,32 @@ description:
   - Groups hosts into C(erlang_boot_servers), C(erlang_workers) and one C(erlang_cluster_<name>) group per
     cluster (name sanitized, non C([A-Za-z0-9_]) characters become C(_)).
   - The inventory hostname of a host is its EC2 instance id (unique across regions and stable for the life of
-    the instance); C(ansible_host) is the address chosen by O(ansible_host_source).
+    the instance) unless O(hostnames) says otherwise; C(ansible_host) is the address chosen by
+    O(ansible_host_source) in either case.
   - "Host variables: C(erlang_cluster), C(erlang_role), C(erlang_node) (C(<node name>@<private IP>)),
     C(erlang_boot_server_ip) and C(erlang_boot_node) (the cluster's boot server, on every host of the cluster),
-    C(erlang_boot_server_host) (the inventory hostname of the cluster's boot server, on every host of the cluster,
-    itself included, so that plays can C(delegate_to) it or read its C(hostvars); absent when the cluster has no
+    C(erlang_boot_server_host) (the inventory hostname of the cluster's boot server, as O(hostnames) named it,
+    on every host of the cluster, itself included, so that plays can C(delegate_to) it or read its C(hostvars); absent when the cluster has no
     sound boot server),
     C(erlang_join) (on workers, how they join: the C(erlang-join) tag, V(push) when absent; null on a boot server),
     C(ec2_instance_id), C(ec2_region), C(ec2_private_ip), C(ec2_state), C(ec2_instance_type),
-    C(ec2_availability_zone), C(ec2_tags) (a dict) and C(ansible_host)."
+    C(ec2_availability_zone), C(ec2_tags) (a dict) and C(ansible_host) (see O(hostvars_prefix) for renaming
+    the C(ec2_*) ones)."
   - "A cluster with no boot server, with more than one, or whose boot server has no private IP address is
     reported with a warning, and every host of that cluster gets C(erlang_cluster_problem) (for example
     C(no boot server) or C(2 boot servers: i-0a, i-0b)) with C(erlang_boot_server_ip) and C(erlang_boot_node)
     set to null and no C(erlang_boot_server_host). Hosts of a sound cluster have no C(erlang_cluster_problem)."
   - Instances are found with server-side filters (C(tag:erlang-cluster), C(tag:erlang-role),
-    C(instance-state-name)); all regions are scanned concurrently. Only the few fields listed above are kept.
+    C(instance-state-name)); all regions (and all the queries of O(include_filters) and O(exclude_filters))
+    are scanned concurrently. Only the few fields listed above are kept.
   - The inventory file is a YAML configuration file named C(erlang_ec2.yml), C(erlang_ec2.yaml), or ending in
     C(.erlang_ec2.yml) or C(.erlang_ec2.yaml), for example C(prod.erlang_ec2.yml).
   - With O(cache) on, a cache hit makes no AWS request at all (no STS, no DescribeRegions) and does not import
     boto3. The cache key covers the credentials' identity (profile, access key id, O(assume_role_arn)), the
-    endpoint, the regions, O(clusters), O(instance_states) and O(filters); changing any of them misses the cache.
+    endpoint, the regions, O(clusters), O(instance_states), O(filters), O(include_filters), O(exclude_filters)
+    and O(skip_disabled_regions); changing any of them misses the cache. The other options (O(hostnames),
+    O(hostvars_prefix), O(ansible_host_source), constructed options, ...) only shape the output and are
+    applied to cached answers too.
 requirements:
   - boto3 >= 1.34.0
   - botocore >= 1.34.0
@@ -49,9 +55,9 @@ extends_documentation_fragment:
   - amazon.aws.region.plugins
   - amazon.aws.assume_role.plugins
 notes:
-  - A region that cannot be described (permissions, a disabled region, an unreachable endpoint, throttling that
-    outlasts O(retries)) fails the whole source unless O(allow_partial_regions=true), in which case it is named
-    in a warning and the inventory is not cached. Ansible reports a failed source as a warning and goes on
+  - A region that cannot be described (an unreachable endpoint, throttling that outlasts O(retries), any
+    error but those O(skip_disabled_regions) skips) fails the whole source unless O(allow_partial_regions=true),
+    in which case it is named in a warning and the inventory is not cached. Ansible reports a failed source as a warning and goes on
     with the other sources; set C(ANSIBLE_INVENTORY_UNPARSED_FAILED=true) (as AWX does) to make it fatal.
   - If no credentials are provided and the control node has an associated IAM instance profile then the role
     will be used for authentication.
@@ -106,7 +112,9 @@ options:
       - The result must be a valid Erlang node name (a letter, then letters, digits, C(_) or C(-)).
     type: str
   max_concurrency:
-    description: How many regions are described at the same time.
+    description:
+      - How many DescribeInstances searches run at the same time (one per region and query, that is the main
+        query plus one per O(include_filters) and O(exclude_filters) entry).
     type: int
     default: 8
   retries:
@@ -121,6 +129,72 @@ options:
         as the O(aws_config) option of amazon.aws modules, for example C(read_timeout), C(proxies) or C(retries)
         (which then replaces O(retries)).
     type: dict
+  include_filters:
+    description:
+      - More searches whose instances are added to those of O(filters), as in M(amazon.aws.aws_ec2). Each entry is
+        a dict of EC2 C(DescribeInstances) filters and is one more query per region; an instance matching any entry
+        is included.
+      - Each entry is combined with the plugin's own filters (O(clusters), O(instance_states), the role tag), not
+        with O(filters), so it cannot add an instance that is not an Erlang cluster member in those states; an
+        entry must not set C(tag:erlang-cluster), C(tag-key) or C(instance-state-name).
+    type: list
+    elements: dict
+    default: []
+  exclude_filters:
+    description:
+      - Searches whose instances are removed from the inventory, as in M(amazon.aws.aws_ec2); they win over
+        O(filters) and O(include_filters). Each entry is a dict of EC2 C(DescribeInstances) filters and is one more
+        query per region; an instance matching any entry is excluded.
+      - An entry may use any filter, C(tag:erlang-cluster) and C(instance-state-name) included (for example
+        C(tag:erlang-cluster) V(legacy)).
+    type: list
+    elements: dict
+    default: []
+  hostnames:
+    description:
+      - How hosts are named in the inventory, as in M(amazon.aws.aws_ec2), a list in order of preference; the
+        first entry that gives a non-empty value names the host.
+      - "An entry is one of V(instance-id), V(private-ip-address), V(ip-address) (public IP), V(private-dns-name),
+        V(dns-name) (public DNS name), or C(tag:<key>) (that tag's value; C(tag:<k1>,<k2>): the first of those tags
+        that has a value; C(tag:<key>=<value>): C(<key>_<value>) on instances with that tag value)."
+      - An entry may also be a dict with C(name) (an entry as above), C(prefix) (another entry) and C(separator)
+        (default C(_)); the name is then C(<prefix><separator><name>), or the name alone when the prefix gives no
+        value. Unknown entries, Jinja2 filters and literal names are an error (aws_ec2 takes an unknown entry as a
+        literal host name).
+      - An instance for which no entry gives a value is named by its instance id (with a warning).
+      - If several instances get the same name, none of them keeps it; each is named by its instance id instead,
+        with a warning naming them. The result does not depend on the order in which AWS lists the instances.
+      - Empty (the default) names every host by its instance id. C(ansible_host) (O(ansible_host_source)) and
+        C(erlang_boot_server_host) (the boot server's name as chosen here) follow in every case.
+    type: list
+    elements: raw
+    default: []
+  hostvars_prefix:
+    description:
+      - A prefix for the names of the instance attributes this plugin sets (C(ec2_instance_id), C(ec2_region),
+        C(ec2_private_ip), C(ec2_state), C(ec2_instance_type), C(ec2_availability_zone), C(ec2_tags)), as in
+        M(amazon.aws.aws_ec2); for example V(aws_) gives C(aws_ec2_region). O(compose), O(groups) and
+        O(keyed_groups) see the renamed variables.
+      - The collection's contract variables keep their names, as the roles and playbooks read them. C(erlang_*)
+        and C(ansible_host) are never renamed, and C(ec2_instance_id), C(ec2_region), C(ec2_private_ip)
+        and C(ec2_tags) are set under their own names as well as under the renamed ones.
+      - Prefix, attribute name and suffix must make a valid variable name.
+    type: str
+  hostvars_suffix:
+    description:
+      - A suffix for the names of the instance attributes, as O(hostvars_prefix) (which says what is renamed and
+        what is not).
+    type: str
+  skip_disabled_regions:
+    description:
+      - If describing a region fails with C(OptInRequired), C(AuthFailure) or C(UnauthorizedOperation) (a region
+        the account has not opted into, or one a policy denies it), warn and build the inventory from the other
+        regions; such a result is complete for the account and is cached.
+      - If no region answered at all, those errors fail the source as any other (bad credentials look the same in
+        every region); any other error fails it too (see O(allow_partial_regions)).
+      - V(false) makes them errors like any other.
+    type: bool
+    default: true
   allow_partial_regions:
     description:
       - If a region cannot be described, warn and build the inventory from the other regions instead of failing.
@@ -161,11 +235,30 @@ keyed_groups:
     prefix: az
 groups:
   erlang_problems: erlang_cluster_problem is defined
+
+---
+# Hosts named by their Name tag (else private DNS name), AWS attributes prefixed as in aws_ec2,
+# one more team's clusters added and the legacy cluster left out
+plugin: skunkworks.erlang_ec2.ec2
+regions: [eu-west-1, eu-south-2]
+filters:
+  tag:team: payments
+include_filters:
+  - tag:team: [risk]
+exclude_filters:
+  - tag:erlang-cluster: legacy
+hostnames:
+  - tag:Name
+  - name: private-dns-name
+    prefix: tag:env
+    separator: "-"
+hostvars_prefix: aws_
 """
 
 import hashlib
 import json
 import os
+import re
 
 from collections import namedtuple
 
@@ -186,10 +279,32 @@ ADDRESS_FIELDS = {
     "public_dns_name": REC_PUBLIC_DNS,
 }
 TEMPLATE_FIELDS = ("cluster", "role", "instance_id", "region", "default")
+# hostnames entries naming a record field (amazon.aws.aws_ec2's names, DescribeInstances filter names).
+HOSTNAME_FIELDS = {
+    "instance-id": REC_ID,
+    "private-ip-address": REC_PRIVATE_IP,
+    "ip-address": REC_PUBLIC_IP,
+    "private-dns-name": REC_PRIVATE_DNS,
+    "dns-name": REC_PUBLIC_DNS,
+}
+HOSTNAME_DICT_KEYS = ("name", "prefix", "separator")
+# The instance attributes hostvars_prefix/hostvars_suffix rename (aws_ec2 renames only what comes from AWS).
+ATTRIBUTE_VARS = ("ec2_instance_id", "ec2_region", "ec2_private_ip", "ec2_state", "ec2_instance_type", "ec2_availability_zone", "ec2_tags")
+# Attributes the collection's roles and playbooks read under these names: also kept unrenamed.
+CONTRACT_ATTRIBUTE_VARS = ("ec2_instance_id", "ec2_region", "ec2_private_ip", "ec2_tags")
+# Never renamed: what the roles, playbooks and Ansible itself read.
+CONTRACT_VARS = (
+    "erlang_cluster", "erlang_role", "erlang_node", "erlang_boot_server_ip", "erlang_boot_node", "erlang_boot_server_host",
+    "erlang_join", "erlang_cluster_problem", "ansible_host",
+) + CONTRACT_ATTRIBUTE_VARS
+VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Options that may hold templates, as amazon.aws's AWSInventoryBase.TemplatedOptions lists them.
 TEMPLATABLE_OPTIONS = ("access_key", "secret_key", "session_token", "profile", "endpoint_url", "assume_role_arn", "region", "regions", "filters")
 # The options that decide which instances a query returns (and so the cache key).
-QUERY_OPTIONS = ("profile", "assume_role_arn", "endpoint_url", "region", "regions", "clusters", "instance_states", "filters")
+QUERY_OPTIONS = (
+    "profile", "assume_role_arn", "endpoint_url", "region", "regions", "clusters", "instance_states", "filters",
+    "include_filters", "exclude_filters", "skip_disabled_regions",
+)
 OWN_FILTERS = ("tag:" + contract.TAG_CLUSTER, "tag-key", "instance-state-name")
 
 
@@ -237,6 +352,21 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 contract.validate_cluster_name(name)
             except contract.ClusterContractError as e:
                 raise AnsibleParserError("%s: clusters: %s" % (self.NAME, e))
+        for name in ("include_filters", "exclude_filters"):
+            for entry in self.get_option(name):
+                if not isinstance(entry, dict) or not entry:
+                    raise AnsibleParserError("%s: every %s entry must be a non-empty dict of EC2 filters, not %r" % (self.NAME, name, entry))
+        for entry in self.get_option("include_filters"):
+            clash = sorted(set(entry) & set(OWN_FILTERS))
+            if clash:
+                raise AnsibleParserError(
+                    "%s: include_filters must not set %s: use the clusters and instance_states options" % (self.NAME, ", ".join(clash))
+                )
+        try:
+            self._hostname_getters = hostname_getters(self.get_option("hostnames"))
+            self._renames = attribute_renames(self.get_option("hostvars_prefix"), self.get_option("hostvars_suffix"))
+        except ValueError as e:
+            raise AnsibleParserError("%s: %s" % (self.NAME, e))
         template = self.get_option("node_name_template")
         if template:
             try:
@@ -300,13 +430,24 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         # Imported here: a cache hit never loads boto3.
         from ansible_collections.skunkworks.erlang_ec2.plugins.plugin_utils import ec2_scan
 
-        records, errors = ec2_scan.fetch(
+        records, errors, skipped = ec2_scan.fetch(
             self,
             self._server_filters(),
             self._templated("filters"),
             retries=self.get_option("retries"),
             max_concurrency=self.get_option("max_concurrency"),
+            include_filters=self.get_option("include_filters"),
+            exclude_filters=self.get_option("exclude_filters"),
         )
+        if skipped and (not self.get_option("skip_disabled_regions") or not records):
+            # No region answered at all: more likely bad credentials than regions not opted into.
+            errors = dict(errors)
+            errors.update(skipped)
+        elif skipped:
+            self.display.warning(
+                "%s: skipped %d region(s) this account may not use (not opted in, or denied): %s"
+                % (self.NAME, len(skipped), "; ".join("%s: %s" % (region, skipped[region]) for region in sorted(skipped)))
+            )
         if errors:
             detail = "; ".join("%s: %s" % (region, errors[region]) for region in sorted(errors))
             if not self.get_option("allow_partial_regions"):
@@ -359,20 +500,34 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         """Add the hosts, groups and hostvars: boot-server discovery, then each host's vars."""
         namer = self._node_namer()
         hosts, servers_by_cluster = collect_hosts(records_by_region, namer)
+        names, unnamed, clashes = assign_hostnames(hosts, getattr(self, "_hostname_getters", None))
+        if unnamed:
+            self.display.warning(
+                "%s: no hostnames entry gives a name to %d instance(s), named by their instance id: %s"
+                % (self.NAME, len(unnamed), ", ".join(unnamed[:10]))
+            )
+        if clashes:
+            self.display.warning(
+                "%s: hostnames gives the same name to several instances, which are all named by their instance id instead: %s"
+                % (self.NAME, "; ".join("%s (%s)" % (name, ", ".join(clashes[name])) for name in sorted(clashes)[:10]))
+            )
         boot = {}
         for cluster_name, servers in servers_by_cluster.items():
             boot[cluster_name] = cluster_boot_server(servers)
             if boot[cluster_name].problem:
                 self.display.warning("%s: Erlang cluster %r: %s" % (self.NAME, cluster_name, boot[cluster_name].problem))
+            elif names:
+                # erlang_boot_server_host is the boot server's inventory hostname, whatever names it.
+                boot[cluster_name] = boot[cluster_name]._replace(host=names[boot[cluster_name].host])
         bad_tags = getattr(namer, "bad_tags", None)
         if bad_tags:
             self.display.warning(
                 "%s: ignored invalid %s tag on %d instance(s), using the role's default name: %s"
                 % (self.NAME, contract.TAG_NODE_NAME, len(bad_tags), ", ".join(bad_tags[:10]))
             )
-        self._add_hosts(hosts, boot)
+        self._add_hosts(hosts, boot, names)
 
-    def _add_hosts(self, hosts, boot):
+    def _add_hosts(self, hosts, boot, names=None):
         """Each host in its role and cluster groups, with its hostvars and the constructed options."""
         inventory = self.inventory
         add_host, set_variable = inventory.add_host, inventory.set_variable
@@ -382,12 +537,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         strict = self.get_option("strict")
         compose, groups, keyed_groups = self.get_option("compose"), self.get_option("groups"), self.get_option("keyed_groups")
         constructed = bool(compose or groups or keyed_groups)
+        renames = getattr(self, "_renames", None)
         no_address = []
         for record, region, cluster_name, role, node_name in hosts:
             instance_id = record[REC_ID]
             hostvars = prepare_host_vars(record, region, cluster_name, role, node_name, boot[cluster_name], address_field)
+            if renames:
+                rename_attributes(hostvars, renames)
             if "ansible_host" not in hostvars:
                 no_address.append(instance_id)
+            if names:
+                instance_id = names[instance_id]  # the inventory hostname from here on
             add_host(instance_id, group=role_groups[role])
             add_host(instance_id, group=cluster_groups[cluster_name])
             for key, value in hostvars.items():
@@ -466,11 +626,125 @@ def prepare_host_vars(record, region, cluster_name, role, node_name, boot, addre
         "ec2_tags": record[REC_TAGS],
     }
     if boot.host:
-        # The inventory hostname is the instance id, so delegate_to/hostvars can use it as is.
+        # The boot server's inventory hostname (the one `hostnames` gave it), for delegate_to/hostvars.
         hostvars["erlang_boot_server_host"] = boot.host
     if boot.problem:
         hostvars["erlang_cluster_problem"] = boot.problem
     address = record[address_field]
     if address:
         hostvars["ansible_host"] = address
+    return hostvars
+
+
+def hostname_getter(entry):
+    """A function record -> name or None, from one `hostnames` entry; ValueError if the entry is not understood."""
+    if isinstance(entry, dict):
+        unknown = sorted(set(entry) - set(HOSTNAME_DICT_KEYS))
+        if unknown or not entry.get("name"):
+            raise ValueError("a hostnames dict needs `name` and may have only %s, not %r" % (", ".join(HOSTNAME_DICT_KEYS), entry))
+        name = hostname_getter(entry["name"])
+        prefix = hostname_getter(entry["prefix"]) if entry.get("prefix") else None
+        separator = entry.get("separator", "_")
+        if not isinstance(separator, str):
+            raise ValueError("hostnames separator must be a string, not %r" % (separator,))
+
+        def prefixed(record):
+            # As aws_ec2: the prefix only when both give a value, the name alone when the prefix does not.
+            value = name(record)
+            before = prefix(record) if (value and prefix) else None
+            return before + separator + value if before else value
+        return prefixed
+    if not isinstance(entry, str):
+        raise ValueError("hostnames entries are strings or dicts, not %r" % (entry,))
+    if "|" in entry or "{" in entry:
+        raise ValueError("hostnames entry %r: Jinja2 filters and templates are not supported" % entry)
+    if entry.startswith("tag:"):
+        keys = entry[len("tag:"):].split(",")
+        if not all(keys):
+            raise ValueError("hostnames entry %r: an empty tag key" % entry)
+
+        def from_tags(record):
+            # As aws_ec2: the first listed tag with a value; `Key=Value` gives `Key_Value` on instances that have it.
+            tags = record[REC_TAGS]
+            for key in keys:
+                if "=" in key:
+                    key, wanted = key.split("=", 1)
+                    if tags.get(key) == wanted:
+                        return "%s_%s" % (key, wanted)
+                elif tags.get(key):
+                    return tags[key]
+            return None
+        return from_tags
+    if entry not in HOSTNAME_FIELDS:
+        raise ValueError(
+            "unknown hostnames entry %r: use %s or tag:<key>" % (entry, ", ".join(sorted(HOSTNAME_FIELDS)))
+        )
+    field = HOSTNAME_FIELDS[entry]
+    return lambda record: record[field] or None
+
+
+def hostname_getters(hostnames):
+    """The getters of the `hostnames` option, in order (empty: hosts are named by instance id)."""
+    return [hostname_getter(entry) for entry in hostnames or ()]
+
+
+def assign_hostnames(hosts, getters):
+    """Inventory hostnames: ({instance id: name}, [unnamed instance ids], {clashing name: [instance ids]}).
+
+    Each host gets the first non-empty value of the getters, else its instance id. A name that
+    several instances get names none of them: each of those falls back to its own instance id
+    (and again, until no name is shared), so the result does not depend on the order of the hosts.
+    With no getters, ({}, [], {}): the instance id is the name.
+    """
+    if not getters:
+        return {}, [], {}
+    chosen, unnamed = {}, []
+    for host in hosts:
+        record = host[0]
+        instance_id = record[REC_ID]
+        for getter in getters:
+            name = getter(record)
+            if name:
+                break
+        else:
+            name = instance_id
+            unnamed.append(instance_id)
+        chosen[instance_id] = str(name)
+    clashes = {}
+    while True:
+        by_name = {}
+        for instance_id, name in chosen.items():
+            by_name.setdefault(name, []).append(instance_id)
+        shared = dict((name, ids) for name, ids in by_name.items() if len(ids) > 1)
+        if not shared:
+            break
+        for name, ids in shared.items():
+            clashes.setdefault(name, set()).update(ids)
+            for instance_id in ids:
+                chosen[instance_id] = instance_id  # ids are unique: each round settles at least one host
+    return chosen, sorted(unnamed), dict((name, sorted(ids)) for name, ids in clashes.items())
+
+
+def attribute_renames(prefix, suffix):
+    """{attribute var: its name with hostvars_prefix/hostvars_suffix} ({} without them); ValueError if invalid."""
+    prefix, suffix = prefix or "", suffix or ""
+    if not (prefix or suffix):
+        return {}
+    renames = dict((name, prefix + name + suffix) for name in ATTRIBUTE_VARS)
+    bad = sorted(new for new in renames.values() if not VAR_NAME_RE.match(new))
+    if bad:
+        raise ValueError("hostvars_prefix/hostvars_suffix %r/%r give invalid variable names: %s" % (prefix, suffix, ", ".join(bad)))
+    taken = sorted(set(renames.values()) & set(CONTRACT_VARS))
+    if taken:
+        raise ValueError("hostvars_prefix/hostvars_suffix %r/%r give names the collection uses: %s" % (prefix, suffix, ", ".join(taken)))
+    return renames
+
+
+def rename_attributes(hostvars, renames):
+    """Rename the instance attributes in place; those the roles read (CONTRACT_ATTRIBUTE_VARS) stay as well."""
+    for name, new in renames.items():
+        if name in CONTRACT_ATTRIBUTE_VARS:
+            hostvars[new] = hostvars[name]
+        else:
+            hostvars[new] = hostvars.pop(name)
     return hostvars

@@ -29,6 +29,8 @@ from ansible_collections.amazon.aws.plugins.module_utils.transformation import a
 from ansible_collections.amazon.aws.plugins.plugin_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInventoryBase
 
+from ansible_collections.skunkworks.erlang_ec2.plugins.plugin_utils.ec2_records import REC_ID
+
 # DescribeInstances' largest page.
 PAGE_SIZE = 1000
 
@@ -127,6 +129,51 @@ def build_filters(server_filters, user_filters):
     return ansible_dict_to_boto3_filter_list(server_filters) + ansible_dict_to_boto3_filter_list(user_filters or {})
 
 
+def build_queries(server_filters, user_filters, include_filters=(), exclude_filters=()):
+    """The DescribeInstances filter lists of one region: ([include queries], [exclude queries]).
+
+    As amazon.aws.aws_ec2: the first include query is the plugin's own filters plus `filters`; every
+    `include_filters` entry is one more query (the plugin's own filters plus that entry, without
+    `filters`); every `exclude_filters` entry is a query whose instances are removed. An exclude query
+    keeps the plugin's own filters only for the keys the entry does not set: that can only widen it,
+    and what it matches outside the include queries' answer removes nothing.
+    """
+    includes = [build_filters(server_filters, user_filters)]
+    includes += [build_filters(server_filters, entry) for entry in include_filters]
+    excludes = []
+    for entry in exclude_filters:
+        merged = dict(server_filters)
+        merged.update(entry)
+        excludes.append(ansible_dict_to_boto3_filter_list(merged))
+    return includes, excludes
+
+
+def combine(included, excluded):
+    """One region's records: those of every include query (each instance once), less the excluded ids."""
+    drop = set(record[REC_ID] for records in excluded for record in records)
+    seen = set()
+    result = []
+    for records in included:
+        for record in records:
+            instance_id = record[REC_ID]
+            if instance_id not in seen and instance_id not in drop:
+                seen.add(instance_id)
+                result.append(record)
+    return result
+
+
+# DescribeInstances errors that mean "this account may not use this region" rather than a fault:
+# a region it has not opted into (AuthFailure is what EC2 answers there; OptInRequired for some calls)
+# or one an IAM/SCP policy denies.
+REGION_UNAVAILABLE_CODES = frozenset(("OptInRequired", "AuthFailure", "UnauthorizedOperation"))
+
+
+def region_unavailable(error):
+    """Whether a botocore exception says the region is not available to the account."""
+    response = getattr(error, "response", None) or {}
+    return (response.get("Error") or {}).get("Code") in REGION_UNAVAILABLE_CODES
+
+
 class AwsConnection(AWSInventoryBase):
     """amazon.aws's inventory plumbing (options, assume role, region discovery) for our plugin.
 
@@ -190,47 +237,76 @@ class AwsConnection(AWSInventoryBase):
             self.fail_aws("Couldn't connect to AWS", exception=e)
 
 
+def read_compact(client):
+    """Have the client's DescribeInstances answers parsed by compact_response (once per client)."""
+    client.meta.events.register("before-parse.ec2.DescribeInstances", compact_response, unique_id="erlang_ec2.compact_response")
+
+
 def describe_region(client, filters):
     """Every matching instance of one region, as compact records."""
-    client.meta.events.register("before-parse.ec2.DescribeInstances", compact_response, unique_id="erlang_ec2.compact_response")
+    read_compact(client)
     paginator = client.get_paginator("describe_instances")
     return records_from_pages(paginator.paginate(Filters=filters, PaginationConfig={"PageSize": PAGE_SIZE}))
 
 
-def scan_regions(clients, filters, max_concurrency):
-    """Describe every region concurrently (at most max_concurrency at once).
+def scan_regions(clients, includes, max_concurrency, excludes=()):
+    """Run every query in every region concurrently (at most max_concurrency paginations at once).
 
-    Returns ({region: [record, ...]}, {region: error message}); a region either has its
-    complete list of records or an error, never a part of one.
+    `includes` and `excludes` are lists of DescribeInstances filter lists (build_queries): a region's
+    records are those of its include queries less those of its exclude queries (combine).
+    Returns ({region: [record, ...]}, {region: error message}, {region: error message of a region
+    the account may not use}); a region has either its complete list of records or one error, never
+    a part of one. A region with both kinds of error counts as failed.
     """
-    results, errors = {}, {}
+    queries = [("include", query) for query in includes] + [("exclude", query) for query in excludes]
     regions = sorted(clients)
-    workers = max(1, min(max_concurrency, len(regions)))
+    tasks = [(region, kind, query) for region in regions for kind, query in queries]
+    workers = max(1, min(max_concurrency, len(tasks)))
+    for region in regions:
+        # Before the threads: several queries of a region share its client, and registering is not atomic.
+        read_compact(clients[region])
 
-    def one(region):
+    def one(task):
+        region, _kind, query = task
         try:
-            return region, describe_region(clients[region], filters), None
+            return describe_region(clients[region], query), None, False
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
-            return region, None, "%s: %s" % (type(e).__name__, e)
+            return None, "%s: %s" % (type(e).__name__, e), region_unavailable(e)
 
     if workers == 1:
-        outcomes = [one(region) for region in regions]
+        outcomes = [one(task) for task in tasks]
     else:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="erlang_ec2") as pool:
-            outcomes = list(pool.map(one, regions))
-    for region, records, error in outcomes:
+            outcomes = list(pool.map(one, tasks))
+    answers = dict((region, {"include": [], "exclude": []}) for region in regions)
+    failed, unavailable = {}, {}
+    for (region, kind, _query), (records, error, denied) in zip(tasks, outcomes):
         if error is None:
-            results[region] = records
+            answers[region][kind].append(records)
+        elif denied:
+            unavailable.setdefault(region, error)
         else:
-            errors[region] = error
-    return results, errors
+            failed.setdefault(region, error)
+    results, errors, skipped = {}, {}, {}
+    for region in regions:
+        if region in failed:
+            errors[region] = failed[region]
+        elif region in unavailable:
+            skipped[region] = unavailable[region]
+        else:
+            results[region] = combine(answers[region]["include"], answers[region]["exclude"])
+    return results, errors, skipped
 
 
-def fetch(plugin, server_filters, user_filters, retries, max_concurrency):
-    """Connect with the plugin's options and scan its regions; ({region: records}, {region: error})."""
+def fetch(plugin, server_filters, user_filters, retries, max_concurrency, include_filters=(), exclude_filters=()):
+    """Connect with the plugin's options and scan its regions.
+
+    Returns ({region: records}, {region: error}, {region: error of a region the account may not use}).
+    """
     connection = AwsConnection(plugin).start()
     regions = connection.regions()
     if not regions:
         raise AnsibleError("no region to scan: set the `regions` option")
     clients = connection.ec2_clients(regions, retries, max_pool_connections=max(10, max_concurrency))
-    return scan_regions(clients, build_filters(server_filters, user_filters), max_concurrency)
+    includes, excludes = build_queries(server_filters, user_filters, include_filters, exclude_filters)
+    return scan_regions(clients, includes, max_concurrency, excludes)

@@ -1,7 +1,7 @@
 """skunkworks.erlang_ec2.ec2 through `ansible-inventory`, against moto's EC2 API over HTTP.
 
 Everything is real except throttling (moto cannot throttle; the endpoint injects
-RequestLimitExceeded answers) and the failing region (an injected AuthFailure answer).
+RequestLimitExceeded answers) and the failing or disabled regions (injected error answers).
 """
 
 import pathlib
@@ -171,12 +171,13 @@ def test_cache_key_changes_with_regions_filters_and_credentials(inventory, launc
 def test_failed_region_is_an_error(inventory, launch, clean_aws):
     launch("us-east-1", "demo", "boot_server")
     launch("eu-west-1", "demo", "worker")
-    clean_aws.fail("DescribeInstances", 100, region="eu-west-1", status=401, code="AuthFailure", message="region disabled")
+    # a client error that is not about the region being disabled for the account
+    clean_aws.fail("DescribeInstances", 100, region="eu-west-1", status=400, code="InvalidParameterValue", message="bad request")
     config = inventory.config(regions=["us-east-1", "eu-west-1"])
     result = inventory.run(config, env=FAIL_FATAL)
     assert result.rc != 0
     assert "could not describe instances in 1 region(s)" in result.warnings
-    assert "eu-west-1: ClientError" in result.warnings and "AuthFailure" in result.warnings
+    assert "eu-west-1: ClientError" in result.warnings and "InvalidParameterValue" in result.warnings
     # without the fatal setting Ansible goes on, but nothing of this source is in the inventory
     result = inventory.run(config)
     assert "could not describe instances in 1 region(s)" in result.warnings
@@ -186,7 +187,7 @@ def test_failed_region_is_an_error(inventory, launch, clean_aws):
 def test_failed_region_with_allow_partial_regions_warns_and_is_not_cached(inventory, launch, clean_aws):
     boot = launch("us-east-1", "demo", "boot_server")
     launch("eu-west-1", "demo", "worker")
-    clean_aws.fail("DescribeInstances", 1, region="eu-west-1", status=401, code="AuthFailure", message="region disabled")
+    clean_aws.fail("DescribeInstances", 1, region="eu-west-1", status=400, code="InvalidParameterValue", message="bad request")
     config = inventory.cached_config(regions=["us-east-1", "eu-west-1"], allow_partial_regions=True)
     result = inventory.run(config, env=FAIL_FATAL)
     assert result.rc == 0, result.stderr
@@ -301,3 +302,59 @@ def test_demo_source_shows_the_clusters(inventory, launch):
     assert "@erlang_cluster_demo:" in graph and "@erlang_boot_servers:" in graph and "@erlang_workers:" in graph
     for host in [boot] + workers:
         assert "|--" + host in graph
+
+
+def test_region_not_opted_into_is_skipped_with_a_warning(inventory, launch, clean_aws):
+    hosts = launch("us-east-1", "demo", "boot_server") + launch("us-east-1", "demo", "worker")
+    clean_aws.fail("DescribeInstances", 100, region="eu-south-2", status=401, code="OptInRequired",
+                   message="You are not subscribed to this service.")
+    config = inventory.cached_config(regions=["us-east-1", "eu-south-2"])
+    result = inventory.run(config, env=FAIL_FATAL)
+    assert result.rc == 0, result.stderr
+    assert sorted(result.hostvars) == sorted(hosts)
+    assert "skipped 1 region(s) this account may not use" in result.warnings and "eu-south-2" in result.warnings
+    assert "OptInRequired" in result.warnings
+    # complete for the account: cached
+    clean_aws.reset_counts()
+    assert sorted(inventory.run(config).hostvars) == sorted(hosts)
+    assert clean_aws.counts() == {}
+    # skip_disabled_regions: false makes it an error again
+    result = inventory.run(inventory.config(regions=["us-east-1", "eu-south-2"], skip_disabled_regions=False), env=FAIL_FATAL)
+    assert result.rc != 0 and "eu-south-2: ClientError" in result.warnings
+    # and so does every region refusing (bad credentials look the same)
+    clean_aws.fail("DescribeInstances", 100, region="us-east-1", status=401, code="AuthFailure", message="no")
+    result = inventory.run(inventory.config(regions=["us-east-1", "eu-south-2"]), env=FAIL_FATAL)
+    assert result.rc != 0 and "could not describe instances in 2 region(s)" in result.warnings
+
+
+def test_hostnames_prefix_and_the_boot_server_host(inventory, launch, ec2):
+    boot = launch("us-east-1", "demo", "boot_server", tags={"Name": "demo-boot"})[0]
+    workers = launch("us-east-1", "demo", "worker", 2, tags={"Name": "demo-worker"})
+    result = inventory.run(inventory.config(hostnames=["tag:Name", "private-ip-address"], hostvars_prefix="aws_"), env=FAIL_FATAL)
+    assert result.rc == 0, result.stderr
+    # the shared Name names neither worker: both by instance id, with a warning
+    assert sorted(result.hostvars) == sorted(["demo-boot"] + workers)
+    assert "same name to several instances" in result.warnings and "demo-worker (%s, %s)" % tuple(workers) in result.warnings
+    assert result.group("erlang_boot_servers") == ["demo-boot"]
+    boot_ip = ec2().describe_instances(InstanceIds=[boot])["Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+    for host in ["demo-boot"] + workers:
+        hostvars = result.hostvars[host]
+        assert hostvars["erlang_boot_server_host"] == "demo-boot"
+        assert hostvars["erlang_boot_server_ip"] == boot_ip
+        assert hostvars["aws_ec2_state"] == "running" and "ec2_state" not in hostvars
+        assert hostvars["aws_ec2_private_ip"] == hostvars["ec2_private_ip"] == hostvars["ansible_host"]
+    assert result.hostvars["demo-boot"]["ec2_instance_id"] == boot
+
+
+def test_include_and_exclude_filters(inventory, launch, clean_aws):
+    prod = launch("us-east-1", "demo", "worker", 2, tags={"env": "prod"})
+    dev = launch("us-east-1", "demo", "worker", 1, tags={"env": "dev"})
+    launch("us-east-1", "demo", "worker", 1, tags={"env": "test"})
+    large = launch("us-east-1", "other", "worker", 1, tags={"env": "prod"}, instance_type="m5.large")
+    clean_aws.reset_counts()
+    result = inventory.run(inventory.config(filters={"tag:env": "prod"}, include_filters=[{"tag:env": "dev"}],
+                                            exclude_filters=[{"instance-type": "m5.large"}]), env=FAIL_FATAL)
+    assert result.rc == 0, result.stderr
+    assert sorted(result.hostvars) == sorted(prod + dev)
+    assert large[0] not in result.hostvars
+    assert clean_aws.calls("DescribeInstances", "us-east-1") == 3  # filters, one include, one exclude

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import botocore.exceptions
 import pytest
 
 from ansible.errors import AnsibleError, AnsibleParserError
@@ -46,17 +47,89 @@ def instances_by_tag():
     return dict((k, sorted(v)) for k, v in result.items())
 
 
-class FakeAws:
-    """Stands in for ec2_scan.fetch: answers with the recorded pages, remembers what it was asked."""
+class Events:
+    def __init__(self):
+        self.registered = []
 
-    def __init__(self, errors=None):
+    def register(self, event, handler, unique_id=None):
+        self.registered.append((event, unique_id))
+
+
+# DescribeInstances filter names the recorded-answer client understands (others fail the test: no silent pass).
+INSTANCE_FIELDS = {"instance-id": "InstanceId", "instance-type": "InstanceType", "private-ip-address": "PrivateIpAddress",
+                   "vpc-id": "VpcId", "subnet-id": "SubnetId"}
+
+
+def matches(instance, filters):
+    """EC2's filter semantics on one recorded instance: every filter matches (AND), any of its values (OR)."""
+    tags = dict((t["Key"], t["Value"]) for t in instance.get("Tags", ()))
+    for f in filters:
+        name, values = f["Name"], f["Values"]
+        if name.startswith("tag:"):
+            ok = tags.get(name[4:]) in values
+        elif name == "tag-key":
+            ok = any(key in values for key in tags)
+        elif name == "instance-state-name":
+            ok = instance["State"]["Name"] in values
+        else:
+            assert name in INSTANCE_FIELDS, "filter %s not understood by the test client" % name
+            ok = instance.get(INSTANCE_FIELDS[name]) in values
+        if not ok:
+            return False
+    return True
+
+
+class RecordedEc2:
+    """An EC2 client of one region that answers DescribeInstances from recorded pages, filtered as EC2 would,
+    or fails with the given error code; it remembers the filters of every query."""
+
+    def __init__(self, pages, error_code=None):
+        self.pages = pages
+        self.error_code = error_code
+        self.queries = []
+        self.meta = type("Meta", (), {})()
+        self.meta.events = Events()
+
+    def get_paginator(self, name):
+        assert name == "describe_instances"
+        return self
+
+    def paginate(self, Filters, PaginationConfig):
+        self.queries.append(Filters)
+        if self.error_code:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": self.error_code, "Message": "recorded failure"}}, "DescribeInstances")
+        for page in self.pages:
+            reservations = []
+            for reservation in page["Reservations"]:
+                instances = [i for i in reservation["Instances"] if matches(i, Filters)]
+                if instances:
+                    reservations.append(dict(reservation, Instances=instances))
+            yield dict(page, Reservations=reservations)
+
+
+class FakeAws:
+    """Stands in for ec2_scan.fetch: the plugin's queries (ec2_scan.build_queries) run by ec2_scan.scan_regions
+    against RecordedEc2 clients, without any connection: the recorded region answers from its pages, the
+    regions in `errors` ({region: error code}) fail. Remembers what it was asked."""
+
+    def __init__(self, errors=None, pages=None):
         self.calls = []
         self.errors = errors or {}
+        self.pages = pages
+        self.clients = {}
+        self.only_errors = False
 
-    def __call__(self, plugin, server_filters, user_filters, retries, max_concurrency):
-        self.calls.append(dict(server_filters=server_filters, user_filters=user_filters, retries=retries, max_concurrency=max_concurrency))
+    def __call__(self, plugin, server_filters, user_filters, retries, max_concurrency, include_filters=(), exclude_filters=()):
+        self.calls.append(dict(server_filters=server_filters, user_filters=user_filters, retries=retries,
+                               max_concurrency=max_concurrency, include_filters=include_filters, exclude_filters=exclude_filters))
         region, pages = recorded()
-        return {region: ec2_scan.records_from_pages(pages)}, dict(self.errors)
+        pages = self.pages or pages
+        self.clients = {} if self.only_errors else {region: RecordedEc2(pages)}
+        for name, code in self.errors.items():
+            self.clients[name] = RecordedEc2([], error_code=code)
+        includes, excludes = ec2_scan.build_queries(server_filters, user_filters, include_filters, exclude_filters)
+        return ec2_scan.scan_regions(self.clients, includes, max_concurrency, excludes)
 
 
 @pytest.fixture
@@ -219,7 +292,7 @@ def test_erlang_join_hostvar_follows_the_tag(source, monkeypatch):
             for instance in reservation["Instances"]:
                 if instance["InstanceId"] == worker_id:
                     instance["Tags"].append({"Key": "erlang-join", "Value": "self"})
-    monkeypatch.setattr(ec2_scan, "fetch", lambda *a, **kw: ({region: ec2_scan.records_from_pages(pages)}, {}))
+    monkeypatch.setattr(ec2_scan, "fetch", FakeAws(pages=pages))
     _plugin, inventory = parse(source())
     assert inventory.get_host(worker_id).vars["erlang_join"] == "self"
     others = [w[0] for w in instances_by_tag()[("payments", "worker")] if w[0] != worker_id]
@@ -274,7 +347,7 @@ def test_aliases_are_known_options(source, fake_aws):
 
 
 def test_failed_region_fails_or_warns(source, monkeypatch):
-    fake = FakeAws(errors={"ap-south-1": "ClientError: AuthFailure"})
+    fake = FakeAws(errors={"ap-south-1": "InternalError"})
     monkeypatch.setattr(ec2_scan, "fetch", fake)
     with pytest.raises(AnsibleError, match="could not describe instances in 1 region"):
         parse(source())
@@ -295,7 +368,7 @@ def test_cache_hit_does_not_call_aws(source, fake_aws, tmp_path):
 
 
 def test_partial_result_is_not_cached(source, monkeypatch, tmp_path):
-    fake = FakeAws(errors={"ap-south-1": "ClientError: AuthFailure"})
+    fake = FakeAws(errors={"ap-south-1": "InternalError"})
     monkeypatch.setattr(ec2_scan, "fetch", fake)
     path = source(cache=True, cache_plugin="ansible.builtin.jsonfile", cache_connection=str(tmp_path / "cache"), allow_partial_regions=True)
     parse(path)
@@ -317,7 +390,8 @@ def test_cache_key_follows_what_decides_the_answer(source, monkeypatch):
     base = cache_key(source)
     assert cache_key(source) == base
     # output-only options do not change the query
-    assert cache_key(source, ansible_host_source="public_dns_name", node_name_template="{role}") == base
+    assert cache_key(source, ansible_host_source="public_dns_name", node_name_template="{role}", hostnames=["tag:Name"],
+                     hostvars_prefix="aws_", hostvars_suffix="_x") == base
     changed = [
         dict(regions=["eu-west-1", "us-east-1"]),
         dict(filters={"vpc-id": "vpc-1"}),
@@ -327,6 +401,9 @@ def test_cache_key_follows_what_decides_the_answer(source, monkeypatch):
         dict(assume_role_arn="arn:aws:iam::123456789012:role/x"),
         dict(endpoint_url="http://127.0.0.1:1"),
         dict(access_key="AKIDOTHER"),
+        dict(include_filters=[{"tag:Name": "a"}]),
+        dict(exclude_filters=[{"tag:Name": "a"}]),
+        dict(skip_disabled_regions=False),
     ]
     keys = set([base])
     for options in changed:
@@ -409,3 +486,319 @@ def test_prepare_host_vars_of_a_cluster_with_a_problem_and_no_address():
     assert hostvars["erlang_boot_server_ip"] is None and hostvars["erlang_boot_node"] is None
     assert hostvars["erlang_join"] is None
     assert "erlang_boot_server_host" not in hostvars and "ansible_host" not in hostvars
+
+
+# -- hostnames ------------------------------------------------------------------------
+def recorded_instance(instance_id):
+    for page in recorded()[1]:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                if instance["InstanceId"] == instance_id:
+                    return instance
+    raise KeyError(instance_id)
+
+
+def test_without_hostnames_hosts_are_named_by_instance_id(source, fake_aws):
+    _plugin, inventory = parse(source())
+    assert sorted(inventory.hosts) == sorted(i for ids in instances_by_tag().values() for i, _ip in ids)
+
+
+@pytest.mark.parametrize("entry, field", [
+    ("private-ip-address", "PrivateIpAddress"),
+    ("ip-address", "PublicIpAddress"),
+    ("private-dns-name", "PrivateDnsName"),
+    ("dns-name", "PublicDnsName"),
+    ("instance-id", "InstanceId"),
+])
+def test_hostnames_from_an_instance_field(source, fake_aws, entry, field):
+    _plugin, inventory = parse(source(hostnames=[entry]))
+    ids = sorted(i for ids in instances_by_tag().values() for i, _ip in ids)
+    assert sorted(inventory.hosts) == sorted(recorded_instance(i)[field] for i in ids)
+    for instance_id in ids:
+        assert inventory.get_host(recorded_instance(instance_id)[field]).vars["ec2_instance_id"] == instance_id
+
+
+def test_hostnames_tag_and_duplicates_fall_back_to_instance_ids(source, fake_aws):
+    members = instances_by_tag()
+    plugin, inventory = parse(source(hostnames=["tag:Name", "private-ip-address"]))
+    (boot_id, _ip), = members[("payments", "boot_server")]
+    (batch_id, _ip), = members[("batch-jobs", "worker")]
+    payments_workers = [i for i, _ip in members[("payments", "worker")]]
+    twins = [i for i, _ip in members[("twins", "boot_server")]]
+    # unique Name tags name their host
+    assert inventory.get_host("payments-boot_server").vars["ec2_instance_id"] == boot_id
+    assert inventory.get_host("batch-jobs-worker").vars["ec2_instance_id"] == batch_id
+    # a Name two instances share names neither: both fall back to the instance id, not to the next entry
+    assert "payments-worker" not in inventory.hosts and "twins-boot_server" not in inventory.hosts
+    for instance_id in payments_workers + twins:
+        assert inventory.get_host(instance_id).vars["ec2_instance_id"] == instance_id
+    assert sorted(inventory.hosts) == sorted(["payments-boot_server", "batch-jobs-worker"] + payments_workers + twins)
+    assert hosts_of(inventory, "erlang_cluster_payments") == sorted(["payments-boot_server"] + payments_workers)
+
+
+def test_duplicate_hostnames_warn_and_do_not_depend_on_order(source, monkeypatch):
+    region, pages = recorded()
+    warnings = []
+    reversed_pages = json.loads(json.dumps(pages))[::-1]
+    for page in reversed_pages:
+        page["Reservations"] = page["Reservations"][::-1]
+    results = []
+    for answer in (pages, reversed_pages):
+        monkeypatch.setattr(ec2_scan, "fetch", FakeAws(pages=answer))
+        plugin = inventory_loader.get("skunkworks.erlang_ec2.ec2")
+        monkeypatch.setattr(plugin.display, "warning", warnings.append)
+        inventory = InventoryData()
+        plugin.parse(inventory, DataLoader(), source(hostnames=["tag:Name"]), cache=False)
+        results.append(dict((name, inventory.get_host(name).vars["ec2_instance_id"]) for name in inventory.hosts))
+    assert results[0] == results[1]
+    workers = sorted(i for i, _ip in instances_by_tag()[("payments", "worker")])
+    clash = [w for w in warnings if "same name to several instances" in w]
+    assert len(clash) == 2
+    assert "payments-worker (%s, %s)" % tuple(workers) in clash[0]
+
+
+def test_an_instance_no_entry_names_is_named_by_its_instance_id(source, fake_aws, monkeypatch):
+    plugin = inventory_loader.get("skunkworks.erlang_ec2.ec2")
+    warnings = []
+    monkeypatch.setattr(plugin.display, "warning", warnings.append)
+    inventory = InventoryData()
+    plugin.parse(inventory, DataLoader(), source(hostnames=["tag:erlang-node-name"]), cache=False)
+    workers = [i for i, _ip in instances_by_tag()[("payments", "worker")]]
+    # the two payments workers share erlang-node-name "api": instance ids; the others have no such tag
+    assert sorted(inventory.hosts) == sorted(i for ids in instances_by_tag().values() for i, _ip in ids)
+    assert any("no hostnames entry gives a name to 4 instance(s)" in w for w in warnings)
+    assert any("api (%s, %s)" % tuple(sorted(workers)) in w for w in warnings)
+
+
+def test_hostnames_dict_form_and_tag_variants():
+    region, records = recorded_records()
+    boot, = [r for r in records if r[ec2_records.REC_TAGS]["Name"] == "payments-boot_server"]
+    get = ec2.hostname_getter
+    assert get({"name": "private-ip-address", "prefix": "tag:erlang-cluster", "separator": "-"})(boot) == "payments-" + boot[ec2_records.REC_PRIVATE_IP]
+    assert get({"name": "private-ip-address", "prefix": "tag:erlang-cluster"})(boot) == "payments_" + boot[ec2_records.REC_PRIVATE_IP]
+    # a prefix without value: the name alone (as aws_ec2); a name without value: nothing
+    assert get({"name": "instance-id", "prefix": "tag:nope"})(boot) == boot[ec2_records.REC_ID]
+    assert get({"name": "tag:nope", "prefix": "instance-id"})(boot) is None
+    assert get("tag:nope,erlang-role,Name")(boot) == "boot_server"
+    assert get("tag:erlang-role=boot_server")(boot) == "erlang-role_boot_server"
+    assert get("tag:erlang-role=worker")(boot) is None
+
+
+def test_boot_server_host_follows_hostnames(source, fake_aws):
+    _plugin, inventory = parse(source(hostnames=[{"name": "tag:erlang-role", "prefix": "tag:erlang-cluster"}, "instance-id"]))
+    # payments: one boot server named payments_boot_server; its workers share payments_worker, so instance ids
+    for host in hosts_of(inventory, "erlang_cluster_payments"):
+        boot_host = inventory.get_host(host).vars["erlang_boot_server_host"]
+        assert boot_host == "payments_boot_server"
+        assert inventory.get_host(boot_host).vars["erlang_role"] == "boot_server"
+    assert "payments_boot_server" in hosts_of(inventory, "erlang_boot_servers")
+
+
+@pytest.mark.parametrize("hostnames, message", [
+    (["private_ip_address"], "unknown hostnames entry 'private_ip_address'"),
+    (["web-1"], "unknown hostnames entry 'web-1'"),
+    (["tag:Name | lower"], "Jinja2 filters and templates are not supported"),
+    (["tag:"], "an empty tag key"),
+    ([{"prefix": "tag:env"}], "a hostnames dict needs `name`"),
+    ([{"name": "instance-id", "sep": "-"}], "a hostnames dict needs `name`"),
+    ([3], "hostnames entries are strings or dicts"),
+])
+def test_bad_hostnames(source, fake_aws, hostnames, message):
+    with pytest.raises(AnsibleParserError, match=message):
+        parse(source(hostnames=hostnames))
+    assert fake_aws.calls == []
+
+
+def test_assign_hostnames_settles_a_name_that_is_another_instances_id():
+    # i-a is named "i-b" by its tag, i-b has no tag: i-b keeps its id, i-a falls back to its own
+    records = [["i-a", None, None, None, None, "running", "t3.micro", "z", {"Name": "i-b"}],
+               ["i-b", None, None, None, None, "running", "t3.micro", "z", {}]]
+    names, unnamed, clashes = ec2.assign_hostnames([(r,) for r in records], ec2.hostname_getters(["tag:Name"]))
+    assert names == {"i-a": "i-a", "i-b": "i-b"}
+    assert unnamed == ["i-b"] and clashes == {"i-b": ["i-a", "i-b"]}
+
+
+# -- hostvars_prefix / hostvars_suffix ---------------------------------------------------
+def test_hostvars_prefix_and_suffix_rename_attributes_not_contract_vars(source, fake_aws):
+    members = instances_by_tag()
+    (boot_id, boot_ip), = members[("payments", "boot_server")]
+    worker_id, worker_ip = members[("payments", "worker")][0]
+    _plugin, inventory = parse(source(hostvars_prefix="aws_", hostvars_suffix="_x", keyed_groups=[{"key": "aws_ec2_instance_type_x", "prefix": "type"}]))
+    hostvars = inventory.get_host(worker_id).vars
+    # renamed
+    assert hostvars["aws_ec2_state_x"] == "running" and "ec2_state" not in hostvars
+    assert hostvars["aws_ec2_instance_type_x"] == "t3.micro" and "ec2_instance_type" not in hostvars
+    assert hostvars["aws_ec2_availability_zone_x"] == "eu-west-1a" and "ec2_availability_zone" not in hostvars
+    assert hostvars["aws_ec2_region_x"] == "eu-west-1" and hostvars["aws_ec2_private_ip_x"] == worker_ip
+    # what roles and playbooks read keeps its name
+    assert hostvars["ec2_private_ip"] == worker_ip and hostvars["ec2_region"] == "eu-west-1"
+    assert hostvars["ec2_instance_id"] == worker_id and hostvars["ec2_tags"]["erlang-node-name"] == "api"
+    assert hostvars["erlang_node"] == "api@" + worker_ip
+    assert hostvars["erlang_boot_server_ip"] == boot_ip and hostvars["erlang_boot_server_host"] == boot_id
+    assert hostvars["erlang_role"] == "worker" and hostvars["erlang_cluster"] == "payments"
+    assert hostvars["ansible_host"] == worker_ip
+    assert not [name for name in hostvars if name.startswith("aws_erlang") or name.startswith("aws_ansible")]
+    # constructed options see the renamed variables
+    assert worker_id in hosts_of(inventory, "type_t3_micro")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"hostvars_prefix": "aws-"}, "give invalid variable names"),
+    ({"hostvars_suffix": " x"}, "give invalid variable names"),
+    ({"hostvars_prefix": "1"}, "give invalid variable names"),
+])
+def test_bad_hostvars_prefix(source, fake_aws, options, message):
+    with pytest.raises(AnsibleParserError, match=message):
+        parse(source(**options))
+    assert fake_aws.calls == []
+
+
+def test_renames_never_take_a_contract_name(monkeypatch):
+    monkeypatch.setattr(ec2, "ATTRIBUTE_VARS", ec2.ATTRIBUTE_VARS + ("ansible",))
+    with pytest.raises(ValueError, match="give names the collection uses: ansible_host"):
+        ec2.attribute_renames("", "_host")
+
+
+# -- include_filters / exclude_filters -----------------------------------------------
+def test_include_filters_add_hosts_beyond_filters(source, fake_aws):
+    members = instances_by_tag()
+    (boot_id, _ip), = members[("payments", "boot_server")]
+    (batch_id, _ip), = members[("batch-jobs", "worker")]
+    # filters alone: the payments boot server only
+    _plugin, inventory = parse(source(filters={"instance-id": boot_id}))
+    assert sorted(inventory.hosts) == [boot_id]
+    _plugin, inventory = parse(source(filters={"instance-id": boot_id}, include_filters=[{"tag:Name": "batch-jobs-worker"}]))
+    assert sorted(inventory.hosts) == sorted([boot_id, batch_id])
+    # each entry is one more query per region: own filters + entry, without `filters`
+    queries = fake_aws.clients["eu-west-1"].queries
+    assert len(queries) == 2
+    assert {"Name": "instance-id", "Values": [boot_id]} in queries[0]
+    assert {"Name": "tag:Name", "Values": ["batch-jobs-worker"]} in queries[1]
+    assert not [f for f in queries[1] if f["Name"] == "instance-id"]
+    assert {"Name": "tag:erlang-role", "Values": ["boot_server", "worker"]} in queries[1]
+
+
+def test_include_filters_keep_the_plugins_own_filters(source, fake_aws):
+    boot_id, = [i for i, _ip in instances_by_tag()[("payments", "boot_server")]]
+    # clusters applies to include queries too: batch-jobs is not in it
+    _plugin, inventory = parse(source(clusters=["payments"], filters={"instance-id": boot_id},
+                                      include_filters=[{"tag:Name": "batch-jobs-worker"}]))
+    assert sorted(inventory.hosts) == [boot_id]
+
+
+def test_exclude_filters_remove_hosts(source, fake_aws):
+    members = instances_by_tag()
+    all_ids = sorted(i for ids in members.values() for i, _ip in ids)
+    twins = [i for i, _ip in members[("twins", "boot_server")]]
+    (batch_id, _ip), = members[("batch-jobs", "worker")]
+    _plugin, inventory = parse(source(exclude_filters=[{"tag:erlang-cluster": "twins"}, {"tag:Name": "batch-jobs-worker"}]))
+    assert sorted(inventory.hosts) == sorted(set(all_ids) - set(twins) - {batch_id})
+    assert "erlang_cluster_twins" not in inventory.groups
+    # exclude wins over include
+    _plugin, inventory = parse(source(include_filters=[{"tag:Name": "batch-jobs-worker"}], exclude_filters=[{"instance-id": batch_id}]))
+    assert batch_id not in inventory.hosts and len(inventory.hosts) == len(all_ids) - 1
+
+
+def test_exclude_filters_with_clusters_set(source, fake_aws):
+    members = instances_by_tag()
+    # the entry's tag:erlang-cluster replaces the plugin's in the exclude query (it only widens it)
+    _plugin, inventory = parse(source(clusters=["payments", "twins"], exclude_filters=[{"tag:erlang-cluster": "twins"}]))
+    assert sorted(inventory.hosts) == sorted(i for key, ids in members.items() if key[0] == "payments" for i, _ip in ids)
+    exclude_query = fake_aws.clients["eu-west-1"].queries[1]
+    assert [f for f in exclude_query if f["Name"] == "tag:erlang-cluster"] == [{"Name": "tag:erlang-cluster", "Values": ["twins"]}]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"include_filters": [{"tag:erlang-cluster": "x"}]}, "include_filters must not set tag:erlang-cluster"),
+    ({"include_filters": [{"instance-state-name": "stopped"}]}, "include_filters must not set instance-state-name"),
+    ({"include_filters": [{}]}, "every include_filters entry must be a non-empty dict"),
+    ({"exclude_filters": ["tag:Name"]}, "every exclude_filters entry must be a non-empty dict"),
+])
+def test_bad_include_exclude_filters(source, fake_aws, options, message):
+    with pytest.raises(AnsibleParserError, match=message):
+        parse(source(**options))
+    assert fake_aws.calls == []
+
+
+def test_build_queries():
+    own = {"tag-key": "erlang-cluster", "instance-state-name": ["running"]}
+    includes, excludes = ec2_scan.build_queries(own, {"vpc-id": "v"}, [{"tag:a": "1"}], [{"instance-state-name": "pending", "tag:b": "2"}])
+    assert includes == [
+        [{"Name": "tag-key", "Values": ["erlang-cluster"]}, {"Name": "instance-state-name", "Values": ["running"]}, {"Name": "vpc-id", "Values": ["v"]}],
+        [{"Name": "tag-key", "Values": ["erlang-cluster"]}, {"Name": "instance-state-name", "Values": ["running"]}, {"Name": "tag:a", "Values": ["1"]}],
+    ]
+    assert excludes == [[{"Name": "tag-key", "Values": ["erlang-cluster"]}, {"Name": "instance-state-name", "Values": ["pending"]},
+                         {"Name": "tag:b", "Values": ["2"]}]]
+
+
+# -- regions the account may not use ------------------------------------------------------
+@pytest.mark.parametrize("code", ["OptInRequired", "AuthFailure", "UnauthorizedOperation"])
+def test_disabled_region_is_skipped_with_a_warning(source, monkeypatch, code):
+    fake = FakeAws(errors={"af-south-1": code})
+    monkeypatch.setattr(ec2_scan, "fetch", fake)
+    plugin = inventory_loader.get("skunkworks.erlang_ec2.ec2")
+    warnings = []
+    monkeypatch.setattr(plugin.display, "warning", warnings.append)
+    inventory = InventoryData()
+    plugin.parse(inventory, DataLoader(), source(regions=["eu-west-1", "af-south-1"]), cache=False)
+    assert sorted(inventory.hosts) == sorted(i for ids in instances_by_tag().values() for i, _ip in ids)
+    skipped = [w for w in warnings if "skipped 1 region(s) this account may not use" in w]
+    assert len(skipped) == 1 and "af-south-1: ClientError" in skipped[0] and code in skipped[0]
+    assert not [w for w in warnings if "PARTIAL" in w]
+
+
+def test_another_region_error_still_fails(source, monkeypatch):
+    monkeypatch.setattr(ec2_scan, "fetch", FakeAws(errors={"af-south-1": "OptInRequired", "ap-east-1": "InvalidParameterValue"}))
+    with pytest.raises(AnsibleError, match=r"could not describe instances in 1 region\(s\).*ap-east-1: ClientError.*InvalidParameterValue"):
+        parse(source(regions=["eu-west-1", "af-south-1", "ap-east-1"]))
+
+
+def test_disabled_region_errors_fail_when_no_region_answers(source, monkeypatch):
+    fake = FakeAws(errors={"af-south-1": "AuthFailure", "me-south-1": "AuthFailure"})
+    fake.only_errors = True
+    monkeypatch.setattr(ec2_scan, "fetch", fake)
+    with pytest.raises(AnsibleError, match=r"could not describe instances in 2 region\(s\)"):
+        parse(source(regions=["af-south-1", "me-south-1"]))
+
+
+def test_skip_disabled_regions_off_makes_them_errors(source, monkeypatch):
+    monkeypatch.setattr(ec2_scan, "fetch", FakeAws(errors={"af-south-1": "OptInRequired"}))
+    with pytest.raises(AnsibleError, match=r"af-south-1: ClientError.*OptInRequired"):
+        parse(source(regions=["eu-west-1", "af-south-1"], skip_disabled_regions=False))
+
+
+def test_a_region_with_a_disabled_and_another_error_fails(source, monkeypatch):
+    clients = {"eu-west-1": RecordedEc2(recorded()[1])}
+    bad = RecordedEc2([], error_code="OptInRequired")
+    clients["af-south-1"] = bad
+    includes, excludes = ec2_scan.build_queries({"tag-key": "erlang-cluster"}, {}, [{"tag:a": "1"}], [])
+    orig = bad.paginate
+    codes = iter(["OptInRequired", "InternalError"])
+
+    def paginate(Filters, PaginationConfig):
+        bad.error_code = next(codes)
+        return orig(Filters, PaginationConfig)
+    bad.paginate = paginate
+    results, errors, skipped = ec2_scan.scan_regions(clients, includes, 1, excludes)
+    assert sorted(results) == ["eu-west-1"] and skipped == {}
+    assert "InternalError" in errors["af-south-1"]
+
+
+def test_skipped_regions_are_cached(source, monkeypatch, tmp_path):
+    fake = FakeAws(errors={"af-south-1": "OptInRequired"})
+    monkeypatch.setattr(ec2_scan, "fetch", fake)
+    path = source(regions=["eu-west-1", "af-south-1"], cache=True, cache_plugin="ansible.builtin.jsonfile",
+                  cache_connection=str(tmp_path / "cache"))
+    _plugin, cold = parse(path)
+    _plugin, warm = parse(path)
+    assert len(fake.calls) == 1
+    assert sorted(warm.hosts) == sorted(cold.hosts)
+
+
+def test_scan_registers_the_xml_reader_once_per_client_before_the_threads():
+    clients = {"eu-west-1": RecordedEc2(recorded()[1])}
+    includes, excludes = ec2_scan.build_queries({"tag-key": "erlang-cluster"}, {}, [{"tag:a": "1"}, {"tag:b": "2"}], [{"tag:c": "3"}])
+    results, errors, skipped = ec2_scan.scan_regions(clients, includes, 8, excludes)
+    assert len(clients["eu-west-1"].queries) == 4
+    assert len(results["eu-west-1"]) == 6 and errors == {} and skipped == {}
+    assert set(clients["eu-west-1"].meta.events.registered) == {("before-parse.ec2.DescribeInstances", "erlang_ec2.compact_response")}
