@@ -3,6 +3,7 @@ its survey and credentials, the workflow, and the inventory source file for the 
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -79,7 +80,7 @@ def test_inventory_source_file_is_read_by_the_collection_plugin(root):
     path = os.path.join(root, "awx", "inventory", "aws.erlang_ec2.yml")
     config = survey_check._load(path)
     assert config["plugin"] == "skunkworks.erlang_ec2.ec2"
-    doc = json.loads(subprocess.run(["ansible-doc", "-t", "inventory", "--json", "skunkworks.erlang_ec2.ec2"],
+    doc = json.loads(subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "-t", "inventory", "--json", "skunkworks.erlang_ec2.ec2"],
                                     check=True, capture_output=True, text=True).stdout)
     options = doc["skunkworks.erlang_ec2.ec2"]["doc"]["options"]
     known = set(options) | set(a for o in options.values() for a in o.get("aliases", []))

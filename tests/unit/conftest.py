@@ -1,0 +1,8 @@
+"""Plain pytest (outside ansible-test): the collection loader goes in before any test file imports the
+collection, so every file sees the same ansible_collections package whatever order they run in."""
+
+from ansible.plugins.loader import init_plugin_loader
+from ansible.utils.collection_loader import AnsibleCollectionConfig
+
+if AnsibleCollectionConfig.collection_finder is None:  # ansible-test units sets it up itself
+    init_plugin_loader()
