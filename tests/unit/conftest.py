@@ -5,8 +5,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible.plugins.loader import init_plugin_loader
-from ansible.utils.collection_loader import AnsibleCollectionConfig
+try:
+    from ansible.plugins.loader import init_plugin_loader
+    from ansible.utils.collection_loader import AnsibleCollectionConfig
+except ImportError:  # ansible-test units runs module tests without the controller code, its loader set up
+    AnsibleCollectionConfig = None
 
-if AnsibleCollectionConfig.collection_finder is None:  # ansible-test units sets it up itself
+if AnsibleCollectionConfig is not None and AnsibleCollectionConfig.collection_finder is None:
     init_plugin_loader()
