@@ -5,4 +5,4 @@ TEST_TARGETS += test-awx-run
 .PHONY: test-awx-run
 
 test-awx-run: bootstrap ## AWX's run path on localcloud: 1 boot server + 2 workers, jobs through ansible-runner, no secret in any artifact
-	$(PYTHON) -m pytest -v -p no:cacheprovider tests/integration/awx
+	$(PYTHON) -m pytest -v -rP -p no:cacheprovider tests/integration/awx
