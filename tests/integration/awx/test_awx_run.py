@@ -20,6 +20,8 @@ from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout impor
 
 # A stale allow-list entry planted before reconcile (TEST-NET-1: never a real worker).
 STALE_IP = "192.0.2.77"
+# A tag value that looks like a template: anyone allowed to tag instances writes these.
+TEMPLATE_TAG = "{{ 6 * 7 }}"
 
 
 def boot_eval(cluster, expression):
@@ -116,15 +118,18 @@ def test_what_awx_stores_is_what_the_job_reads(awx, tmp_path):
     """AWX stores each exported value as it parsed it (json.load: an unsafe-marked value stays the dict
     {"__ansible_unsafe": ...}); the job's inventory script hands that back to ansible-core, whose script plugin
     reads the marker back: the job sees the plain value, still not templated (a Jinja-looking EC2 tag stays text)."""
-    stored = awx.update_inventory()
     worker = sorted(awx.cluster.refresh().workers)[0]
+    ip = awx.cluster.workers[worker]
+    awx.cluster.boto3("ec2").create_tags(Resources=[worker], Tags=[{"Key": "awx-test-note", "Value": TEMPLATE_TAG}])
+    stored = awx.update_inventory()
     stored_vars = stored.host_variables(worker)
-    marked = awx_mimic.unsafe_values(stored_vars)
-    # Whatever the plugin leaves untrusted is stored marked; nothing else is.
-    assert all(isinstance(stored_vars[k.split(".")[0]], dict) for k in marked)
+    # What AWX keeps: with ansible-core 2.19+, the EC2-derived strings as marker dicts (docs/awx.md).
+    for key, value in (("erlang_node", "worker@%s" % ip), ("ansible_host", ip), ("erlang_boot_server_ip", awx.cluster.boot_server_ip)):
+        assert stored_vars[key] in ({"__ansible_unsafe": value}, value), (key, stored_vars[key])
+    assert stored_vars["ec2_tags"]["awx-test-note"] == {"__ansible_unsafe": TEMPLATE_TAG}  # must never be trusted
     inventory = awx_mimic.write_job_inventory(str(tmp_path), stored)
     out = subprocess.run(["ansible", worker, "-i", inventory, "-m", "ansible.builtin.debug", "-a",
-                          "msg={{ {'node': erlang_node, 'boot': erlang_boot_server_ip, 'host': ansible_host,"
+                          "msg={{ {'node': erlang_node, 'boot': erlang_boot_server_ip, 'host': ansible_host, 'note': ec2_tags['awx-test-note'],"
                           " 'types': [erlang_node is string, ansible_host is string, erlang_boot_server_host is string],"
                           " 'boot_host_vars': hostvars[erlang_boot_server_host].erlang_node} }}"],
                          env=dict(awx.base_env(), ANSIBLE_COLLECTIONS_PATH=awx.collections_path(), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
@@ -132,9 +137,8 @@ def test_what_awx_stores_is_what_the_job_reads(awx, tmp_path):
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     msg = json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"][worker]["msg"]
-    ip = awx.cluster.workers[worker]
-    assert msg == {"node": "worker@%s" % ip, "boot": awx.cluster.boot_server_ip, "host": ip, "types": [True, True, True],
-                   "boot_host_vars": "boot@%s" % awx.cluster.boot_server_ip}, msg
+    assert msg == {"node": "worker@%s" % ip, "boot": awx.cluster.boot_server_ip, "host": ip, "note": TEMPLATE_TAG,
+                   "types": [True, True, True], "boot_host_vars": "boot@%s" % awx.cluster.boot_server_ip}, msg
 
 
 def test_jobs_succeed_and_take_effect(jobs, awx):
