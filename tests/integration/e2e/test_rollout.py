@@ -109,6 +109,7 @@ BAD_VALUES = [
     ({"rolling_restart_health_mfa": {"module": "erlang"}}, "function"),
     ({"rolling_restart_health_mfa": {"module": "erlang", "function": "is_atom", "args": ["X"]}}, "is not one Erlang term"),
     ({"rolling_restart_health_retries": 0}, "rolling_restart_health_retries must be at least 1"),
+    ({"cluster_name": "no-such-cluster"}, "The inventory has no boot server in cluster no-such-cluster"),
 ]
 
 
