@@ -7,6 +7,8 @@ EE_BASE_DEFAULT := localhost/localcloud-ee-base-debian-12:latest
 EE_BASE_IMAGE ?= $(EE_BASE_DEFAULT)
 # never: the base must be local (the default is); use EE_PULL=missing for a registry base image.
 EE_PULL       ?= never
+# More ansible-builder options, e.g. EE_BUILDER_OPTS=--no-cache (with EE_FORCE=1: a build from nothing but the base).
+EE_BUILDER_OPTS ?=
 EE_DIR        := $(ROOT)/build/ee
 EE_LABEL      := io.skunkworks.ee.inputs
 
