@@ -20,7 +20,7 @@ ee-base: bootstrap ## the EE's default base image: Debian 12 debootstrapped by l
 # The inputs' digest is kept as a label of the image: the build runs only when one of them changed
 # (the EE definition, either collection's MANIFEST.json, which holds every file's checksum, the base image);
 # EE_FORCE=1 rebuilds anyway (e.g. for newer PyPI releases). Python packages: wheels downloaded on the host
-# (scripts/ee-wheels), mounted with a no-index pip.conf into every build step, so nothing of them stays.
+# (scripts/ee_wheels.py), mounted with a no-index pip.conf into every build step, so nothing of them stays.
 ee: bootstrap $(if $(filter $(EE_BASE_DEFAULT),$(EE_BASE_IMAGE)),ee-base) build ## build the execution environment image EE_IMAGE (cached; EE_BASE_IMAGE=... swaps the base)
 	@set -euo pipefail; eval "$$($(PYTHON) -m localcloud env)"; \
 	rm -rf $(EE_DIR)/collections && mkdir -p $(EE_DIR)/collections; \
@@ -35,7 +35,7 @@ ee: bootstrap $(if $(filter $(EE_BASE_DEFAULT),$(EE_BASE_IMAGE)),ee-base) build 
 	if [ -z "$(EE_FORCE)" ] && [ "$$(podman image inspect --format '{{index .Labels "$(EE_LABEL)"}}' $(EE_IMAGE) 2>/dev/null)" = "$$inputs" ]; then \
 	    echo "ee: $(EE_IMAGE) is up to date (inputs $$inputs)"; exit 0; fi; \
 	echo "ee: building $(EE_IMAGE) from $(EE_BASE_IMAGE) (inputs $$inputs)"; \
-	rm -rf $(EE_DIR)/wheels; $(PYTHON) scripts/ee-wheels execution-environment.yml . "$$aws" $(EE_DIR)/wheels; \
+	rm -rf $(EE_DIR)/wheels; $(PYTHON) scripts/ee_wheels.py execution-environment.yml . "$$aws" $(EE_DIR)/wheels; \
 	printf '[global]\nno-index = true\nfind-links = /ee-wheels\n' > $(EE_DIR)/pip.conf; \
 	ansible-builder build --file execution-environment.yml --context $(EE_DIR)/context --container-runtime podman \
 	    --tag $(EE_IMAGE) --build-arg EE_BASE_IMAGE=$(EE_BASE_IMAGE) $(EE_BUILDER_OPTS) \

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Download, on the host, every Python package `make ee` installs in the execution environment (docs/ee.md).
 
 The build containers then install with pip's --no-index from this directory (make ee mounts it and a pip.conf
@@ -6,7 +5,7 @@ into each build step): no index is needed inside the build, and nothing of it st
 The list is what ansible-builder asks pip for: ansible-core and ansible-runner, the EE definition's Python
 packages, the collections' requirements.txt (less the definition's exclusions), its container init (dumb-init)
 and what its builder stage installs (bindep, pyyaml, packaging).
-usage: scripts/ee-wheels EE_FILE COLLECTION_DIR... OUT_DIR  (EE_PYTHON_VERSION: the EE's Python, default 3.11)
+usage: python scripts/ee_wheels.py EE_FILE COLLECTION_DIR... OUT_DIR  (EE_PYTHON_VERSION: the EE's Python, default 3.11)
 """
 
 import os
