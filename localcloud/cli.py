@@ -313,6 +313,11 @@ def cmd_images(args, paths):
         images.prune_old(podman)
         print(json.dumps(refs, indent=2))
         return 0
+    if args.action == "build-ee-base":  # the execution environment's base image (make ee, docs/ee.md)
+        preflight(need_debootstrap=not podman.image_exists(images.ee_base_image_ref()))
+        paths.ensure()
+        print(images.ensure_ee_base_image(paths, podman))
+        return 0
     if args.action == "map":
         if not args.ami_id or not args.image:
             raise LocalcloudError("usage: python -m localcloud images map AMI_ID IMAGE")
@@ -434,8 +439,8 @@ def main(argv=None):
     restart.add_argument("--port", type=int)
     sub.add_parser("status", help="show what runs")
     sub.add_parser("env", help="print export lines for eval")
-    img = sub.add_parser("images", help="list the AMI -> image map; `build` builds the images; `map AMI IMAGE` / `unmap AMI` edit it")
-    img.add_argument("action", nargs="?", choices=["list", "build", "map", "unmap"], default="list")
+    img = sub.add_parser("images", help="list the AMI -> image map; `build` builds the images; `build-ee-base` the execution environment's base; `map AMI IMAGE` / `unmap AMI` edit it")
+    img.add_argument("action", nargs="?", choices=["list", "build", "build-ee-base", "map", "unmap"], default="list")
     img.add_argument("ami_id", nargs="?")
     img.add_argument("image", nargs="?")
     ssh = sub.add_parser("ssh", help="ssh to a host with localcloud's default key pair")

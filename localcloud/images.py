@@ -337,3 +337,64 @@ def forget_created_images(paths, podman):
             if name.startswith(CREATED_IMAGE_REPO + ":"):
                 removed += podman.run("rmi", "-f", name, check=False).returncode == 0
     return removed
+
+
+# The execution environment's base (make ee, docs/ee.md): no systemd nor sshd, only what ansible-builder and the
+# collection need in a controller container. python3-pip: ansible-builder installs with `python3 -m pip`;
+# openssh-client: the EE's ansible reaches the hosts; erlang-base: erl_call for the Erlang modules run on the
+# controller; ca-certificates: pip's HTTPS to PyPI during the build.
+EE_BASE_IMAGE_NAME = "localcloud-ee-base-debian-12"
+EE_BASE_PACKAGES = ["python3", "python3-pip", "openssh-client", "erlang-base", "ca-certificates"]
+
+# The image is a single-purpose container: ansible-builder pip-installs into the system Python, as on the usual EE
+# bases, so Debian's "externally managed" marker (PEP 668) goes.
+EE_SETUP_SCRIPT = r"""set -eu
+rm -f /usr/lib/python3*/EXTERNALLY-MANAGED
+apt-get clean
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log
+"""
+
+
+def ee_base_recipe():
+    mirror, sources = debian_sources()
+    return {
+        "suite": SUITE,
+        "variant": "minbase",
+        "packages": EE_BASE_PACKAGES,
+        "mirror": mirror,
+        "files": {"/etc/apt/sources.list.d/debian.sources": sources},
+        "setup": EE_SETUP_SCRIPT,
+    }
+
+
+def ee_base_image_ref():
+    return "localhost/%s:%s" % (EE_BASE_IMAGE_NAME, _digest(ee_base_recipe()))
+
+
+def ensure_ee_base_image(paths, podman):
+    """The execution environment's base image (debootstrap, as the host images; no registry), also tagged :latest."""
+    ref = ee_base_image_ref()
+    if not podman.image_exists(ref):
+        recipe = ee_base_recipe()
+        tarball = debootstrap_tarball(paths, recipe)
+        _log("building %s" % ref)
+        with tempfile.TemporaryDirectory(dir=paths.images, prefix="rootfs-") as tmp:
+            rootfs = pathlib.Path(tmp)
+            subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-xf", str(tarball)], check=True)
+            (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
+            for name, content in recipe["files"].items():
+                target = rootfs / name.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(content)
+            proc = subprocess.run(["chroot", str(rootfs), "/bin/sh", "-c", recipe["setup"]], capture_output=True,
+                                  env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
+            if proc.returncode != 0:
+                raise LocalcloudError("EE base image setup in chroot failed:\n%s" % proc.stderr.decode(errors="replace")[-2000:])
+            tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", "-", "."], stdout=subprocess.PIPE)
+            try:
+                podman.run("import", "--change", "CMD=/bin/bash", "-", ref, stdin=tar.stdout, timeout=600)
+            finally:
+                tar.stdout.close()
+                tar.wait()
+    podman.run("tag", ref, "localhost/%s:latest" % EE_BASE_IMAGE_NAME)
+    return ref
