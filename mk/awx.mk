@@ -8,7 +8,7 @@ AWX_COLLECTION := $(COLLECTIONS)/ansible_collections/awx/awx
 
 .PHONY: awx-collection test-awx-objects awx-surveys
 
-awx-collection: $(AWX_COLLECTION)/MANIFEST.json ## install awx.awx (from the ansible $(AWX_ANSIBLE_VERSION) wheel) into the collection path
+awx-collection: $(AWX_COLLECTION)/MANIFEST.json ## install awx.awx (from the last `ansible` wheel that has it, AWX_ANSIBLE_VERSION) into the collection path
 
 $(AWX_COLLECTION)/MANIFEST.json: | venv collection
 	@rm -rf $(AWX_COLLECTION) $(STAMPS)/awx-wheel && mkdir -p $(STAMPS)/awx-wheel
