@@ -249,9 +249,13 @@ def debootstrap_tarball(paths, recipe):
 
 def ensure_base_image(paths, podman):
     ref = base_image_ref()
-    if podman.image_exists(ref):
-        return ref
-    recipe = base_recipe()
+    if not podman.image_exists(ref):
+        _import_recipe_image(paths, podman, ref, base_recipe(), ["CMD=/sbin/init", "STOPSIGNAL=SIGRTMIN+3"])
+    return ref
+
+
+def _import_recipe_image(paths, podman, ref, recipe, changes):
+    """Debootstrap the recipe (cached tarball), add its files, run its setup in a chroot, import it as `ref`."""
     tarball = debootstrap_tarball(paths, recipe)
     _log("building %s" % ref)
     with tempfile.TemporaryDirectory(dir=paths.images, prefix="rootfs-") as tmp:
@@ -268,14 +272,16 @@ def ensure_base_image(paths, podman):
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
         )
         if proc.returncode != 0:
-            raise LocalcloudError("image setup in chroot failed:\n%s" % proc.stderr.decode(errors="replace")[-2000:])
+            raise LocalcloudError("image setup of %s in chroot failed:\n%s" % (ref, proc.stderr.decode(errors="replace")[-2000:]))
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", "-", "."], stdout=subprocess.PIPE)
         try:
-            podman.run("import", "--change", "CMD=/sbin/init", "--change", "STOPSIGNAL=SIGRTMIN+3", "-", ref, stdin=tar.stdout, timeout=600)
+            argv = ["import"]
+            for change in changes:
+                argv += ["--change", change]
+            podman.run(*(argv + ["-", ref]), stdin=tar.stdout, timeout=600)
         finally:
             tar.stdout.close()
             tar.wait()
-    return ref
 
 
 def ensure_baked_image(paths, podman):
@@ -375,26 +381,6 @@ def ensure_ee_base_image(paths, podman):
     """The execution environment's base image (debootstrap, as the host images; no registry), also tagged :latest."""
     ref = ee_base_image_ref()
     if not podman.image_exists(ref):
-        recipe = ee_base_recipe()
-        tarball = debootstrap_tarball(paths, recipe)
-        _log("building %s" % ref)
-        with tempfile.TemporaryDirectory(dir=paths.images, prefix="rootfs-") as tmp:
-            rootfs = pathlib.Path(tmp)
-            subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-xf", str(tarball)], check=True)
-            (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
-            for name, content in recipe["files"].items():
-                target = rootfs / name.lstrip("/")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(content)
-            proc = subprocess.run(["chroot", str(rootfs), "/bin/sh", "-c", recipe["setup"]], capture_output=True,
-                                  env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
-            if proc.returncode != 0:
-                raise LocalcloudError("EE base image setup in chroot failed:\n%s" % proc.stderr.decode(errors="replace")[-2000:])
-            tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", "-", "."], stdout=subprocess.PIPE)
-            try:
-                podman.run("import", "--change", "CMD=/bin/bash", "-", ref, stdin=tar.stdout, timeout=600)
-            finally:
-                tar.stdout.close()
-                tar.wait()
+        _import_recipe_image(paths, podman, ref, ee_base_recipe(), ["CMD=/bin/bash"])
     podman.run("tag", ref, "localhost/%s:latest" % EE_BASE_IMAGE_NAME)
     return ref
