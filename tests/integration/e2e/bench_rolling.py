@@ -110,7 +110,7 @@ def breakdown(cluster, workdir, wall):
 
 
 def provision(cluster, workdir, workers):
-    cluster.boto3("ssm").put_parameter(Name=cluster.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32), Overwrite=True)
+    cluster.ensure_cookie()
     v1 = build_release(workdir, "1.0.0")
     print("bench-rolling: provisioning %s with %d workers ..." % (cluster.name, workers), flush=True)
     cluster.playbook("provision", extra={"provision_image_id": "ami-0deb120000000e71a", "provision_ssh_cidr": "172.31.0.1/32",

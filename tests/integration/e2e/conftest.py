@@ -97,6 +97,17 @@ class Cluster:
         return subprocess.run(["ssh", "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                                "admin@%s" % ip, command], capture_output=True, text=True, timeout=60, check=False)
 
+    def ensure_cookie(self):
+        """The cluster's cookie in SSM (what the playbooks read): a new random one unless the parameter exists, so
+        a kept cluster reused by a later session keeps its cookie. Returns it."""
+        ssm = self.boto3("ssm")
+        try:
+            return ssm.get_parameter(Name=self.cookie_parameter, WithDecryption=True)["Parameter"]["Value"]
+        except ssm.exceptions.ParameterNotFound:
+            cookie = secrets.token_urlsafe(32)
+            ssm.put_parameter(Name=self.cookie_parameter, Type="SecureString", Value=cookie)
+            return cookie
+
     def end_session(self, suite):
         """A suite's session is over: terminate the cluster unless <SUITE>_KEEP is set; say where the ansible log is."""
         if not os.environ.get("%s_KEEP" % suite.upper()):
@@ -135,7 +146,7 @@ def cluster(tmp_path_factory, releases):
     name = os.environ.get("E2E_CLUSTER") or "e2e-%s" % secrets.token_hex(3)
     workdir = str(tmp_path_factory.mktemp("e2e"))
     c = Cluster(env, name, workdir)
-    c.boto3("ssm").put_parameter(Name=c.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32), Overwrite=True)
+    c.ensure_cookie()
     try:
         c.provision(c.worker_count)
         c.site_first = c.playbook("site", extra={"site_initial_release": releases["v1"]})

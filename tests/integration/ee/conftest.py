@@ -112,12 +112,7 @@ def cluster(tmp_path_factory, ee_image):
     name = os.environ.get("EE_CLUSTER") or "ee-%s" % secrets.token_hex(3)
     workdir = str(tmp_path_factory.mktemp("ee"))
     c = EeCluster(env, name, workdir)
-    ssm = c.boto3("ssm")
-    try:  # a kept cluster (EE_KEEP, reused with EE_CLUSTER) keeps its cookie
-        c.cookie = ssm.get_parameter(Name=c.cookie_parameter, WithDecryption=True)["Parameter"]["Value"]
-    except ssm.exceptions.ParameterNotFound:
-        c.cookie = secrets.token_urlsafe(32)
-        ssm.put_parameter(Name=c.cookie_parameter, Type="SecureString", Value=c.cookie)
+    c.cookie = c.ensure_cookie()  # a kept cluster (EE_KEEP, reused with EE_CLUSTER) keeps its cookie
     try:
         release = e2e.build_release(workdir, "1.0.0")
         shutil.copy(release, os.path.join(c.data_dir, "project"))

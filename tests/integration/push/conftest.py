@@ -120,7 +120,7 @@ def cluster(tmp_path_factory, releases):
     c = PushCluster(env, name, workdir)
     try:
         if not reuse:
-            c.boto3("ssm").put_parameter(Name=c.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32), Overwrite=True)
+            c.ensure_cookie()
             c.provision(int(os.environ.get("PUSH_WORKERS", "2")))
             c.playbook("site", extra={"site_initial_release": releases["2.0.0"]})
         c.refresh()

@@ -22,11 +22,7 @@ def cluster(tmp_path_factory):
     name = os.environ.get("STATUS_CLUSTER") or "stat-%s" % secrets.token_hex(3)
     workdir = str(tmp_path_factory.mktemp("status"))
     c = e2e.Cluster(env, name, workdir)
-    ssm = c.boto3("ssm")
-    try:
-        ssm.get_parameter(Name=c.cookie_parameter)  # a kept cluster (STATUS_KEEP) keeps its cookie
-    except ssm.exceptions.ParameterNotFound:
-        ssm.put_parameter(Name=c.cookie_parameter, Type="SecureString", Value=secrets.token_urlsafe(32))
+    c.ensure_cookie()  # a kept cluster (STATUS_KEEP) keeps its cookie
     try:
         c.release = e2e.build_release(workdir, "1.0.0")
         c.provision(2)
