@@ -53,12 +53,13 @@ class Cluster:
         self.boot_server_ip = None
         self.worker_count = WORKERS  # the workers it is provisioned with
 
-    def playbook(self, name, *args, check=True, extra=None):
-        """ansible-playbook skunkworks.erlang_ec2.NAME on the project's inventory; the cookie stays in SSM."""
+    def playbook(self, name, *args, check=True, extra=None, environ=None):
+        """ansible-playbook skunkworks.erlang_ec2.NAME on the project's inventory; the cookie stays in SSM.
+        `environ` adds to the environment (for example a TMPDIR of the test's own)."""
         extra_vars = {"cluster_name": self.name, "erlang_cookie_ssm_parameter": self.cookie_parameter}
         extra_vars.update(extra or {})
         return playbook_runner.run_playbook("skunkworks.erlang_ec2.%s" % name, *args, inventory=os.path.join(ROOT, "inventory"),
-                                            extra_vars=extra_vars, env=self.env, check=check,
+                                            extra_vars=extra_vars, env=dict(self.env, **(environ or {})), check=check,
                                             log=os.path.join(self.workdir, "ansible.log"))
 
     def provision(self, workers):

@@ -156,11 +156,15 @@ def test_incompatible_release_is_refused_before_any_change(cluster, releases, tm
     rel = src / "releases" / "2.0.1" / "hello_cluster.rel"
     rel.write_text(rel.read_text().replace('"2.0.0"}', '"2.0.1"}', 1).replace('{erts,"13.1.5"}', '{erts,"99.0"}').replace('{erts, "13.1.5"}', '{erts,"99.0"}'))
     listed = releases_on_boot_server(cluster)
-    result = cluster.playbook("deploy", check=False, extra={"deploy_release": str(src)})
+    controller_tmp = tmp_path / "controller-tmp"
+    controller_tmp.mkdir()
+    result = cluster.playbook("deploy", check=False, extra={"deploy_release": str(src)}, environ={"TMPDIR": str(controller_tmp)})
     assert result.rc != 0
     assert "ERTS 99.0" in result.out, result.tail()
     assert current_release(cluster) == "1.0.0"
     assert releases_on_boot_server(cluster) == listed and "2.0.1" not in listed
+    # The controller's scratch copy of the tarball is removed on a refusal too.
+    assert list(controller_tmp.glob("*.erlang-release")) == []
 
 
 def test_release_shapes_the_cluster_cannot_run_are_refused_before_any_change(cluster, releases, tmp_path):
