@@ -61,6 +61,26 @@ def job_summary(runner):
     return {"status": runner.status, "rc": runner.rc, "stats": runner.stats}
 
 
+SURVEYS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
+                       "awx", "surveys")
+
+
+def survey_extra_vars(playbook, answers):
+    """The extra vars AWX sends for these survey answers: each must be a question of the job template's survey
+    (awx/surveys/PLAYBOOK.json), and its value goes as that question's type sends it (text and multiplechoice as
+    strings, integer as a number)."""
+    with open(os.path.join(SURVEYS, "%s.json" % playbook)) as handle:
+        questions = dict((q["variable"], q) for q in json.load(handle)["spec"])
+    extra = {}
+    for variable, answer in answers.items():
+        assert variable in questions, "%s is not a question of the %s survey" % (variable, playbook)
+        question = questions[variable]
+        if question["type"] == "multiplechoice":
+            assert str(answer) in question["choices"], (variable, answer, question["choices"])
+        extra[variable] = int(answer) if question["type"] == "integer" else str(answer)
+    return extra
+
+
 @pytest.fixture(scope="session")
 def jobs(awx):
     """The job templates run once, in the order an operator runs them; what each changed, seen right after it."""
@@ -70,17 +90,17 @@ def jobs(awx):
     seen = {}
 
     def run(name, playbook, extra):
-        runner = awx.run_job(name, playbook, dict(survey, **extra))
+        runner = awx.run_job(name, playbook, survey_extra_vars(playbook, dict(survey, **extra)))
         seen[name] = {"job": job_summary(runner)}
         assert runner.status == "successful" and runner.rc == 0, (name, runner.status, runner.rc, runner.stdout.read()[-6000:])
         return seen[name]
 
     run("site", "site", {"site_initial_release": cluster.releases["v1"]})
     seen["site"]["after"] = {"current": current_release(cluster), "versions": versions(cluster)}
-    run("deploy", "deploy", {"deploy_release": cluster.releases["v2"]})
+    run("deploy", "deploy", {"deploy_release": cluster.releases["v2"], "deploy_restart": "true"})
     seen["deploy"]["after"] = {"current": current_release(cluster), "versions": versions(cluster)}
     before = rollout_log(cluster)
-    run("rolling_restart", "rolling_restart", {"rolling_restart_serial": 1})
+    run("rolling_restart", "rolling_restart", {"rolling_restart_serial": 1, "rolling_restart_rollback_on_failure": "true"})
     seen["rolling_restart"]["after"] = {"versions": versions(cluster), "new_log": rollout_log(cluster)[len(before):]}
     boot_eval(cluster, "erlang_ec2_boot_server:add_slave({%s})." % STALE_IP.replace(".", ","))
     allow_list_before = persisted_allow_list(cluster)
