@@ -27,7 +27,7 @@ $(MATRIX_VENV)/requirements.txt: $(MATRIX_REQUIREMENTS) | debs
 
 $(MATRIX_TREE): FORCE matrix-venv
 	@mkdir -p $@
-	rsync -a --delete --exclude-from=scripts/sanity-exclude.txt --exclude="/.venv" $(ROOT)/ $@/
+	rsync -a --delete --exclude-from=scripts/sanity-exclude.txt $(ROOT)/ $@/
 	@# amazon.aws of this bundle, beside the collection (the import test looks there).
 	@mkdir -p $@/../../amazon
 	rsync -a --delete $$($(MATRIX_PYTHON) -c 'import ansible_collections.amazon.aws as m; print(list(m.__path__)[0])')/ $@/../../amazon/aws/
