@@ -6,10 +6,12 @@ playbooks users run when another file ran on it first, so the files do not depen
 """
 
 import os
+import pathlib
 import re
 import shlex
 import shutil
 import tarfile
+import tempfile
 import threading
 import time
 
@@ -156,15 +158,17 @@ def test_incompatible_release_is_refused_before_any_change(cluster, releases, tm
     rel = src / "releases" / "2.0.1" / "hello_cluster.rel"
     rel.write_text(rel.read_text().replace('"2.0.0"}', '"2.0.1"}', 1).replace('{erts,"13.1.5"}', '{erts,"99.0"}').replace('{erts, "13.1.5"}', '{erts,"99.0"}'))
     listed = releases_on_boot_server(cluster)
-    controller_tmp = tmp_path / "controller-tmp"
-    controller_tmp.mkdir()
-    result = cluster.playbook("deploy", check=False, extra={"deploy_release": str(src)}, environ={"TMPDIR": str(controller_tmp)})
+    # A TMPDIR of the test's own, short: ansible-playbook's local RPC socket lives there (a Unix socket path
+    # has at most 107 characters).
+    with tempfile.TemporaryDirectory(prefix="e2e-") as controller_tmp:
+        result = cluster.playbook("deploy", check=False, extra={"deploy_release": str(src)}, environ={"TMPDIR": controller_tmp})
+        # The controller's scratch copy of the tarball is removed on a refusal too.
+        scratch_left = list(pathlib.Path(controller_tmp).glob("*.erlang-release"))
     assert result.rc != 0
     assert "ERTS 99.0" in result.out, result.tail()
     assert current_release(cluster) == "1.0.0"
     assert releases_on_boot_server(cluster) == listed and "2.0.1" not in listed
-    # The controller's scratch copy of the tarball is removed on a refusal too.
-    assert list(controller_tmp.glob("*.erlang-release")) == []
+    assert scratch_left == []
 
 
 def test_release_shapes_the_cluster_cannot_run_are_refused_before_any_change(cluster, releases, tmp_path):
