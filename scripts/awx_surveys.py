@@ -95,11 +95,16 @@ def playbook_spec(root, playbook):
     _walk(load_yaml(path), os.path.dirname(path), root, specs, {path})
     if not specs:
         raise ValueError("%s: no _common validate_vars.yml with a _common_vars_spec" % path)
+    return merge_specs(specs)
+
+
+def merge_specs(specs):
+    """One spec from several: a variable checked more than once (cluster_name) is required if any check says so,
+    with the first description."""
     merged = {}
     for spec in specs:
         for name, option in spec.items():
             if name in merged:
-                # Several checks of one variable (cluster_name): required if any says so, the first description.
                 merged[name] = dict(merged[name], required=bool(merged[name].get("required")) or bool(option.get("required")))
             else:
                 merged[name] = dict(option)
@@ -149,14 +154,7 @@ def survey(title, spec):
 
 
 def workflow_spec(root, playbooks):
-    merged = {}
-    for playbook in playbooks:
-        for name, option in playbook_spec(root, playbook).items():
-            if name in merged:
-                merged[name] = dict(merged[name], required=bool(merged[name].get("required")) or bool(option.get("required")))
-            else:
-                merged[name] = dict(option)
-    return merged
+    return merge_specs(playbook_spec(root, playbook) for playbook in playbooks)
 
 
 def generate(root):
