@@ -66,6 +66,8 @@ def _derive(roots):
         "allow_list_file": posixpath.join(home, "boot_server_slaves"),
         # The rollouts the boot server has seen (rolling restart, push, rollback), one JSON object a line.
         "rollout_log": posixpath.join(home, "rollouts.jsonl"),
+        # The cluster's other boot servers (Erlang node names, one a line): the peers a boot server levels from.
+        "boot_server_peers_file": posixpath.join(home, "boot_server_peers"),
         "releases_dir": posixpath.join(release_root, "releases"),
         "current_link": posixpath.join(release_root, "current"),
         "previous_link": posixpath.join(release_root, "previous"),
