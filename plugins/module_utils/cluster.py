@@ -138,8 +138,10 @@ UD_RESERVED_KEYS = ("ERLANG_CLUSTER", "ERLANG_ROLE", "ERLANG_NODE_NAME") + UD_BO
 
 
 def ipv4_sort_key(ip):
-    """Numeric order of dotted quads (172.31.0.9 before 172.31.0.10)."""
-    return tuple(int(part) for part in ip.split("."))
+    """Numeric order of dotted quads (172.31.0.9 before 172.31.0.10); anything else after them, as text."""
+    if not is_ipv4(ip):
+        return (1, (), str(ip))
+    return (0, tuple(int(part) for part in ip.split(".")), "")
 
 
 def sort_ipv4(ips):
