@@ -260,16 +260,68 @@ http_opts() ->
 %% The reader of plugins/module_utils/cluster.py's parse_user_data, step for step (the shared cases of
 %% tests/unit/plugins/module_utils/user_data_cases.json are fed to both): decode UTF-8 (a bad byte becomes
 %% U+FFFD), split lines as Python's str.splitlines, strip as str.strip, the marker on the first line or
-%% not_ours, skip blank and # lines, KEY=value split at the first =, the last of a repeated key wins.
+%% not_ours, skip blank and # lines, KEY=value split at the first =, the last of a repeated key wins; then the
+%% boot server keys checked and completed as check_boot_servers does (check_boot_servers/1).
 read_user_data(Bin) ->
     case split_lines(decode(Bin)) of
         [First | Lines] ->
             case strip(First) =:= format(marker) of
-                true -> {ok, maps:from_list(lists:filtermap(fun parse_line/1, Lines))};
+                true -> {ok, check_boot_servers(maps:from_list(lists:filtermap(fun parse_line/1, Lines)))};
                 false -> not_ours
             end;
         [] ->
             not_ours
+    end.
+
+%% cluster.py's check_boot_servers, step for step:
+%% 1. none of the four keys: nothing to check or add;
+%% 2. the lists both or neither; without them, the single pair (both needed) is a list of one;
+%% 3. split at ",": the same length, every address a dotted quad, every node <node name>@<address at its
+%%    position>, no address twice (order kept);
+%% 4. the single pair, when present, is the first of each list; when absent it is set to it.
+-define(UD_BOOT_KEYS, ["ERLANG_BOOT_SERVER_IP", "ERLANG_BOOT_NODE", "ERLANG_BOOT_SERVER_IPS", "ERLANG_BOOT_NODES"]).
+check_boot_servers(S) ->
+    case [K || K <- ?UD_BOOT_KEYS, maps:is_key(K, S)] of
+        [] -> S;
+        _ -> check_boot_server_lists(S)
+    end.
+
+check_boot_server_lists(S) ->
+    Without = fun(Has, Lacks) -> fail("user data has ~s without ~s", [Has, Lacks]) end,
+    {IpsText, NodesText} =
+        case {maps:find("ERLANG_BOOT_SERVER_IPS", S), maps:find("ERLANG_BOOT_NODES", S)} of
+            {{ok, I}, {ok, N}} -> {I, N};
+            {{ok, _}, error} -> Without("ERLANG_BOOT_SERVER_IPS", "ERLANG_BOOT_NODES");
+            {error, {ok, _}} -> Without("ERLANG_BOOT_NODES", "ERLANG_BOOT_SERVER_IPS");
+            {error, error} ->
+                case {maps:find("ERLANG_BOOT_SERVER_IP", S), maps:find("ERLANG_BOOT_NODE", S)} of
+                    {{ok, I}, {ok, N}} -> {I, N};
+                    {{ok, _}, error} -> Without("ERLANG_BOOT_SERVER_IP", "ERLANG_BOOT_NODE");
+                    {error, {ok, _}} -> Without("ERLANG_BOOT_NODE", "ERLANG_BOOT_SERVER_IP")
+                end
+        end,
+    Ips = string:split(IpsText, ",", all),
+    Nodes = string:split(NodesText, ",", all),
+    length(Ips) =:= length(Nodes) orelse
+        fail("user data lists ~b boot server address(es) but ~b boot node(s)", [length(Ips), length(Nodes)]),
+    [begin
+         valid(ipv4, Ip) orelse fail("user data boot server address '~s' is not a dotted-quad IPv4 address", [Ip]),
+         node_on(Node, Ip) orelse fail("user data boot node '~s' is not <node name>@~s", [Node, Ip])
+     end || {Ip, Node} <- lists:zip(Ips, Nodes)],
+    length(lists:usort(Ips)) =:= length(Ips) orelse fail("user data lists a boot server address twice: ~s", [IpsText]),
+    S1 = lists:foldl(fun({K, First}, Acc) ->
+                             case maps:get(K, Acc, First) of
+                                 First -> Acc#{K => First};
+                                 Other -> fail("user data ~s=~s is not the first of the list (~s)", [K, Other, First])
+                             end
+                     end, S, [{"ERLANG_BOOT_SERVER_IP", hd(Ips)}, {"ERLANG_BOOT_NODE", hd(Nodes)}]),
+    S1#{"ERLANG_BOOT_SERVER_IPS" => IpsText, "ERLANG_BOOT_NODES" => NodesText}.
+
+%% is_node_name(Node, host=Ip): <node name>@ exactly that address (split at the first @).
+node_on(Node, Ip) ->
+    case string:split(Node, "@") of
+        [Name, Ip] -> valid(node_name, Name);
+        _ -> false
     end.
 
 %% What the bootstrap accepts: our user data, with what a worker needs (check_settings/1).
@@ -383,32 +435,11 @@ check_settings(S) ->
             S
     end.
 
-%% Every boot server: ERLANG_BOOT_SERVER_IPS and ERLANG_BOOT_NODES (comma-separated, same order, sorted by
-%% address); user data without them (written before several boot servers) names one, the single pair.
+%% Every boot server, as lists (read_user_data/1 checked and completed the four keys: a worker needs them).
 boot_servers(S, Require) ->
-    {Ips, Nodes} =
-        case {maps:find("ERLANG_BOOT_SERVER_IPS", S), maps:find("ERLANG_BOOT_NODES", S)} of
-            {error, error} ->
-                Require("ERLANG_BOOT_SERVER_IP", ipv4),
-                Require("ERLANG_BOOT_NODE", node),
-                {[maps:get("ERLANG_BOOT_SERVER_IP", S)], [maps:get("ERLANG_BOOT_NODE", S)]};
-            {{ok, IpList}, {ok, NodeList}} ->
-                {string:split(IpList, ",", all), string:split(NodeList, ",", all)};
-            {{ok, _}, error} -> fail("user data has ERLANG_BOOT_SERVER_IPS but no ERLANG_BOOT_NODES", []);
-            {error, {ok, _}} -> fail("user data has ERLANG_BOOT_NODES but no ERLANG_BOOT_SERVER_IPS", [])
-        end,
-    [valid(ipv4, Ip) orelse fail("user data ERLANG_BOOT_SERVER_IPS has ~p, not an IPv4 address", [Ip]) || Ip <- Ips],
-    [valid(node, N) orelse fail("user data ERLANG_BOOT_NODES has ~p, not a <name>@<ipv4> node", [N]) || N <- Nodes],
-    length(lists:usort(Ips)) =:= length(Ips) orelse fail("user data ERLANG_BOOT_SERVER_IPS names an address twice: ~s",
-                                                         [lists:join(",", Ips)]),
-    [lists:last(string:split(N, "@")) || N <- Nodes] =:= Ips orelse
-        fail("user data ERLANG_BOOT_NODES (~s) are not on ERLANG_BOOT_SERVER_IPS (~s), one for each in the same order",
-             [lists:join(",", Nodes), lists:join(",", Ips)]),
-    %% The single pair, when given beside the lists, names the first (the contract).
-    [maps:get(K, S, hd(L)) =:= hd(L) orelse
-         fail("user data ~s (~s) is not the first of ~s (~s)", [K, maps:get(K, S), K ++ "S", lists:join(",", L)])
-     || {K, L} <- [{"ERLANG_BOOT_SERVER_IP", Ips}, {"ERLANG_BOOT_NODE", Nodes}]],
-    {Ips, Nodes}.
+    Require("ERLANG_BOOT_SERVER_IP", ipv4),
+    {string:split(maps:get("ERLANG_BOOT_SERVER_IPS", S), ",", all),
+     string:split(maps:get("ERLANG_BOOT_NODES", S), ",", all)}.
 
 %% ---------------------------------------------------------------- controller node
 
