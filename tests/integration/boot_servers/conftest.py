@@ -86,7 +86,7 @@ class BootServers(e2e.Cluster):
 
     def erl(self, ip, expression):
         """Evaluate expression on boot@ip (erl_call as the service user, cookie from its file); the decoded result."""
-        body = "base64:encode_to_string(term_to_binary(begin %s end))." % expression
+        body = "base64:encode_to_string(term_to_binary(begin %s end)).\n" % expression
         proc = self.sh(ip, "sudo -u %s env HOME=%s erl_call -name boot@%s -R -timeout 60 -e"
                        % (DEFAULT_LAYOUT["user"], DEFAULT_LAYOUT["home"], ip), stdin=body)
         found = re.search(r'"([A-Za-z0-9+/=]+)"', proc.stdout)
@@ -157,7 +157,6 @@ def pair(tmp_path_factory, releases):
         c.second = [ip for ip in ips if ip != c.first][0]
         c.worker_ips = sorted(c.workers.values(), key=ipaddress.IPv4Address)
         # The second boot server's first start: it levels from the first before it serves.
-        c.second_started = c.now(c.second)
         c.first_configure = c.configure()
         yield c
     finally:
