@@ -68,12 +68,11 @@ class BootServers(e2e.Cluster):
         return "erlang_cluster_" + re.sub(r"[^A-Za-z0-9_]", "_", self.name)
 
     def host_of(self, ip):
-        out = subprocess.run([os.path.join(playbook_runner.BIN, "ansible-inventory"), "-i", os.path.join(e2e.ROOT, "inventory"),
-                              "--list"], env=self.env, capture_output=True, text=True, timeout=120, check=True).stdout
-        import json
-
-        hostvars = json.loads(out)["_meta"]["hostvars"]
-        return [h for h, v in hostvars.items() if v.get("ec2_private_ip") == ip][0]
+        """The inventory hostname (the plugin names hosts by instance id) of the cluster's host at ip."""
+        found = self.boto3("ec2").describe_instances(Filters=[{"Name": "tag:erlang-cluster", "Values": [self.name]},
+                                                              {"Name": "private-ip-address", "Values": [ip]},
+                                                              {"Name": "instance-state-name", "Values": ["running"]}])
+        return [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]][0]
 
     def sh(self, ip, command, stdin=None, check=True):
         key = self.env["LOCALCLOUD_SSH_KEY"]
@@ -124,6 +123,15 @@ def wait_for(predicate, bound, interval=0.5):
     return predicate()
 
 
+def boot_servers(ec2, name):
+    """The running boot servers' addresses, oldest first."""
+    found = ec2.describe_instances(Filters=[{"Name": "tag:erlang-cluster", "Values": [name]},
+                                            {"Name": "tag:erlang-role", "Values": ["boot_server"]},
+                                            {"Name": "instance-state-name", "Values": ["running"]}])
+    instances = sorted((i for r in found["Reservations"] for i in r["Instances"]), key=lambda i: (i["LaunchTime"], i["InstanceId"]))
+    return [i["PrivateIpAddress"] for i in instances]
+
+
 @pytest.fixture(scope="session")
 def releases(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("releases"))
@@ -137,21 +145,21 @@ def pair(tmp_path_factory, releases):
     c = BootServers(env, name, str(tmp_path_factory.mktemp("boot_servers")))
     c.ensure_cookie()
     try:
-        c.provision(1)
-        c.playbook("site", extra={"site_initial_release": releases["1.0.0"]})
-        c.refresh()
-        c.first = c.boot_server_ip
         ec2 = c.boto3("ec2")
+        kept = boot_servers(ec2, name)
+        if len(kept) < 2:
+            c.provision(1)
+            c.playbook("site", extra={"site_initial_release": releases["1.0.0"]})
+        c.refresh()
+        # The one provision made (a kept cluster, BOOT_SERVERS_KEEP, is used as it is).
+        c.first = kept[0] if len(kept) >= 2 else c.boot_server_ip
         group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["erlang-%s" % name]}])["SecurityGroups"][0]
         subnets = sorted(s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"])
         c.run("launch_boot_servers.yml", extra={
             "boot_servers_count": 2, "boot_servers_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"),
             "boot_servers_subnet_ids": subnets, "boot_servers_security_group_ids": [group["GroupId"]],
             "boot_servers_key_name": env.get("LOCALCLOUD_KEY_NAME", "localcloud")})
-        found = ec2.describe_instances(Filters=[{"Name": "tag:erlang-cluster", "Values": [name]},
-                                                {"Name": "tag:erlang-role", "Values": ["boot_server"]},
-                                                {"Name": "instance-state-name", "Values": ["running"]}])
-        ips = [i["PrivateIpAddress"] for r in found["Reservations"] for i in r["Instances"]]
+        ips = boot_servers(ec2, name)
         assert len(ips) == 2, ips
         c.boot_ips = sorted(ips, key=ipaddress.IPv4Address)
         c.second = [ip for ip in ips if ip != c.first][0]
