@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: boot_server_level
 short_description: Bring a running Erlang boot server level with its peer boot servers
-version_added: 0.3.0
+version_added: 0.2.0
 description:
   - Calls C(erlang_ec2_boot_server:level/1) on the boot server running on O(node) (of the C(boot_server) role).
     The boot server asks each peer named in its peers file (C(erlang_layout.boot_server_peers_file)) that answers
