@@ -143,21 +143,52 @@ def test_deploy_finishes_when_a_boot_server_host_is_lost_mid_rollout(both_up, re
     assert set(state["allow_list"]) >= set(c.workers.values())
 
 
-def test_deploy_while_a_boot_server_is_down_skips_it(both_up, releases):
+def take_down(c, instance_id, how):
+    """`stopped`: EC2 StopInstances (the inventory then lists only the other). `unreachable`: EC2 still says running,
+    the inventory lists it, but its boot server and sshd are stopped (an impaired host): the playbooks skip it."""
+    ip = c.all_boot_servers[instance_id]
+    if how == "stopped":
+        c.boto3("ec2").stop_instances(InstanceIds=[instance_id])
+        ec2_wait(c, "stopped", instance_id)
+    else:
+        c.ssh(ip, "sudo systemctl stop %s; sudo systemctl stop ssh.socket ssh.service" % LAYOUT["boot_server_unit"])
+        assert c.ssh(ip, "true").returncode != 0
+
+
+def bring_back(c, instance_id, how):
+    if how == "stopped":
+        start_boot_server(c, instance_id)
+        return
+    c.boto3("ec2").reboot_instances(InstanceIds=[instance_id])
+    deadline = time.monotonic() + 180
+    while c.ssh(c.all_boot_servers[instance_id], "systemctl is-active --quiet %s" % LAYOUT["boot_server_unit"]).returncode != 0:
+        assert time.monotonic() < deadline, "boot server %s did not come back" % instance_id
+        time.sleep(2)
+
+
+@pytest.mark.parametrize("how", ["stopped", "unreachable"])
+def test_deploy_while_a_boot_server_is_down(both_up, releases, how):
     c = both_up
     version = other_version(c)
     first = list(c.all_boot_servers)[0]
-    c.boto3("ec2").stop_instances(InstanceIds=[first])
-    ec2_wait(c, "stopped", first)
+    take_down(c, first, how)
     sampler = Sampler(c)
     sampler.start()
     try:
-        result = c.playbook("deploy", check=False, extra={"deploy_release": releases["v2" if version == "2.0.0" else "v1"]})
+        # No SSH connection kept from an earlier run: an unreachable host must look unreachable.
+        result = c.playbook("deploy", check=False, extra={
+            "deploy_release": releases["v2" if version == "2.0.0" else "v1"],
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ControlMaster=no"})
     finally:
         sampler.stop()
     assert result.rc == 0, result
-    assert "WARNING: boot server %s" % first in result.out and "is skipped" in result.out, result.tail()
-    assert result.recap[first]["unreachable"] == 0, result.recap
+    if how == "unreachable":
+        # In the inventory but not answering: skipped, said so, and not counted unreachable.
+        assert "WARNING: boot server %s" % first in result.out and "is skipped" in result.out, result.tail()
+        assert result.recap[first]["unreachable"] == 0 and result.recap[first]["changed"] == 0, result.recap
+    else:
+        # A stopped instance is not in the inventory at all (pending and running instances only).
+        assert first not in result.recap, result.recap
     assert_served_throughout(c, sampler.rounds, version)
-    start_boot_server(c, first)
+    bring_back(c, first, how)
     assert assert_level(c)["current"] == [version]
