@@ -192,3 +192,14 @@ def test_deploy_while_a_boot_server_is_down(both_up, releases, how):
     assert_served_throughout(c, sampler.rounds, version)
     bring_back(c, first, how)
     assert assert_level(c)["current"] == [version]
+
+
+def test_automatic_rollback_switches_current_back_on_both_boot_servers(both_up, releases):
+    """A broken release: the acting boot server rolls the first worker back, `current` goes back on both."""
+    c = both_up
+    before = boot_state(c, c.boot_server_ip)["current"]
+    result = c.playbook("deploy", check=False, extra={"deploy_release": releases["v3"], "rolling_restart_timeout": 30})
+    assert result.rc != 0 and "Rolling restart stopped at" in result.out, result.tail()
+    state = assert_level(c, bound=10)
+    assert state["current"] == before and "3.0.0" in state["releases"], state
+    assert all(s and [s["version"]] == before for s in statuses(c).values()), statuses(c)
