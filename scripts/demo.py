@@ -20,11 +20,16 @@ import urllib.request
 import boto3
 
 
-def worker_ips(cluster, states=("pending", "running")):
+def role_ips(cluster, role, states=("pending", "running")):
     reply = boto3.client("ec2").describe_instances(Filters=[
-        {"Name": "tag:erlang-cluster", "Values": [cluster]}, {"Name": "tag:erlang-role", "Values": ["worker"]},
+        {"Name": "tag:erlang-cluster", "Values": [cluster]}, {"Name": "tag:erlang-role", "Values": [role]},
         {"Name": "instance-state-name", "Values": list(states)}])
-    return sorted(i["PrivateIpAddress"] for r in reply["Reservations"] for i in r["Instances"] if i.get("PrivateIpAddress"))
+    ips = [i["PrivateIpAddress"] for r in reply["Reservations"] for i in r["Instances"] if i.get("PrivateIpAddress")]
+    return sorted(ips, key=lambda ip: tuple(int(part) for part in ip.split(".")))
+
+
+def worker_ips(cluster, states=("pending", "running")):
+    return role_ips(cluster, "worker", states)
 
 
 def status_text(ip):
@@ -46,6 +51,7 @@ def count(args):
 
 
 def show_status(args):
+    print("  boot servers: %s" % (", ".join(role_ips(args.cluster, "boot_server", states=("running",))) or "none running"))
     for ip in worker_ips(args.cluster, states=("running",)):
         print("  http://%s:8080/status -> %s" % (ip, status_text(ip)))
     return 0

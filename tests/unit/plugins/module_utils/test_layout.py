@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT, ROOTS, default_roots, host_layout
 
 # Keys that live below each movable root.
-BELOW_HOME = ("cookie_file", "allow_list_file", "joined_allow_list_file", "rollout_log")
+BELOW_HOME = ("cookie_file", "allow_list_file", "joined_allow_list_file", "rollout_log", "boot_server_peers_file")
 BELOW_RELEASE_ROOT = ("releases_dir", "current_link", "previous_link")
 
 
