@@ -140,7 +140,7 @@ with_addresses(Args, Fun) ->
     end.
 
 call(Request) ->
-    case whereis(?MODULE) of
+    case registered_writer() of
         undefined ->
             %% Not started by start/1: the running list only, as erl_boot_server would.
             apply_change(Request),
@@ -148,6 +148,23 @@ call(Request) ->
             {error, {not_persisted, undefined, not_started}};
         Pid ->
             gen_server:call(Pid, Request, ?CALL_TIMEOUT)
+    end.
+
+%% The writer's pid. While start/1 runs (levelling, then the loader, then the writer) a caller waits
+%% for it, up to CALL_TIMEOUT: a worker that calls add_slave right after the loader answers is persisted.
+registered_writer() ->
+    Starting = persistent_term:get({?MODULE, allow_list_file}, undefined) =/= undefined,
+    registered_writer(Starting, erlang:monotonic_time(millisecond) + ?CALL_TIMEOUT).
+
+registered_writer(Starting, Deadline) ->
+    case whereis(?MODULE) of
+        undefined when Starting ->
+            case erlang:monotonic_time(millisecond) < Deadline of
+                true -> timer:sleep(50), registered_writer(Starting, Deadline);
+                false -> undefined
+            end;
+        Pid ->
+            Pid
     end.
 
 to_ipv4({A, B, C, D} = Ip) when ?IS_OCTET(A), ?IS_OCTET(B), ?IS_OCTET(C), ?IS_OCTET(D) ->
