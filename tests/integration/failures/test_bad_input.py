@@ -1,0 +1,114 @@
+"""Bad input: every playbook variable and every module option of a type that can be wrong gets a wrong value,
+generated from the specs (each playbook's `_common_vars_spec`, read as scripts/awx_surveys.py reads them; each
+module's options as ansible-doc gives them, i.e. its argument_spec with its doc fragments). Each run must fail with
+an error naming the variable and change nothing: the cluster's state is compared before and after, and a
+reconcile run afterwards reports changed=0.
+
+Speed: one ansible-playbook run per variables check of a playbook (validate_argument_spec lists every bad variable
+of its spec at once), and one ansible-playbook run for all the module options (one task each, on the controller:
+an AnsibleModule rejects its arguments before it does anything).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import playbook_runner
+from failures_lib import snapshot
+from playbook_runner import BIN, ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import awx_surveys  # noqa: E402  # the one reader of the playbooks' specs
+
+# A value of the wrong type for each type (str and path take any scalar: choices are checked instead).
+BAD = {"int": "many", "bool": "maybe", "list": {"not": "a list"}, "dict": "not-a-dict"}
+CHOICE_BAD = "no-such-choice"
+# A placeholder of the right type for a required option that is not the one under test.
+GOOD = {"int": 1, "bool": False, "list": [], "dict": {}, "str": "x", "path": "/nonexistent", "raw": "x"}
+
+
+def bad_value(option):
+    if option.get("choices"):
+        return CHOICE_BAD
+    return BAD.get(option.get("type", "str"))
+
+
+def playbook_checks():
+    """[(playbook, {variable: bad value})]: one entry per variables check the playbook runs (its first failing
+    check stops the play, so each check gets its own run), with a misspelt variable in the first one."""
+    checks = []
+    for playbook in awx_surveys.PLAYBOOKS:
+        path = os.path.join(ROOT, "playbooks", playbook + ".yml")
+        specs = []
+        awx_surveys._walk(awx_surveys.load_yaml(path), os.path.dirname(path), ROOT, specs, {path})  # pylint: disable=protected-access
+        first = True
+        for spec in specs:
+            bad = {name: bad_value(opt) for name, opt in spec.items() if bad_value(opt) is not None}
+            if first:
+                prefix = sorted(n for n in spec if n != "cluster_name")[0].split("_")[0]
+                bad["%s_no_such_variable" % prefix] = 1  # a typo is refused, not ignored
+                first = False
+            if bad:
+                checks.append((playbook, bad))
+    return checks
+
+
+def module_cases():
+    """[(module, option, args)]: every option with a bad value, the module's required options given good ones."""
+    names = sorted("skunkworks.erlang_ec2." + f[:-3] for f in os.listdir(os.path.join(ROOT, "plugins", "modules")) if f.endswith(".py"))
+    docs = json.loads(subprocess.run([os.path.join(BIN, "ansible-doc"), "-t", "module", "-j"] + names, capture_output=True, text=True,
+                                     check=True, env=playbook_runner.ansible_env(), cwd=ROOT).stdout)
+    cases = []
+    for name in names:
+        options = docs[name]["doc"]["options"]
+        required = {k: GOOD[o.get("type", "str")] if not o.get("choices") else o["choices"][0] for k, o in options.items() if o.get("required")}
+        for option, spec in sorted(options.items()):
+            value = bad_value(spec)
+            if value is not None:
+                cases.append((name, option, dict(required, **{option: value})))
+        # A required option left out.
+        for option in sorted(k for k in required):
+            cases.append((name, option, {k: v for k, v in required.items() if k != option}))
+    return cases
+
+
+def test_bad_values_are_refused_and_change_nothing(cluster, row, tmp_path):
+    """bad input: every playbook variable and module option given a bad value (generated from the specs)"""
+    checks, cases = playbook_checks(), module_cases()
+    assert len(checks) >= 10 and len(cases) >= 50, (len(checks), len(cases))
+    before = snapshot(cluster)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda check: cluster.playbook(check[0], check=False, extra=check[1]), checks))
+    for (playbook, bad), result in zip(checks, results):
+        assert result.rc != 0, (playbook, bad)
+        assert result.changed == 0, (playbook, result.recap)
+        missing = [name for name in bad if name not in result.out]
+        assert not missing, "%s: the error does not name %s:\n%s" % (playbook, missing, result.tail(20))
+
+    play = [{"hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": [
+        {"name": "%s %s %d" % (module, option, i), module: args, "register": "r%d" % i, "ignore_errors": True}
+        for i, (module, option, args) in enumerate(cases)] + [
+        {"name": "every module refused its arguments", "ansible.builtin.assert": {"that": ["r%d is failed" % i for i in range(len(cases))]}}]}]
+    playbook = playbook_runner.write_play(tmp_path / "bad_module_args.json", play)
+    result = playbook_runner.run_playbook(str(playbook), "-v", inventory="localhost,", env=cluster.env,
+                                          extra_vars={"ansible_python_interpreter": os.path.join(ROOT, ".venv", "bin", "python")})
+    assert result.rc == 0, result.tail(40)
+    assert result.changed == 0, result.recap
+    # Each refusal names the option it is about.
+    failed = [line for line in result.out.splitlines() if line.startswith("fatal:") or "FAILED!" in line]
+    assert len(failed) >= len(cases), (len(failed), len(cases))
+    unnamed = [(m, o) for (m, o, a), line in zip(cases, failed) if o not in line]
+    assert not unnamed, unnamed[:10]
+
+    after = snapshot(cluster)
+    assert after == before
+    again = cluster.playbook("reconcile")
+    assert again.changed == 0, again.recap
+    row.did = ("%d playbook runs (%d variables of %d playbooks) and %d module calls (%d modules) refused, each naming the variable "
+               "or option; changed=0 each; state unchanged; reconcile afterwards changed=0"
+               % (len(checks), sum(len(b) for p, b in checks), len({p for p, b in checks}), len(cases), len({m for m, o, a in cases})))
+    row.close()
+    row.check()
