@@ -35,23 +35,32 @@ def bad_value(option):
     return BAD.get(option.get("type", "str"))
 
 
-def playbook_checks():
-    """[(playbook, {variable: bad value})]: one entry per variables check the playbook runs (its first failing
-    check stops the play, so each check gets its own run), with a misspelt variable in the first one."""
+def playbook_checks(good_path):
+    """[(playbook, {variable: value})]: one entry per variables check the playbook runs (its first failing check stops
+    the play, so each check gets its own run; a variable is tried at the first check that knows it), a misspelt
+    variable in the first one, and the required variables of the checks before given good values."""
     checks = []
     for playbook in awx_surveys.PLAYBOOKS:
         path = os.path.join(ROOT, "playbooks", playbook + ".yml")
+        found = []
+        awx_surveys._walk(awx_surveys.load_yaml(path), os.path.dirname(path), ROOT, found, {path})  # pylint: disable=protected-access
         specs = []
-        awx_surveys._walk(awx_surveys.load_yaml(path), os.path.dirname(path), ROOT, specs, {path})  # pylint: disable=protected-access
-        first = True
-        for spec in specs:
-            bad = {name: bad_value(opt) for name, opt in spec.items() if bad_value(opt) is not None}
-            if first:
-                prefix = sorted(n for n in spec if n != "cluster_name")[0].split("_")[0]
-                bad["%s_no_such_variable" % prefix] = 1  # a typo is refused, not ignored
-                first = False
+        for spec in found:  # aws_region/aws_endpoint_url are checked by the same task as the spec before them
+            if specs and set(spec) <= {"aws_region", "aws_endpoint_url"}:
+                specs[-1] = dict(specs[-1], **spec)
+            else:
+                specs.append(spec)
+        tried, good = set(), {}
+        for index, spec in enumerate(specs):
+            bad = {name: bad_value(opt) for name, opt in spec.items() if bad_value(opt) is not None and name not in tried}
+            own = sorted(n for n in spec if n.startswith(playbook.split("_")[0] + "_"))
+            if index == 0 and own:
+                bad[own[0] + "x"] = 1  # a misspelt variable is refused, not ignored
             if bad:
-                checks.append((playbook, bad))
+                checks.append((playbook, dict(good, **bad), sorted(bad)))
+            tried |= set(bad)
+            good.update({name: good_path if opt.get("type") == "path" else GOOD[opt.get("type", "str")]
+                         for name, opt in spec.items() if opt.get("required") and name != "cluster_name"})
     return checks
 
 
@@ -74,15 +83,15 @@ def module_cases():
     return cases
 
 
-def test_bad_values_are_refused_and_change_nothing(cluster, row, tmp_path):
+def test_bad_values_are_refused_and_change_nothing(cluster, releases, row, tmp_path):
     """bad input: every playbook variable and module option given a bad value (generated from the specs)"""
-    checks, cases = playbook_checks(), module_cases()
+    checks, cases = playbook_checks(releases["v1"]), module_cases()
     assert len(checks) >= 10 and len(cases) >= 50, (len(checks), len(cases))
     before = snapshot(cluster)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda check: cluster.playbook(check[0], check=False, extra=check[1]), checks))
-    for (playbook, bad), result in zip(checks, results):
+    for (playbook, given, bad), result in zip(checks, results):
         assert result.rc != 0, (playbook, bad)
         assert result.changed == 0, (playbook, result.recap)
         missing = [name for name in bad if name not in result.out]
@@ -109,6 +118,6 @@ def test_bad_values_are_refused_and_change_nothing(cluster, row, tmp_path):
     assert again.changed == 0, again.recap
     row.did = ("%d playbook runs (%d variables of %d playbooks) and %d module calls (%d modules) refused, each naming the variable "
                "or option; changed=0 each; state unchanged; reconcile afterwards changed=0"
-               % (len(checks), sum(len(b) for p, b in checks), len({p for p, b in checks}), len(cases), len({m for m, o, a in cases})))
+               % (len(checks), sum(len(b) for p, g, b in checks), len({p for p, g, b in checks}), len(cases), len({m for m, o, a in cases})))
     row.close()
     row.check()

@@ -21,7 +21,15 @@ def _corrupt(data):
     return data[:middle] + bytes(b ^ 0x5A for b in data[middle:middle + 512]) + data[middle + 512:]
 
 
-@pytest.mark.parametrize("kind", sorted(CASES))
+# release_info catches tarfile.TarError and OSError when it unpacks (plugins/module_utils/release.py, unpack), but a
+# gzip stream that ends early raises EOFError: the task fails with the bare exception text ("Module failed: Compressed
+# file ended before the end-of-stream marker was reached"), not the module's "cannot unpack" refusal. Nothing changes
+# on the cluster either way; the row asserts the clear message too.
+TRUNCATED_BUG = pytest.mark.xfail(strict=True, reason="release_info: a truncated tarball (EOFError) is not caught as a refusal "
+                                  "(plugins/module_utils/release.py unpack: except (tarfile.TarError, OSError))")
+
+
+@pytest.mark.parametrize("kind", ["corrupt", pytest.param("truncated", marks=TRUNCATED_BUG)])
 def test_broken_tarball_is_refused(cluster, releases, row, tmp_path, kind):
     """release tarball truncated / corrupt"""
     row.name = "release tarball %s (deploy)" % kind
@@ -42,11 +50,12 @@ def test_broken_tarball_is_refused(cluster, releases, row, tmp_path, kind):
     assert result.changed == 0, result.recap
     assert after == before
     assert all(v == BASE_VSN for v in after["workers"].values())
-    message = [line for line in result.out.splitlines() if "fatal:" in line or '"msg"' in line]
-    row.did = "deploy refused it before any change (changed=0; allow-list, current, releases, workers as before): %s" % (
-        _short(message))
+    message = [line for line in result.out.splitlines() if "fatal:" in line]
+    row.did = "deploy failed before any change (changed=0; allow-list, current, releases, workers as before): %s" % (
+        _short([m.replace(str(tmp_path) + "/", "") for m in message]))
     row.close()
     row.check()
+    assert "Refusing release" in result.out and "cannot unpack" in result.out, message
 
 
 def test_release_of_another_erts_is_refused(cluster, releases, row, tmp_path):
@@ -70,8 +79,8 @@ def test_release_of_another_erts_is_refused(cluster, releases, row, tmp_path):
 
 
 def _short(lines):
-    text = " ".join(lines)[:300]
+    text = " ".join(lines)[:400]
     for marker in ("Refusing", "not a", "Cannot", "cannot", "failed", "error"):
         if marker in text:
-            return text[text.index(marker):][:200]
+            return text[text.index(marker):][:160].rstrip('"}')
     return text[:200]
