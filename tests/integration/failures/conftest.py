@@ -5,8 +5,7 @@ import secrets
 
 import pytest
 
-import failures_lib as lib
-from failures_lib import BOOT_SERVERS, ROWS, WORKERS, Poller, Row, e2e, matrix_markdown, provision, refresh, restore
+from failures_lib import ROWS, WORKERS, Poller, Row, e2e, matrix_markdown, refresh, restore
 
 
 @pytest.fixture(scope="session")
@@ -24,11 +23,7 @@ def cluster(tmp_path_factory, releases):
     c.ensure_cookie()
     c.worker_count = WORKERS
     try:
-        refresh(c)
-        if len(c.workers) != WORKERS or len(c.boot_server_ips) != BOOT_SERVERS:
-            provision(c)
-        c.playbook("site", extra={"site_initial_release": releases["v1"]})
-        restore(c, releases)
+        restore(c, releases)  # provision + site for a new cluster; a kept one (FAILURES_KEEP) only what differs
         yield c
     finally:
         c.end_session("failures")

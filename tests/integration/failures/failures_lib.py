@@ -229,11 +229,13 @@ def at_baseline(cluster):
     refresh(cluster)
     problems = []
     if len(cluster.workers) != WORKERS or len(cluster.boot_server_ips) != BOOT_SERVERS:
-        problems.append("%d workers, %d boot servers" % (len(cluster.workers), len(cluster.boot_server_ips)))
+        return "%d workers, %d boot servers" % (len(cluster.workers), len(cluster.boot_server_ips))
     seen = versions(cluster)
     if any(v != BASE_VSN for v in seen.values()):
         problems.append("workers on %s" % seen)
     for ip in cluster.boot_server_ips:
+        if cluster.ssh(ip, "test -L %s" % LAYOUT["current_link"]).returncode != 0:
+            return "no release on boot server %s" % ip
         if current_release(cluster, ip) != BASE_VSN:
             problems.append("current on %s is %s" % (ip, current_release(cluster, ip)))
         if allow_list(cluster, ip) != sorted(cluster.workers.values()):
@@ -247,7 +249,7 @@ def restore(cluster, releases):
     if not problem:
         return
     sys.stderr.write("failures: restoring the baseline (%s)\n" % problem)
-    if len(cluster.workers) != WORKERS or len(cluster.boot_server_ips) != BOOT_SERVERS:
+    if len(cluster.workers) != WORKERS or len(cluster.boot_server_ips) != BOOT_SERVERS or problem.startswith("no release"):
         provision(cluster)
         cluster.playbook("site", extra={"site_initial_release": releases["v1"]})
         refresh(cluster)

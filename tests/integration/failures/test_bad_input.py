@@ -11,6 +11,7 @@ an AnsibleModule rejects its arguments before it does anything).
 
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -76,10 +77,10 @@ def module_cases():
         for option, spec in sorted(options.items()):
             value = bad_value(spec)
             if value is not None:
-                cases.append((name, option, dict(required, **{option: value})))
+                cases.append((name, option, dict(required, **{option: value}), spec))
         # A required option left out.
         for option in sorted(k for k in required):
-            cases.append((name, option, {k: v for k, v in required.items() if k != option}))
+            cases.append((name, option, {k: v for k, v in required.items() if k != option}, options[option]))
     return cases
 
 
@@ -99,25 +100,30 @@ def test_bad_values_are_refused_and_change_nothing(cluster, releases, row, tmp_p
 
     play = [{"hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": [
         {"name": "%s %s %d" % (module, option, i), module: args, "register": "r%d" % i, "ignore_errors": True}
-        for i, (module, option, args) in enumerate(cases)] + [
-        {"name": "every module refused its arguments", "ansible.builtin.assert": {"that": ["r%d is failed" % i for i in range(len(cases))]}}]}]
+        for i, (module, option, args, dummy) in enumerate(cases)] + [
+        {"name": "every module refused its arguments", "ansible.builtin.assert": {"that": ["r%d is failed" % i for i in range(len(cases))]}},
+        {"name": "the messages", "ansible.builtin.debug": {"msg": ["%d\t{{ r%d.msg | replace('\\n', ' ') }}" % (i, i) for i in range(len(cases))]}}]}]
     playbook = playbook_runner.write_play(tmp_path / "bad_module_args.json", play)
-    result = playbook_runner.run_playbook(str(playbook), "-v", inventory="localhost,", env=cluster.env,
+    result = playbook_runner.run_playbook(str(playbook), inventory="localhost,", env=cluster.env,
                                           extra_vars={"ansible_python_interpreter": os.path.join(ROOT, ".venv", "bin", "python")})
     assert result.rc == 0, result.tail(40)
     assert result.changed == 0, result.recap
-    # Each refusal names the option it is about.
-    failed = [line for line in result.out.splitlines() if line.startswith("fatal:") or "FAILED!" in line]
-    assert len(failed) >= len(cases), (len(failed), len(cases))
-    unnamed = [(m, o) for (m, o, a), line in zip(cases, failed) if o not in line]
-    assert not unnamed, unnamed[:10]
+    messages = {int(m.group(1)): m.group(2) for m in re.finditer(r'^\s*"(\d+)\\t(.*?)",?$', result.out, re.M)}
+    assert len(messages) == len(cases), (len(messages), result.tail(10))
+    # Each refusal names the option it is about; ansible-core's own message for a dict option that has suboptions
+    # ("dictionary requested, could not parse JSON or key=value") does not: those are listed in the row.
+    unnamed = {(m, o) for i, (m, o, a, spec) in enumerate(cases) if o not in messages[i]}
+    core_dict = {(m, o) for m, o, a, spec in cases if spec.get("type") == "dict" and spec.get("suboptions") and isinstance(a.get(o), str)}
+    assert unnamed == core_dict, sorted(unnamed ^ core_dict)
 
     after = snapshot(cluster)
     assert after == before
     again = cluster.playbook("reconcile")
     assert again.changed == 0, again.recap
     row.did = ("%d playbook runs (%d variables of %d playbooks) and %d module calls (%d modules) refused, each naming the variable "
-               "or option; changed=0 each; state unchanged; reconcile afterwards changed=0"
-               % (len(checks), sum(len(b) for p, g, b in checks), len({p for p, g, b in checks}), len(cases), len({m for m, o, a in cases})))
+               "or option%s; changed=0 each; state unchanged; reconcile afterwards changed=0"
+               % (len(checks), sum(len(b) for p, g, b in checks), len({p for p, g, b in checks}), len(cases), len({c[0] for c in cases}),
+                  " except %s (ansible-core: 'dictionary requested, could not parse JSON or key=value')"
+                  % ", ".join("%s %s" % (m.split(".")[-1], o) for m, o in sorted(unnamed)) if unnamed else ""))
     row.close()
     row.check()

@@ -21,7 +21,7 @@ def rolling_restart_fails_over():
     from playbook_runner import ROOT
 
     with open(os.path.join(ROOT, "playbooks", "rolling_restart.yml"), encoding="utf-8") as handle:
-        return "erlang_boot_server_ips" in handle.read()
+        return "erlang_boot_servers_acting" in handle.read()
 
 
 class Background(threading.Thread):
