@@ -31,7 +31,7 @@ def allow(cluster, addresses, state="present"):
     """boot_server_allow_list on every boot server (ad hoc, as an operator would)."""
     return playbook_runner.run_adhoc(
         ",".join(cluster.boot_server_ids.values()), "skunkworks.erlang_ec2.boot_server_allow_list",
-        json.dumps({"node": "{{ erlang_node }}", "addresses": addresses, "state": state}), "--become",
+        json.dumps({"node": "{{ erlang_node }}", "addresses": addresses, "state": state, "cookie_file": LAYOUT["cookie_file"]}), "--become",
         inventory=os.path.join(ROOT, "inventory"), env=cluster.env, check=True)
 
 

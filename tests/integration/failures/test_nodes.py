@@ -107,10 +107,10 @@ def test_node_restart_against_a_node_that_hangs_in_shutdown(cluster, row):
         assert children.returncode == 0 and "failure_matrix_hang" not in children.stdout, children.stdout
     (t1, rc1, took1, r1), (t2, rc2, took2, r2) = results
     # Timeout shorter than the hang: fails within its bound and says why; the node comes back by itself.
-    assert rc1 != 0 and r1.get("failed"), r1
+    assert rc1 != 0 and r1.get("msg"), r1
     assert took1 < t1 + 25, took1  # its bound, plus ansible's own start-up
     # Timeout longer than the hang: back, with the hang in its downtime.
-    assert rc2 == 0 and not r2.get("failed"), r2
+    assert rc2 == 0, r2
     assert r2.get("downtime_ms", 0) >= 4000, r2
     assert all(v == "1.0.0" for v in versions(cluster).values())
     row.did = ("restart_timeout %ds: failed in %.0f s (%s); node back by itself (-shutdown_time). restart_timeout %ds: back, downtime %s ms"

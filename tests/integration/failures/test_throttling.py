@@ -1,9 +1,9 @@
 """EC2 API throttling and 5xx during provision and the inventory.
 
 moto cannot throttle, and real AWS is never used: a FAULT INJECTOR (the suite's one allowed mock: API throttling)
-sits on loopback in front of localcloud's EC2 endpoint. It answers every third EC2 request with an error instead of
-forwarding it, alternately 400 RequestLimitExceeded, 503 Unavailable and 400 Throttling, and forwards every other
-request unchanged. provision and ansible-inventory run against it (AWS_ENDPOINT_URL) and must still succeed, through
+sits on loopback in front of localcloud's EC2 endpoint. It answers every other EC2 request (the 1st, 3rd, ...) with an
+error instead of forwarding it, in turn 400 RequestLimitExceeded, 503 Unavailable and 400 Throttling, and forwards the
+others unchanged. provision and ansible-inventory run against it (AWS_ENDPOINT_URL) and must still succeed, through
 botocore's retries and the collection's AWSRetry, with the right result.
 """
 
@@ -24,11 +24,11 @@ FAULTS = [
     (503, "Unavailable", "The service is unavailable. Please try again shortly."),
     (400, "Throttling", "Rate exceeded"),
 ]
-EVERY = 3
+EVERY = 2
 
 
 class FaultInjector(http.server.ThreadingHTTPServer):
-    """127.0.0.1:<port> -> upstream; every EVERY-th EC2 request (Action=...) is answered with the next of FAULTS."""
+    """127.0.0.1:<port> -> upstream; one EC2 request (Action=...) in EVERY, from the first, is answered with the next of FAULTS."""
 
     daemon_threads = True
 
@@ -55,10 +55,10 @@ class FaultInjector(http.server.ThreadingHTTPServer):
             return None
         with self.lock:
             self.seen += 1
-            if self.seen % EVERY:
+            if (self.seen - 1) % EVERY:
                 self.forwarded += 1
                 return None
-            fault = FAULTS[(self.seen // EVERY) % len(FAULTS)]
+            fault = FAULTS[((self.seen - 1) // EVERY) % len(FAULTS)]
             self.injected[fault[:2]] = self.injected.get(fault[:2], 0) + 1
             return fault
 
