@@ -20,18 +20,22 @@ description:
     the instance) unless O(hostnames) says otherwise; C(ansible_host) is the address chosen by
     O(ansible_host_source) in either case.
   - "Host variables: C(erlang_cluster), C(erlang_role), C(erlang_node) (C(<node name>@<private IP>)),
-    C(erlang_boot_server_ip) and C(erlang_boot_node) (the cluster's boot server, on every host of the cluster),
-    C(erlang_boot_server_host) (the inventory hostname of the cluster's boot server, as O(hostnames) named it,
-    on every host of the cluster, itself included, so that plays can C(delegate_to) it or read its C(hostvars); absent when the cluster has no
-    sound boot server),
+    C(erlang_boot_server_ips), C(erlang_boot_nodes) and C(erlang_boot_server_hosts) (every boot server of the
+    cluster, on every host of the cluster, boot servers included: their private IPs, their Erlang nodes and their
+    inventory hostnames as O(hostnames) named them, for C(delegate_to) and C(hostvars); three lists in the same
+    order, sorted by private IP numerically, so 172.31.0.9 comes before 172.31.0.10),
+    C(erlang_boot_server_ip), C(erlang_boot_node) and C(erlang_boot_server_host) (the first of each list, kept for
+    plays written for one boot server; null, and no C(erlang_boot_server_host), when the cluster has no sound
+    boot server, the lists then empty),
     C(erlang_join) (on workers, how they join: the C(erlang-join) tag, V(push) when absent; null on a boot server),
     C(ec2_instance_id), C(ec2_region), C(ec2_private_ip), C(ec2_state), C(ec2_instance_type),
     C(ec2_availability_zone), C(ec2_tags) (a dict) and C(ansible_host) (see O(hostvars_prefix) for renaming
     the C(ec2_*) ones)."
-  - "A cluster with no boot server, with more than one, or whose boot server has no private IP address is
-    reported with a warning, and every host of that cluster gets C(erlang_cluster_problem) (for example
-    C(no boot server) or C(2 boot servers: i-0a, i-0b)) with C(erlang_boot_server_ip) and C(erlang_boot_node)
-    set to null and no C(erlang_boot_server_host). Hosts of a sound cluster have no C(erlang_cluster_problem)."
+  - "A cluster may have several boot servers. A cluster with no boot server, or with a boot server that has no
+    private IP address, is reported with a warning, and every host of that cluster gets C(erlang_cluster_problem)
+    (for example C(no boot server) or C(boot server i-0b has no private IP address)) with empty boot server lists,
+    C(erlang_boot_server_ip) and C(erlang_boot_node) set to null and no C(erlang_boot_server_host). Hosts of a
+    sound cluster have no C(erlang_cluster_problem)."
   - Instances are found with server-side filters (C(tag:erlang-cluster), C(tag:erlang-role),
     C(instance-state-name)); all regions (and all the queries of O(include_filters) and O(exclude_filters))
     are scanned concurrently. Only the few fields listed above are kept.
@@ -295,6 +299,7 @@ CONTRACT_ATTRIBUTE_VARS = ("ec2_instance_id", "ec2_region", "ec2_private_ip", "e
 # Never renamed: what the roles, playbooks and Ansible itself read.
 CONTRACT_VARS = (
     "erlang_cluster", "erlang_role", "erlang_node", "erlang_boot_server_ip", "erlang_boot_node", "erlang_boot_server_host",
+    "erlang_boot_server_ips", "erlang_boot_nodes", "erlang_boot_server_hosts",
     "erlang_join", "erlang_cluster_problem", "ansible_host",
 ) + CONTRACT_ATTRIBUTE_VARS
 VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -513,12 +518,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             )
         boot = {}
         for cluster_name, servers in servers_by_cluster.items():
-            boot[cluster_name] = cluster_boot_server(servers)
+            boot[cluster_name] = cluster_boot_servers(servers)
             if boot[cluster_name].problem:
                 self.display.warning("%s: Erlang cluster %r: %s" % (self.NAME, cluster_name, boot[cluster_name].problem))
             elif names:
-                # erlang_boot_server_host is the boot server's inventory hostname, whatever names it.
-                boot[cluster_name] = boot[cluster_name]._replace(host=names[boot[cluster_name].host])
+                # erlang_boot_server_hosts are the boot servers' inventory hostnames, whatever names them.
+                boot[cluster_name] = boot[cluster_name]._replace(hosts=tuple(names[h] for h in boot[cluster_name].hosts))
         bad_tags = getattr(namer, "bad_tags", None)
         if bad_tags:
             self.display.warning(
@@ -563,9 +568,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             )
 
 
-# A cluster's boot server as every host of the cluster sees it: its private IP, its Erlang node,
-# its inventory hostname, or (all three None) what is wrong with it.
-BootServer = namedtuple("BootServer", ["ip", "node", "host", "problem"])
+# A cluster's boot servers as every host of the cluster sees them: their private IPs, Erlang nodes and
+# inventory hostnames (tuples in the same order, sorted by IP), or (all three empty) what is wrong.
+BootServers = namedtuple("BootServers", ["ips", "nodes", "hosts", "problem"])
 
 
 def collect_hosts(records_by_region, namer):
@@ -592,30 +597,37 @@ def collect_hosts(records_by_region, namer):
     return hosts, boot_servers
 
 
-def cluster_boot_server(servers):
-    """A cluster's BootServer from its [(instance id, private IP, node name)]; a problem unless exactly one with an IP."""
+def cluster_boot_servers(servers):
+    """A cluster's BootServers from its [(instance id, private IP, node name)]; a problem if none, or one has no IP."""
     problem = None
+    no_ip = sorted(server[0] for server in servers if not server[1])
     if not servers:
         problem = "no boot server"
-    elif len(servers) > 1:
-        problem = "%d boot servers: %s" % (len(servers), ", ".join(sorted(server[0] for server in servers)))
-    elif not servers[0][1]:
-        problem = "boot server %s has no private IP address" % servers[0][0]
+    elif len(no_ip) == 1:
+        problem = "boot server %s has no private IP address" % no_ip[0]
+    elif no_ip:
+        problem = "boot servers %s have no private IP address" % ", ".join(no_ip)
     if problem:
-        return BootServer(None, None, None, problem)
-    instance_id, ip, node_name = servers[0]
-    return BootServer(ip, contract.node_id(node_name, ip), instance_id, None)
+        return BootServers((), (), (), problem)
+    # By address, numerically; the instance id only breaks a tie (one cluster over two VPCs).
+    ordered = sorted(servers, key=lambda server: (contract.ipv4_sort_key(server[1]), server[0]))
+    return BootServers(tuple(ip for _id, ip, _name in ordered),
+                       tuple(contract.node_id(name, ip) for _id, ip, name in ordered),
+                       tuple(instance_id for instance_id, _ip, _name in ordered), None)
 
 
 def prepare_host_vars(record, region, cluster_name, role, node_name, boot, address_field):
-    """The hostvars of one host, from its record and its cluster's BootServer."""
+    """The hostvars of one host, from its record and its cluster's BootServers."""
     private_ip = record[REC_PRIVATE_IP]
     hostvars = {
         "erlang_cluster": cluster_name,
         "erlang_role": role,
         "erlang_node": contract.node_id(node_name, private_ip) if private_ip else None,
-        "erlang_boot_server_ip": boot.ip,
-        "erlang_boot_node": boot.node,
+        "erlang_boot_server_ips": list(boot.ips),
+        "erlang_boot_nodes": list(boot.nodes),
+        "erlang_boot_server_hosts": list(boot.hosts),
+        "erlang_boot_server_ip": boot.ips[0] if boot.ips else None,
+        "erlang_boot_node": boot.nodes[0] if boot.nodes else None,
         "erlang_join": record[REC_TAGS].get(contract.TAG_JOIN, contract.JOIN_PUSH) if role == contract.ROLE_WORKER else None,
         "ec2_instance_id": record[REC_ID],
         "ec2_region": region,
@@ -625,9 +637,9 @@ def prepare_host_vars(record, region, cluster_name, role, node_name, boot, addre
         "ec2_availability_zone": record[REC_ZONE],
         "ec2_tags": record[REC_TAGS],
     }
-    if boot.host:
-        # The boot server's inventory hostname (the one `hostnames` gave it), for delegate_to/hostvars.
-        hostvars["erlang_boot_server_host"] = boot.host
+    if boot.hosts:
+        # The first boot server's inventory hostname (the one `hostnames` gave it), for delegate_to/hostvars.
+        hostvars["erlang_boot_server_host"] = boot.hosts[0]
     if boot.problem:
         hostvars["erlang_cluster_problem"] = boot.problem
     address = record[address_field]

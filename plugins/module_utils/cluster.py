@@ -127,19 +127,72 @@ def node_id(name, private_ip):
     return "%s@%s" % (name, private_ip)
 
 
-def render_user_data(cluster, role, node_name, boot_server_ip=None, boot_node_name=None, extra=None):
-    """Render the user-data file; raises ClusterContractError on bad input or size > 16 KB."""
+# The boot server keys of the user data: the lists (every boot server) and the first, for older readers.
+UD_BOOT_SERVER_IP = "ERLANG_BOOT_SERVER_IP"
+UD_BOOT_NODE = "ERLANG_BOOT_NODE"
+UD_BOOT_SERVER_IPS = "ERLANG_BOOT_SERVER_IPS"
+UD_BOOT_NODES = "ERLANG_BOOT_NODES"
+UD_BOOT_KEYS = (UD_BOOT_SERVER_IP, UD_BOOT_NODE, UD_BOOT_SERVER_IPS, UD_BOOT_NODES)
+# Set by render_user_data from its arguments: user_data extra may not set them.
+UD_RESERVED_KEYS = ("ERLANG_CLUSTER", "ERLANG_ROLE", "ERLANG_NODE_NAME") + UD_BOOT_KEYS
+
+
+def ipv4_sort_key(ip):
+    """Numeric order of dotted quads (172.31.0.9 before 172.31.0.10); anything else after them, as text."""
+    if not is_ipv4(ip):
+        return (1, (), str(ip))
+    return (0, tuple(int(part) for part in ip.split(".")), "")
+
+
+def sort_ipv4(ips):
+    """Addresses sorted numerically; ClusterContractError on one that is not a dotted quad."""
+    for ip in ips:
+        if not is_ipv4(ip):
+            raise ClusterContractError("boot server address %r is not a dotted-quad IPv4 address" % (ip,))
+    return sorted(ips, key=ipv4_sort_key)
+
+
+def boot_server_list(boot_server_ips, boot_node_names=None):
+    """[(ip, node)] of the boot servers, sorted by address.
+
+    boot_node_names: None (every one is `boot`), one name for all, or {ip: name}.
+    """
+    ips = list(boot_server_ips or [])
+    if len(set(ips)) != len(ips):
+        raise ClusterContractError("boot server addresses are repeated: %s" % ", ".join(ips))
+    servers = []
+    for ip in sort_ipv4(ips):
+        if isinstance(boot_node_names, dict):
+            name = boot_node_names.get(ip)
+        else:
+            name = boot_node_names
+        name = validate_node_name(name or default_node_name(ROLE_BOOT_SERVER))
+        servers.append((ip, node_id(name, ip)))
+    return servers
+
+
+def render_user_data(cluster, role, node_name, boot_server_ip=None, boot_node_name=None, extra=None, boot_server_ips=None):
+    """Render the user-data file; raises ClusterContractError on bad input or size > 16 KB.
+
+    boot_server_ip (one) or boot_server_ips (a list, any order) name the cluster's boot servers;
+    boot_node_name is the name part of their nodes: one name for all, or {ip: name}.
+    """
     validate_cluster_name(cluster)
     validate_role(role)
     validate_node_name(node_name)
+    if boot_server_ip and boot_server_ips:
+        raise ClusterContractError("give boot_server_ip or boot_server_ips, not both")
     pairs = [("ERLANG_CLUSTER", cluster), ("ERLANG_ROLE", role), ("ERLANG_NODE_NAME", node_name)]
-    if boot_server_ip:
-        if not is_ipv4(boot_server_ip):
-            raise ClusterContractError("boot server address %r is not a dotted-quad IPv4 address" % (boot_server_ip,))
-        pairs.append(("ERLANG_BOOT_SERVER_IP", boot_server_ip))
-        pairs.append(("ERLANG_BOOT_NODE", node_id(boot_node_name or default_node_name(ROLE_BOOT_SERVER), boot_server_ip)))
+    servers = boot_server_list([boot_server_ip] if boot_server_ip else boot_server_ips, boot_node_name)
+    if servers:
+        pairs.append((UD_BOOT_SERVER_IP, servers[0][0]))
+        pairs.append((UD_BOOT_NODE, servers[0][1]))
+        pairs.append((UD_BOOT_SERVER_IPS, ",".join(ip for ip, node in servers)))
+        pairs.append((UD_BOOT_NODES, ",".join(node for ip, node in servers)))
     for key, value in sorted((extra or {}).items()):
         key = "ERLANG_" + key.upper() if not key.upper().startswith("ERLANG_") else key.upper()
+        if key in UD_RESERVED_KEYS:
+            raise ClusterContractError("user data extra may not set %s: it comes from the cluster, role, node name and boot servers" % key)
         pairs.append((key, value))
     lines = [USER_DATA_MARKER]
     for key, value in pairs:
@@ -158,7 +211,10 @@ def render_user_data(cluster, role, node_name, boot_server_ip=None, boot_node_na
 
 
 def parse_user_data(text):
-    """Parse user data rendered by render_user_data; returns a dict or None if it is not ours."""
+    """Parse user data rendered by render_user_data; returns a dict or None if it is not ours.
+
+    The boot server keys are checked and completed (check_boot_servers): the result has all four or none.
+    """
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     lines = text.splitlines()
@@ -173,4 +229,51 @@ def parse_user_data(text):
         if not sep or not USER_DATA_KEY_RE.match(key) or not USER_DATA_VALUE_RE.match(value):
             raise ClusterContractError("malformed user-data line: %r" % line)
         result[key] = value
-    return result
+    return check_boot_servers(result)
+
+
+def check_boot_servers(settings):
+    """Check the boot server keys of parsed user data and complete them (the bootstrap escript does the same).
+
+    1. None of the four keys: no boot server, nothing added.
+    2. ERLANG_BOOT_SERVER_IPS and ERLANG_BOOT_NODES: both or neither. Without them (user data written before
+       several boot servers), ERLANG_BOOT_SERVER_IP and ERLANG_BOOT_NODE (both needed) are a list of one.
+    3. The lists split at ',': the same length (at least 1), every address a dotted quad, no address twice,
+       every node `<node name>@<address at the same position>`. Their order is kept.
+    4. ERLANG_BOOT_SERVER_IP and ERLANG_BOOT_NODE, when present, are the first of each list; when absent they
+       are set to it.
+    """
+    present = [key for key in UD_BOOT_KEYS if key in settings]
+    if not present:
+        return settings
+    ips_text, nodes_text = settings.get(UD_BOOT_SERVER_IPS), settings.get(UD_BOOT_NODES)
+    if (ips_text is None) != (nodes_text is None):
+        raise ClusterContractError("user data has %s without %s" % (
+            (UD_BOOT_SERVER_IPS, UD_BOOT_NODES) if nodes_text is None else (UD_BOOT_NODES, UD_BOOT_SERVER_IPS)))
+    if ips_text is None:
+        if UD_BOOT_SERVER_IP not in settings or UD_BOOT_NODE not in settings:
+            raise ClusterContractError("user data has %s without %s" % (
+                (UD_BOOT_SERVER_IP, UD_BOOT_NODE) if UD_BOOT_NODE not in settings else (UD_BOOT_NODE, UD_BOOT_SERVER_IP)))
+        ips_text, nodes_text = settings[UD_BOOT_SERVER_IP], settings[UD_BOOT_NODE]
+    ips, nodes = ips_text.split(","), nodes_text.split(",")
+    if len(ips) != len(nodes):
+        raise ClusterContractError("user data lists %d boot server address(es) but %d boot node(s)" % (len(ips), len(nodes)))
+    for ip, node in zip(ips, nodes):
+        if not is_ipv4(ip):
+            raise ClusterContractError("user data boot server address %r is not a dotted-quad IPv4 address" % (ip,))
+        if not is_node_name(node, host=ip):
+            raise ClusterContractError("user data boot node %r is not <node name>@%s" % (node, ip))
+    if len(set(ips)) != len(ips):
+        raise ClusterContractError("user data lists a boot server address twice: %s" % ips_text)
+    for key, first in ((UD_BOOT_SERVER_IP, ips[0]), (UD_BOOT_NODE, nodes[0])):
+        if settings.setdefault(key, first) != first:
+            raise ClusterContractError("user data %s=%s is not the first of the list (%s)" % (key, settings[key], first))
+    settings[UD_BOOT_SERVER_IPS], settings[UD_BOOT_NODES] = ips_text, nodes_text
+    return settings
+
+
+def boot_servers_of(settings):
+    """[(ip, node)] of parsed user data (parse_user_data), in its order; [] without a boot server."""
+    if UD_BOOT_SERVER_IPS not in settings:
+        return []
+    return list(zip(settings[UD_BOOT_SERVER_IPS].split(","), settings[UD_BOOT_NODES].split(",")))

@@ -181,13 +181,15 @@ def plan_changes(members, role, count, subnet_ids=None, termination_order=NEWEST
     return {"terminate": terminate, "start": start, "launch": launch}
 
 
-def find_boot_server(records):
-    """The cluster's boot server record, None if there is none; PlanError if ambiguous."""
+def find_boot_servers(records):
+    """The cluster's running (or pending) boot servers with a private IP, sorted by address (numerically)."""
     boot = [r for r in records if r["role"] == contract.ROLE_BOOT_SERVER and r["state"] in ("pending", "running") and r["private_ip"]]
-    if len(boot) > 1:
-        raise PlanError(
-            "the cluster has %d boot servers (%s): pass boot_server_ip to choose one" % (len(boot), ", ".join(r["id"] for r in boot))
-        )
+    return sorted(boot, key=lambda r: contract.ipv4_sort_key(r["private_ip"]))
+
+
+def find_boot_server(records):
+    """The first of find_boot_servers (lowest address), None if there is none."""
+    boot = find_boot_servers(records)
     return boot[0] if boot else None
 
 

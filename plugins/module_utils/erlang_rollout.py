@@ -12,6 +12,9 @@ Used by the cluster_restart module (the rolling_restart playbook runs it once, o
   not_reached, ``unavailable_ms``, ``elapsed_ms``, ``before_version``, ``after_version``, ``message``, ``touched``: it
   was restarted, or waited for when down), and the
   failure message or None. ``make_node(name)`` gives an ErlangNode.
+  With ``params["only_stale"]`` (a run resumed by another boot server), the running nodes already on
+  ``expected_version`` are left alone (action ``up_to_date``, not touched); nodes down or still starting are waited
+  for first, one at a time, before any other is touched.
 - ``Rollout(...).plan()``: per node, without changing anything: running, the local files to copy, needs a new VM.
 - ``current_release(link)``: (name, version) of the release a boot server's `current` link points at.
 - ``http_gate(url, params)``, ``mfa_gate(node, params)``: None when the gate passes, else why not.
@@ -210,8 +213,27 @@ class Rollout(object):
         """Nodes that are down first (one batch each: systemd brings them back onto current), then the rest."""
         down = [name for name in self.names if not self.answers(name)]
         running = [name for name in self.names if name not in down]
+        if self.params.get("only_stale"):
+            starting, running = self.stale(running)
+            down += starting
         size = self.params["serial"]
         return [[name] for name in down] + [running[i:i + size] for i in range(0, len(running), size)]
+
+    def stale(self, running):
+        """only_stale: (nodes not yet started, to wait for first; nodes on another release than expected_version).
+        A node already on expected_version is reported up_to_date and not touched (a resumed run restarted it)."""
+        starting, stale = [], []
+        for name in running:
+            # None: it stopped answering, or is mid-restart (not started yet): waited for before any other goes down.
+            facts = self.before(name)
+            if facts is None:
+                starting.append(name)
+            elif facts.get("release_version") == self.params["expected_version"]:
+                version = facts.get("release_version")
+                self.entry(name).update(action="up_to_date", before_version=version, after_version=version)
+            else:
+                stale.append(name)
+        return starting, stale
 
     def answers(self, name):
         """A node counts as running while epmd on its host knows it (one TCP round trip, no Erlang call)."""

@@ -23,8 +23,13 @@ description:
   - Surplus instances are terminated, newest first by default (see O(termination_order)). A boot
     server is never terminated unless O(allow_boot_server_termination=true).
   - New instances get user data (a C(KEY=value) file, see the collection's C(docs/design.md)) naming
-    their cluster, role, node name and, for workers, the boot server address. It never carries the
-    Erlang cookie or another secret, and is checked to be at most 16 KB before any API call.
+    their cluster, role, node name and, for workers, every boot server of the cluster (sorted by address).
+    It never carries the Erlang cookie or another secret. It is checked to be at most 16 KB before any API call
+    (with the boot servers given in O(boot_server_ip) or O(boot_server_ips), else with one boot server of the
+    longest address and node name), and again with the cluster's actual boot servers before any change.
+  - A cluster may have several boot servers (O(role=boot_server) with O(count) greater than 1). They are spread
+    over O(subnet_ids) like workers, so give at least as many subnets (in different availability zones) as boot
+    servers to put each in its own.
   - "Members launched by an Auto Scaling group (tag C(aws:autoscaling:groupName)) are counted, but a run
     that would launch, start or terminate members fails without any change: the group owns their number."
   - Only the number of members is enforced. Existing instances are never modified or replaced
@@ -49,7 +54,8 @@ options:
   count:
     description:
       - Exact number of instances of O(role) wanted in O(cluster).
-      - At most 1 for a boot server unless O(allow_multiple_boot_servers=true).
+      - For a boot server, 1 or more keeps that many (2 or 3 for availability); lowering it needs
+        O(allow_boot_server_termination=true).
     type: int
     required: true
   image_id:
@@ -107,12 +113,21 @@ options:
     type: str
   boot_server_ip:
     description:
-      - Private IPv4 address of the boot server, written in the user data of new workers.
-      - Default is the private IP of the cluster's running boot server, found in the same
-        DescribeInstances request that lists the cluster. If there is none, workers are launched
-        without a boot server address (with a warning, or a failure with O(join=self)); if there
-        are several, the task fails.
+      - Private IPv4 address of the one boot server written in the user data of new workers.
+      - Default is every running boot server of the cluster, found in the same DescribeInstances
+        request that lists the cluster. If there is none, workers are launched without a boot server
+        address (with a warning, or a failure with O(join=self)).
+      - Mutually exclusive with O(boot_server_ips).
     type: str
+  boot_server_ips:
+    description:
+      - Private IPv4 addresses of the boot servers written in the user data of new workers (in any
+        order; the user data lists them sorted by address). Same default as O(boot_server_ip).
+      - Their node names are taken from the cluster's boot servers at these addresses, else C(boot).
+      - Mutually exclusive with O(boot_server_ip).
+    type: list
+    elements: str
+    version_added: 0.2.0
   join:
     description:
       - How new workers join the cluster. Only for O(role=worker).
@@ -172,9 +187,9 @@ options:
     default: false
   allow_multiple_boot_servers:
     description:
-      - Allow O(count) greater than 1 for O(role=boot_server).
+      - Deprecated and ignored; O(count) greater than 1 for O(role=boot_server) is always allowed now.
+        Passing it gives a deprecation warning.
     type: bool
-    default: false
   wait:
     description:
       - Wait until launched and started instances run and terminated ones are gone.
@@ -210,7 +225,17 @@ EXAMPLES = r"""
     security_group_ids: [sg-0123]
     instance_profile: erlang-node
 
-- name: Ten workers, spread over two subnets, pointed at the boot server found above
+- name: Two boot servers, one per subnet (each in its own availability zone)
+  skunkworks.erlang_ec2.cluster_instances:
+    cluster: demo
+    role: boot_server
+    count: 2
+    image_id: ami-0123456789abcdef0
+    instance_type: t3.small
+    subnet_ids: [subnet-0aaa, subnet-0bbb]
+  register: boot_servers
+
+- name: Ten workers, spread over two subnets, with every boot server found in their user data
   skunkworks.erlang_ec2.cluster_instances:
     cluster: demo
     role: worker
@@ -306,10 +331,17 @@ terminated:
   type: list
   elements: str
 boot_server_ip:
-  description: Boot server address written in new workers' user data (null if none).
+  description: The first (lowest) boot server address written in new workers' user data (null if none).
   returned: always
   type: str
   sample: 172.31.0.4
+boot_server_ips:
+  description: Every boot server address written in new workers' user data, sorted by address (empty if none).
+  returned: always
+  type: list
+  elements: str
+  sample: ["172.31.0.4", "172.31.16.4"]
+  version_added: 0.2.0
 user_data:
   description: The user data given (or that would be given) to new instances. It holds no secret.
   returned: always
@@ -348,6 +380,7 @@ ARGUMENT_SPEC = dict(
     volume_type=dict(type="str", choices=["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"], default="gp3"),
     node_name=dict(type="str"),
     boot_server_ip=dict(type="str"),
+    boot_server_ips=dict(type="list", elements="str"),
     join=dict(type="str", choices=list(contract.JOIN_MODES), default=contract.JOIN_PUSH),
     user_data_extra=dict(type="dict", default={}),
     metadata_tokens=dict(type="str", choices=["required", "optional"], default="required"),
@@ -356,7 +389,8 @@ ARGUMENT_SPEC = dict(
     termination_order=dict(type="str", choices=[ec2_cluster.NEWEST_FIRST, ec2_cluster.OLDEST_FIRST], default=ec2_cluster.NEWEST_FIRST),
     terminate_instance_ids=dict(type="list", elements="str", default=[]),
     allow_boot_server_termination=dict(type="bool", default=False),
-    allow_multiple_boot_servers=dict(type="bool", default=False),
+    # Deprecated no-op: several boot servers need no permission any more.
+    allow_multiple_boot_servers=dict(type="bool", removed_in_version="1.0.0", removed_from_collection="skunkworks.erlang_ec2"),
     wait=dict(type="bool", default=True),
     wait_timeout=dict(type="int", default=600),
 )
@@ -371,16 +405,19 @@ def preflight(module):
         contract.validate_node_name(node_name)
         if p["count"] < 0:
             raise contract.ClusterContractError("count must be 0 or more, got %d" % p["count"])
-        if p["role"] == contract.ROLE_BOOT_SERVER and p["count"] > 1 and not p["allow_multiple_boot_servers"]:
-            raise contract.ClusterContractError("a cluster has one boot server: count=%d needs allow_multiple_boot_servers=true" % p["count"])
         if p["count"] > 0:
             missing = [k for k in ("image_id", "instance_type") if not p[k]]
             if missing:
                 raise contract.ClusterContractError("%s %s required when count > 0" % (" and ".join(missing), "is" if len(missing) == 1 else "are"))
         if p["boot_server_ip"] is not None and not contract.is_ipv4(p["boot_server_ip"]):
             raise contract.ClusterContractError("boot_server_ip %r is not a dotted-quad IPv4 address" % p["boot_server_ip"])
-        if p["boot_server_ip"] and p["role"] == contract.ROLE_BOOT_SERVER:
-            raise contract.ClusterContractError("boot_server_ip is for workers; a boot server does not get one")
+        for ip in p["boot_server_ips"] or []:
+            if not contract.is_ipv4(ip):
+                raise contract.ClusterContractError("boot_server_ips: %r is not a dotted-quad IPv4 address" % (ip,))
+        if len(set(p["boot_server_ips"] or [])) != len(p["boot_server_ips"] or []):
+            raise contract.ClusterContractError("boot_server_ips names an address twice: %s" % ", ".join(p["boot_server_ips"]))
+        if (p["boot_server_ip"] or p["boot_server_ips"]) and p["role"] == contract.ROLE_BOOT_SERVER:
+            raise contract.ClusterContractError("boot_server_ip and boot_server_ips are for workers; a boot server does not get one")
         if p["join"] == contract.JOIN_SELF and p["role"] != contract.ROLE_WORKER:
             raise contract.ClusterContractError("join=self is for workers; a boot server is set up by the site playbook")
         reserved = sorted(k for k in p["tags"] if k in RESERVED_TAGS)
@@ -390,33 +427,37 @@ def preflight(module):
             raise contract.ClusterContractError("volume_size must be at least 1 (GiB), got %d" % p["volume_size"])
         if p["wait_timeout"] < 0 or not 1 <= p["metadata_hop_limit"] <= 64:
             raise contract.ClusterContractError("wait_timeout must be >= 0 and metadata_hop_limit between 1 and 64")
-        # The size and secret checks, with the longest boot server part this run could add.
-        worst_ip = None
+        # The size and secret checks with the boot servers given, else one of the longest address and node name;
+        # refuse() checks again with the cluster's boot servers, before any change.
+        worst_ips = []
         if p["role"] == contract.ROLE_WORKER:
-            worst_ip = p["boot_server_ip"] or WORST_CASE_BOOT_IP
-        render_user_data(module, node_name, worst_ip, WORST_CASE_BOOT_NODE_NAME)
+            worst_ips = given_boot_server_ips(p) or [WORST_CASE_BOOT_IP]
+        render_user_data(module, node_name, worst_ips, WORST_CASE_BOOT_NODE_NAME)
     except contract.ClusterContractError as e:
         module.fail_json(msg=str(e))
     return node_name
 
 
-def render_user_data(module, node_name, boot_server_ip, boot_node_name):
+def given_boot_server_ips(params):
+    """The boot server addresses given in boot_server_ip or boot_server_ips ([] if none)."""
+    return [params["boot_server_ip"]] if params["boot_server_ip"] else list(params["boot_server_ips"] or [])
+
+
+def render_user_data(module, node_name, boot_server_ips, boot_node_names):
     p = module.params
-    return contract.render_user_data(p["cluster"], p["role"], node_name, boot_server_ip, boot_node_name, extra=p["user_data_extra"])
+    return contract.render_user_data(p["cluster"], p["role"], node_name, boot_node_name=boot_node_names,
+                                     extra=p["user_data_extra"], boot_server_ips=boot_server_ips)
 
 
-def resolve_boot_server(module, records):
-    """(ip, node name) of the boot server for new workers' user data."""
+def resolve_boot_servers(module, records):
+    """([ip], {ip: node name}) of the boot servers for new workers' user data, sorted by address."""
     p = module.params
     if p["role"] != contract.ROLE_WORKER:
-        return None, None
-    if p["boot_server_ip"]:
-        named = [r for r in records if r["role"] == contract.ROLE_BOOT_SERVER and r["private_ip"] == p["boot_server_ip"]]
-        return p["boot_server_ip"], (named[0]["node_name"] if named else None)
-    boot = ec2_cluster.find_boot_server(records)
-    if boot is None:
-        return None, None
-    return boot["private_ip"], boot["node_name"]
+        return [], {}
+    names = dict((r["private_ip"], r["node_name"]) for r in records if r["role"] == contract.ROLE_BOOT_SERVER and r["private_ip"])
+    ips = given_boot_server_ips(p) or [r["private_ip"] for r in ec2_cluster.find_boot_servers(records)]
+    ips = contract.sort_ipv4(ips)
+    return ips, dict((ip, names[ip]) for ip in ips if ip in names)
 
 
 def run(module, client, node_name):
@@ -427,8 +468,8 @@ def run(module, client, node_name):
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         module.fail_json_aws(e, msg="Failed to describe the instances of cluster %s" % p["cluster"])
     members = ec2_cluster.sort_by_age([r for r in records if r["role"] == p["role"]])
-    plan, boot_ip, user_data, image = refuse(module, client, node_name, records, members)
-    result = planned_result(plan, boot_ip, user_data)
+    plan, boot_ips, user_data, image = refuse(module, client, node_name, records, members)
+    result = planned_result(plan, boot_ips, user_data)
     before_ids = [r["id"] for r in members]
     kept = [i for i in before_ids if i not in plan["terminate"]]
     if not result["changed"] or module.check_mode:
@@ -442,7 +483,7 @@ def run(module, client, node_name):
     module.exit_json(**result)
 
 
-def planned_result(plan, boot_ip, user_data):
+def planned_result(plan, boot_ips, user_data):
     """The module's result for a plan, before anything is done (what check mode reports)."""
     return dict(
         changed=bool(plan["launch"] or plan["start"] or plan["terminate"]),
@@ -450,7 +491,8 @@ def planned_result(plan, boot_ip, user_data):
         launch_plan=[dict(subnet_id=s, count=n) for s, n in plan["launch"]],
         started=plan["start"],
         terminated=plan["terminate"],
-        boot_server_ip=boot_ip,
+        boot_server_ip=boot_ips[0] if boot_ips else None,
+        boot_server_ips=boot_ips,
         user_data=user_data,
     )
 
@@ -466,7 +508,7 @@ def autoscaling_refusal(params, members, plan):
 
 
 def refuse(module, client, node_name, records, members):
-    """The plan, or a failure with nothing changed: (plan, boot server ip, user data, node image or None)."""
+    """The plan, or a failure with nothing changed: (plan, boot server ips, user data, node image or None)."""
     p = module.params
     instances = [ec2_cluster.public_record(r) for r in members]
     try:
@@ -474,13 +516,8 @@ def refuse(module, client, node_name, records, members):
             members, p["role"], p["count"], p["subnet_ids"], p["termination_order"],
             p["terminate_instance_ids"], p["allow_boot_server_termination"],
         )
-        try:
-            boot_ip, boot_node_name = resolve_boot_server(module, records)
-        except ec2_cluster.PlanError:
-            if plan["launch"]:
-                raise
-            boot_ip, boot_node_name = None, None  # ambiguous, but nothing is launched with it
-        user_data = render_user_data(module, node_name, boot_ip, boot_node_name)
+        boot_ips, boot_node_names = resolve_boot_servers(module, records)
+        user_data = render_user_data(module, node_name, boot_ips, boot_node_names)
     except (ec2_cluster.PlanError, contract.ClusterContractError) as e:
         module.fail_json(msg=str(e), instances=instances)
     refusal = autoscaling_refusal(p, members, plan)
@@ -488,17 +525,17 @@ def refuse(module, client, node_name, records, members):
         module.fail_json(msg=refusal, instances=instances)
     image = None
     if plan["launch"] and p["join"] == contract.JOIN_SELF:
-        image = self_join_image(module, client, boot_ip, instances)
-    elif plan["launch"] and p["role"] == contract.ROLE_WORKER and not boot_ip:
+        image = self_join_image(module, client, boot_ips, instances)
+    elif plan["launch"] and p["role"] == contract.ROLE_WORKER and not boot_ips:
         module.warn("cluster %s has no running boot server: new workers get no boot server address in their user data" % p["cluster"])
-    return plan, boot_ip, user_data, image
+    return plan, boot_ips, user_data, image
 
 
-def self_join_image(module, client, boot_ip, instances):
+def self_join_image(module, client, boot_ips, instances):
     """The node image of a join=self launch, checked in check mode too: a launch that could not join is refused."""
     p = module.params
-    if not boot_ip:
-        module.fail_json(msg="join=self needs a running boot server in cluster %s (or boot_server_ip): its address goes "
+    if not boot_ips:
+        module.fail_json(msg="join=self needs a running boot server in cluster %s (or boot_server_ip(s)): its address goes "
                              "in the new workers' user data. Nothing was launched." % p["cluster"], instances=instances)
     try:
         image = ec2_cluster.describe_image(client, p["image_id"])
@@ -610,7 +647,8 @@ def set_diff(result, before_ids, after_ids):
 
 
 def main():
-    module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleAWSModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                              mutually_exclusive=[("boot_server_ip", "boot_server_ips")])
     # Preflight before the client exists: bad input fails without any request.
     node_name = preflight(module)
     client = module.client("ec2", retry_decorator=AWSRetry.jittered_backoff(

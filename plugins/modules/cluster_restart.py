@@ -73,6 +73,16 @@ options:
         to see every other before it goes down. The report's action is C(rolled_back) instead of C(restarted).
     type: bool
     default: false
+  only_stale:
+    description:
+      - "Restart only the running nodes whose release version differs from O(expected_version) (required with it):
+        a node already on it is reported C(up_to_date) and not touched. Used to resume a rollout that another host
+        started and could not finish (the rolling_restart playbook's failover to the next boot server), so that the
+        nodes already restarted onto the new release are not restarted again."
+      - "As without it, nodes that do not answer, or answer but have not finished starting (a node the interrupted
+        run was restarting), are waited for first, one at a time, before any other node goes down."
+    type: bool
+    default: false
   health_status:
     description: HTTP status code the C(health_url) of a node must answer.
     type: int
@@ -196,6 +206,16 @@ EXAMPLES = r"""
     pause: 10
     cookie_file: /var/lib/erlang-ec2/.erlang.cookie
   register: rollout
+
+- name: Resume that rollout from another host, restarting only the workers not yet on 2.0.0
+  skunkworks.erlang_ec2.cluster_restart:
+    nodes:
+      - {node: worker@172.31.0.5}
+      - {node: worker@172.31.0.6}
+      - {node: worker@172.31.0.7}
+    expected_version: 2.0.0
+    only_stale: true
+    cookie_file: /var/lib/erlang-ec2/.erlang.cookie
 """
 
 RETURN = r"""
@@ -209,7 +229,9 @@ nodes:
       description: The node.
       type: str
     action:
-      description: C(restarted) (or C(rolled_back) with O(rollback)), C(failed), or C(not_reached) (the run stopped before it).
+      description:
+        - C(restarted) (or C(rolled_back) with O(rollback)), C(failed), or C(not_reached) (the run stopped before it).
+        - C(up_to_date) with O(only_stale), for a running node already on O(expected_version) (not touched).
       type: str
     touched:
       description: Whether the node was restarted (or, being down, waited for).
@@ -289,6 +311,7 @@ def argument_spec():
         pause=dict(type="int", default=0),
         restart_timeout=dict(type="int", default=120),
         rollback=dict(type="bool", default=False),
+        only_stale=dict(type="bool", default=False),
         health_status=dict(type="int", default=200),
         health_body=dict(type="str"),
         health_mfa=dict(type="dict", options=dict(
@@ -313,6 +336,8 @@ def check_params(module):
     errors = check_gates(params)
     if params["restart_timeout"] < 1:
         errors.append("restart_timeout must be at least 1 second")
+    if params["only_stale"] and not params["expected_version"]:
+        errors.append("only_stale needs expected_version (the release the nodes must end on)")
     if not 10 <= params["poll_interval_ms"] <= 5000:
         errors.append("poll_interval_ms must be between 10 and 5000")
     names = [entry["node"] for entry in params["nodes"]]
@@ -374,9 +399,9 @@ def record(module, report):
     if not options:
         return None
     version = options["release_version"] or version
+    touched = [node for node in report if node["touched"]]
     entry = dict(kind=options["kind"], release_name=options["release_name"], release_version=version, result="ok",
-                 message="%d worker(s) restarted onto %s" % (len(report), version),
-                 nodes=[node for node in report if node["touched"]])
+                 message="%d worker(s) restarted onto %s" % (len(touched), version), nodes=touched)
     try:
         return append_rollout(options["path"], entry, options["group"])
     except (OSError, IOError, KeyError) as exc:

@@ -6,10 +6,15 @@
 %% service user's home so that the cookie is read from the layout's cookie file in $HOME (never from
 %% the command line); the unit gives the layout's paths and unit name as options. Steps:
 %%   1. IMDSv2 token, user data (the "# erlang-ec2 user-data v1" KEY=value contract) and local-ipv4;
-%%   2. a short-lived controller node bootstrap-<random>@<own ip> calls add_slave(<own ip>) on the
-%%      boot server node, retrying with backoff until the deadline while it is unreachable;
-%%   3. writes the worker's settings (EnvironmentFile and erl args file) and starts the worker unit;
-%%   4. waits until the worker runs its release and is connected to the boot node and the contact nodes.
+%%   2. a short-lived controller node bootstrap-<random>@<own ip> calls add_slave(<own ip>) on every boot
+%%      server node that answers (ERLANG_BOOT_NODES, or the single ERLANG_BOOT_NODE of older user data),
+%%      retrying with backoff until the deadline while none answers; one that does not answer is skipped
+%%      (it is levelled from its peers when it comes back);
+%%   3. writes the worker's settings (EnvironmentFile: -hosts names every boot server; erl args file:
+%%      sync_nodes_optional names every boot node, which keep themselves connected to every live worker,
+%%      so the list never goes stale) and starts the worker unit;
+%%   4. waits until the worker runs its release and is connected to the boot nodes that allowed it and the
+%%      contact nodes.
 %% Exit 0 when joined (or when the user data says this host is not a worker); 1 with a logged cause otherwise.
 %% The controller node is hidden: it never becomes part of the cluster (global does not mesh it).
 %% Log lines carry sd-daemon priority prefixes (<3> error, <4> warning, <6> info) for the journal.
@@ -31,6 +36,8 @@ usage() ->
     "         [--sync-nodes-timeout MS] [--format-file PATH]\n"
     "       " ++ prog() ++ " --parse-user-data FILE [--format-file PATH]\n"
     "         (prints KEY=value lines of FILE read as user data, or `not ours`; for tests)\n"
+    "       " ++ prog() ++ " --check-user-data FILE [--format-file PATH]\n"
+    "         (prints what the bootstrap takes from FILE, lists comma-separated, or fails as it would; for tests)\n"
     "The paths and the unit name are the host layout's (the node_image role's unit passes them).\n"
     "Every option also reads ERLANG_EC2_BOOTSTRAP_<OPTION> (e.g. ERLANG_EC2_BOOTSTRAP_DEADLINE);\n"
     "the user-data key ERLANG_BOOTSTRAP_DEADLINE may shorten --deadline for one instance.\n".
@@ -77,6 +84,17 @@ dispatch(["--parse-user-data", File | Args]) ->
                 not_ours -> io:put_chars("not ours\n");
                 {ok, Map} -> [io:format("~s=~s~n", [K, V]) || {K, V} <- lists:sort(maps:to_list(Map))]
             end,
+            halt(0);
+        {error, Reason} ->
+            fail("cannot read ~s: ~p", [File, Reason])
+    end;
+dispatch(["--check-user-data", File | Args]) ->
+    %% What the bootstrap takes from FILE as a worker's user data (checked; the boot servers as lists): for tests.
+    load_format(parse_args(Args, from_env(defaults()))),
+    case file:read_file(File) of
+        {ok, Bin} ->
+            Show = fun(V) when is_list(V), V =/= [], is_list(hd(V)) -> lists:join(",", V); (V) -> V end,
+            [io:format("~s=~s~n", [K, Show(V)]) || {K, V} <- lists:sort(maps:to_list(parse_user_data(Bin)))],
             halt(0);
         {error, Reason} ->
             fail("cannot read ~s: ~p", [File, Reason])
@@ -153,27 +171,34 @@ run(Opts0) ->
                      _ -> fail("IMDS local-ipv4 is not an IPv4 address: ~p", [OwnIpStr])
                  end,
     Cluster = maps:get("ERLANG_CLUSTER", Settings),
-    BootIp = maps:get("ERLANG_BOOT_SERVER_IP", Settings),
-    BootNode = list_to_atom(maps:get("ERLANG_BOOT_NODE", Settings)),
+    %% Every boot server, sorted by address (check_settings/1 made lists of one of older user data's single pair).
+    BootIps = maps:get("ERLANG_BOOT_SERVER_IPS", Settings),
+    BootNodes = [list_to_atom(N) || N <- maps:get("ERLANG_BOOT_NODES", Settings)],
     WorkerNode = list_to_atom(maps:get("ERLANG_NODE_NAME", Settings) ++ "@" ++ OwnIpStr),
     Contacts = [list_to_atom(N) || N <- maps:get("ERLANG_CONTACT_NODES", Settings, [])] -- [WorkerNode],
-    log(6, "cluster ~s: worker ~s, boot server ~s (~s), contact nodes ~p, deadline ~b s",
-        [Cluster, WorkerNode, BootNode, BootIp, Contacts, maps:get(deadline, Opts)]),
+    log(6, "cluster ~s: worker ~s, boot servers ~p (~s), contact nodes ~p, deadline ~b s",
+        [Cluster, WorkerNode, BootNodes, lists:join(",", BootIps), Contacts, maps:get(deadline, Opts)]),
     start_controller(OwnIpStr, Opts),
-    register_on_boot_server(BootNode, OwnIpTuple, Deadline),
-    check_erts(BootNode),
-    Release = release_name(Settings, BootNode, Opts),
-    Known = known_workers(BootNode, maps:get("ERLANG_NODE_NAME", Settings)) -- [WorkerNode],
-    SyncNodes = lists:usort([BootNode | Contacts] ++ Known),
+    Allowed = register_on_boot_servers(BootNodes, OwnIpTuple, Deadline),
+    check_erts(Allowed),
+    Release = release_name(Settings, Allowed, Opts),
+    %% Every boot node and nothing that goes stale: the boot servers keep themselves connected to every live
+    %% worker, and global's mesh connects the starting worker to them all.
+    SyncNodes = BootNodes ++ (Contacts -- BootNodes),
     log(6, "the worker will connect at start to ~p", [SyncNodes]),
     write_settings(Opts, [{"ERLANG_CLUSTER", Cluster}, {"ERLANG_NODE", atom_to_list(WorkerNode)},
-                          {"ERLANG_BOOT_SERVER_IP", BootIp}, {"ERLANG_BOOT_NODE", atom_to_list(BootNode)},
+                          {"ERLANG_BOOT_SERVER_IP", hd(BootIps)}, {"ERLANG_BOOT_NODE", atom_to_list(hd(BootNodes))},
+                          {"ERLANG_BOOT_SERVER_IPS", lists:join(",", BootIps)},
+                          {"ERLANG_BOOT_NODES", lists:join(",", [atom_to_list(N) || N <- BootNodes])},
+                          %% For the unit's -hosts: systemd splits an unbraced $ERLANG_LOADER_HOSTS at spaces.
+                          {"ERLANG_LOADER_HOSTS", ["\"", lists:join(" ", BootIps), "\""]},
                           {"ERLANG_RELEASE_NAME", Release}], SyncNodes),
     start_worker(Opts),
     JoinDeadline = now_ms() + maps:get(join_timeout, Opts) * 1000,
-    wait_joined(WorkerNode, [BootNode | Contacts], Opts, JoinDeadline),
+    Expected = Allowed ++ (Contacts -- Allowed),
+    wait_joined(WorkerNode, Expected, Opts, JoinDeadline),
     log(6, "joined: ~s runs ~s and is connected to ~p (~b nodes in all); ~b ms since the bootstrap started",
-        [WorkerNode, Release, [BootNode | Contacts], length(connected(WorkerNode)), now_ms() - Start]),
+        [WorkerNode, Release, Expected, length(connected(WorkerNode)), now_ms() - Start]),
     net_kernel:stop(),
     halt(0).
 
@@ -235,16 +260,68 @@ http_opts() ->
 %% The reader of plugins/module_utils/cluster.py's parse_user_data, step for step (the shared cases of
 %% tests/unit/plugins/module_utils/user_data_cases.json are fed to both): decode UTF-8 (a bad byte becomes
 %% U+FFFD), split lines as Python's str.splitlines, strip as str.strip, the marker on the first line or
-%% not_ours, skip blank and # lines, KEY=value split at the first =, the last of a repeated key wins.
+%% not_ours, skip blank and # lines, KEY=value split at the first =, the last of a repeated key wins; then the
+%% boot server keys checked and completed as check_boot_servers does (check_boot_servers/1).
 read_user_data(Bin) ->
     case split_lines(decode(Bin)) of
         [First | Lines] ->
             case strip(First) =:= format(marker) of
-                true -> {ok, maps:from_list(lists:filtermap(fun parse_line/1, Lines))};
+                true -> {ok, check_boot_servers(maps:from_list(lists:filtermap(fun parse_line/1, Lines)))};
                 false -> not_ours
             end;
         [] ->
             not_ours
+    end.
+
+%% cluster.py's check_boot_servers, step for step:
+%% 1. none of the four keys: nothing to check or add;
+%% 2. the lists both or neither; without them, the single pair (both needed) is a list of one;
+%% 3. split at ",": the same length, every address a dotted quad, every node <node name>@<address at its
+%%    position>, no address twice (order kept);
+%% 4. the single pair, when present, is the first of each list; when absent it is set to it.
+-define(UD_BOOT_KEYS, ["ERLANG_BOOT_SERVER_IP", "ERLANG_BOOT_NODE", "ERLANG_BOOT_SERVER_IPS", "ERLANG_BOOT_NODES"]).
+check_boot_servers(S) ->
+    case [K || K <- ?UD_BOOT_KEYS, maps:is_key(K, S)] of
+        [] -> S;
+        _ -> check_boot_server_lists(S)
+    end.
+
+check_boot_server_lists(S) ->
+    Without = fun(Has, Lacks) -> fail("user data has ~s without ~s", [Has, Lacks]) end,
+    {IpsText, NodesText} =
+        case {maps:find("ERLANG_BOOT_SERVER_IPS", S), maps:find("ERLANG_BOOT_NODES", S)} of
+            {{ok, I}, {ok, N}} -> {I, N};
+            {{ok, _}, error} -> Without("ERLANG_BOOT_SERVER_IPS", "ERLANG_BOOT_NODES");
+            {error, {ok, _}} -> Without("ERLANG_BOOT_NODES", "ERLANG_BOOT_SERVER_IPS");
+            {error, error} ->
+                case {maps:find("ERLANG_BOOT_SERVER_IP", S), maps:find("ERLANG_BOOT_NODE", S)} of
+                    {{ok, I}, {ok, N}} -> {I, N};
+                    {{ok, _}, error} -> Without("ERLANG_BOOT_SERVER_IP", "ERLANG_BOOT_NODE");
+                    {error, {ok, _}} -> Without("ERLANG_BOOT_NODE", "ERLANG_BOOT_SERVER_IP")
+                end
+        end,
+    Ips = string:split(IpsText, ",", all),
+    Nodes = string:split(NodesText, ",", all),
+    length(Ips) =:= length(Nodes) orelse
+        fail("user data lists ~b boot server address(es) but ~b boot node(s)", [length(Ips), length(Nodes)]),
+    [begin
+         valid(ipv4, Ip) orelse fail("user data boot server address '~s' is not a dotted-quad IPv4 address", [Ip]),
+         node_on(Node, Ip) orelse fail("user data boot node '~s' is not <node name>@~s", [Node, Ip])
+     end || {Ip, Node} <- lists:zip(Ips, Nodes)],
+    length(lists:usort(Ips)) =:= length(Ips) orelse fail("user data lists a boot server address twice: ~s", [IpsText]),
+    S1 = lists:foldl(fun({K, First}, Acc) ->
+                             case maps:get(K, Acc, First) of
+                                 First -> Acc#{K => First};
+                                 Other -> fail("user data ~s=~s is not the first of the list (~s)", [K, Other, First])
+                             end
+                     end, S, [{"ERLANG_BOOT_SERVER_IP", hd(Ips)}, {"ERLANG_BOOT_NODE", hd(Nodes)}]),
+    S1#{"ERLANG_BOOT_SERVER_IPS" => IpsText, "ERLANG_BOOT_NODES" => NodesText}.
+
+%% is_node_name(Node, host=Ip): <node name>@ exactly that address (split at the first @).
+node_on(Node, Ip) ->
+    case string:split(Node, "@") of
+        [Name, Ip] -> valid(node_name, Name);
+        _ -> false
     end.
 
 %% What the bootstrap accepts: our user data, with what a worker needs (check_settings/1).
@@ -344,12 +421,7 @@ check_settings(S) ->
     case maps:get("ERLANG_ROLE", S) of
         "worker" ->
             Require("ERLANG_NODE_NAME", node_name),
-            Require("ERLANG_BOOT_SERVER_IP", ipv4),
-            Require("ERLANG_BOOT_NODE", node),
-            [_, BootHost] = string:split(maps:get("ERLANG_BOOT_NODE", S), "@"),
-            BootHost =:= maps:get("ERLANG_BOOT_SERVER_IP", S) orelse
-                fail("user data ERLANG_BOOT_NODE (~s) is not on ERLANG_BOOT_SERVER_IP (~s)",
-                     [maps:get("ERLANG_BOOT_NODE", S), maps:get("ERLANG_BOOT_SERVER_IP", S)]),
+            {BootIps, BootNodes} = boot_servers(S, Require),
             Contacts = [N || N <- string:lexemes(maps:get("ERLANG_CONTACT_NODES", S, ""), ","), N =/= ""],
             [valid(node, N) orelse fail("user data ERLANG_CONTACT_NODES has ~p, not a <name>@<ipv4> node", [N])
              || N <- Contacts],
@@ -358,10 +430,16 @@ check_settings(S) ->
                                fail("user data ERLANG_RELEASE=~s is not a release name", [R]);
                 error -> ok
             end,
-            S#{"ERLANG_CONTACT_NODES" => Contacts};
+            S#{"ERLANG_CONTACT_NODES" => Contacts, "ERLANG_BOOT_SERVER_IPS" => BootIps, "ERLANG_BOOT_NODES" => BootNodes};
         _ ->
             S
     end.
+
+%% Every boot server, as lists (read_user_data/1 checked and completed the four keys: a worker needs them).
+boot_servers(S, Require) ->
+    Require("ERLANG_BOOT_SERVER_IP", ipv4),
+    {string:split(maps:get("ERLANG_BOOT_SERVER_IPS", S), ",", all),
+     string:split(maps:get("ERLANG_BOOT_NODES", S), ",", all)}.
 
 %% ---------------------------------------------------------------- controller node
 
@@ -388,100 +466,110 @@ start_controller(OwnIp, Opts) ->
                  [Name, Reason2])
     end.
 
-register_on_boot_server(BootNode, Ip, Deadline) ->
-    register_on_boot_server(BootNode, Ip, Deadline, 1).
+%% Every boot node that answers gets add_slave(Ip); at least one must, so while none does (all down,
+%% unreachable, another cookie) the whole round is retried with backoff until the deadline. Returns the boot
+%% nodes that allowed this host, in the user data's order; the others are named and skipped.
+register_on_boot_servers(BootNodes, Ip, Deadline) ->
+    register_on_boot_servers(BootNodes, Ip, Deadline, 1).
 
-register_on_boot_server(BootNode, Ip, Deadline, Attempt) ->
-    Retry = fun(Fmt, Args) ->
-                    retry_or_fail(Deadline, Attempt, Fmt, Args,
-                                  fun() -> register_on_boot_server(BootNode, Ip, Deadline, Attempt + 1) end)
-            end,
-    case net_adm:ping(BootNode) of
-        pang ->
-            Retry("boot server node ~s does not answer (down, unreachable, or another cookie)", [BootNode]);
-        pong ->
-            %% erlang_ec2_boot_server:add_slave/1 also persists the address (boot server role);
-            %% plain erl_boot_server:add_slave/1 keeps it in memory only.
-            {Mod, Persisted} = case rpc:call(BootNode, erlang_ec2_boot_server, module_info, [exports], 5000) of
-                                   Exports when is_list(Exports) ->
-                                       case lists:member({add_slave, 1}, Exports) of
-                                           true -> {erlang_ec2_boot_server, true};
-                                           false -> {erl_boot_server, false}
-                                       end;
-                                   _ -> {erl_boot_server, false}
-                               end,
-            case rpc:call(BootNode, Mod, add_slave, [Ip], 10000) of
-                ok ->
-                    log(6, "~s:add_slave(~s) done on ~s (attempt ~b)~s",
-                        [Mod, inet:ntoa(Ip), BootNode, Attempt,
-                         case Persisted of
-                             true -> "";
-                             false -> "; not persisted: the boot server exposes no erlang_ec2_boot_server:add_slave/1"
-                         end]),
-                    case Persisted of
-                        true -> ok;
-                        false -> log(4, "the allow-list entry lasts until the boot server restarts or the reconcile playbook runs", [])
-                    end;
-                {error, {not_persisted, File, Why}} ->
-                    %% Allowed all the same: join now (as before persistence existed) rather than not at all.
-                    log(4, "~s:add_slave(~s) done on ~s (attempt ~b) but not persisted in ~s (~p): the allow-list "
-                        "entry lasts until the boot server restarts or the reconcile playbook runs",
-                        [Mod, inet:ntoa(Ip), BootNode, Attempt, File, Why]);
-                {badrpc, nodedown} ->
-                    Retry("boot server node ~s went down during add_slave", [BootNode]);
-                {badrpc, {'EXIT', {noproc, _}}} ->
-                    Retry("erl_boot_server is not running on ~s", [BootNode]);
-                Other ->
-                    Retry("add_slave on ~s returned ~p", [BootNode, Other])
-            end
+register_on_boot_servers(BootNodes, Ip, Deadline, Attempt) ->
+    %% In parallel: a stopped host costs a connect timeout, not one per boot server in turn.
+    Answering = alive(BootNodes, 10000),
+    Results = [{N, case lists:member(N, Answering) of
+                       true -> add_slave(N, Ip, Attempt);
+                       false -> {skip, "does not answer (down, unreachable, or another cookie)"}
+                   end} || N <- BootNodes],
+    Allowed = [N || {N, ok} <- Results],
+    Skipped = [io_lib:format("~s ~s", [N, Why]) || {N, {skip, Why}} <- Results],
+    case Allowed of
+        [] ->
+            What = case Skipped of
+                       [One] -> ["boot server node ", One];
+                       _ -> ["no boot server node allowed this host: ", lists:join("; ", Skipped)]
+                   end,
+            retry_or_fail(Deadline, Attempt, "~s", [What],
+                          fun() -> register_on_boot_servers(BootNodes, Ip, Deadline, Attempt + 1) end);
+        _ ->
+            Skipped =:= [] orelse
+                log(4, "skipped boot servers: ~s; they are levelled from the others when they come back",
+                    [lists:join("; ", Skipped)]),
+            Allowed
+    end.
+
+add_slave(BootNode, Ip, Attempt) ->
+    %% erlang_ec2_boot_server:add_slave/1 also persists the address (boot server role);
+    %% plain erl_boot_server:add_slave/1 keeps it in memory only.
+    {Mod, Persisted} = case rpc:call(BootNode, erlang_ec2_boot_server, module_info, [exports], 5000) of
+                           Exports when is_list(Exports) ->
+                               case lists:member({add_slave, 1}, Exports) of
+                                   true -> {erlang_ec2_boot_server, true};
+                                   false -> {erl_boot_server, false}
+                               end;
+                           _ -> {erl_boot_server, false}
+                       end,
+    case rpc:call(BootNode, Mod, add_slave, [Ip], 10000) of
+        ok ->
+            log(6, "~s:add_slave(~s) done on ~s (attempt ~b)~s",
+                [Mod, inet:ntoa(Ip), BootNode, Attempt,
+                 case Persisted of
+                     true -> "";
+                     false -> "; not persisted: the boot server exposes no erlang_ec2_boot_server:add_slave/1"
+                 end]),
+            case Persisted of
+                true -> ok;
+                false -> log(4, "the allow-list entry lasts until the boot server restarts or the reconcile playbook runs", [])
+            end;
+        {error, {not_persisted, File, Why}} ->
+            %% Allowed all the same: join now (as before persistence existed) rather than not at all.
+            log(4, "~s:add_slave(~s) done on ~s (attempt ~b) but not persisted in ~s (~p): the allow-list "
+                "entry lasts until the boot server restarts or the reconcile playbook runs",
+                [Mod, inet:ntoa(Ip), BootNode, Attempt, File, Why]);
+        {badrpc, nodedown} ->
+            {skip, "went down during add_slave"};
+        {badrpc, {'EXIT', {noproc, _}}} ->
+            {skip, "is not running erl_boot_server"};
+        Other ->
+            {skip, io_lib:format("returned ~p to add_slave", [Other])}
     end.
 
 %% erl_boot_server serves only a loader of exactly its own ERTS version: say so now, not by a hang.
-check_erts(BootNode) ->
+%% Asked of the first boot node that allowed this host and answers the call.
+check_erts(BootNodes) ->
     Own = erlang:system_info(version),
-    case rpc:call(BootNode, erlang, system_info, [version], 10000) of
-        Own -> ok;
-        Theirs when is_list(Theirs) ->
-            fail("the boot server runs ERTS ~s and this image ERTS ~s: the boot server serves only its own version; "
-                 "bake the image with the boot server's Erlang (erlang_version)", [Theirs, Own]);
-        Other ->
-            fail("cannot read the boot server's ERTS version: ~p", [Other])
+    case first_answer(BootNodes, erlang, system_info, [version]) of
+        {_, Own} -> ok;
+        {Node, Theirs} when is_list(Theirs) ->
+            fail("the boot server ~s runs ERTS ~s and this image ERTS ~s: a boot server serves only its own version; "
+                 "bake the image with the boot server's Erlang (erlang_version)", [Node, Theirs, Own]);
+        {_, Other} ->
+            fail("cannot read the boot servers' ERTS version: ~p", [Other])
     end.
 
-release_name(#{"ERLANG_RELEASE" := Release}, _BootNode, _Opts) ->
+release_name(#{"ERLANG_RELEASE" := Release}, _BootNodes, _Opts) ->
     Release;
-release_name(_, BootNode, Opts) ->
+release_name(_, BootNodes, Opts) ->
     Current = filename:join(maps:get(release_root, Opts), "current"),
-    case rpc:call(BootNode, file, list_dir, [Current], 10000) of
-        {ok, Files} ->
+    case first_answer(BootNodes, file, list_dir, [Current]) of
+        {_, {ok, Files}} ->
             case [filename:basename(F, ".rel") || F <- Files, filename:extension(F) =:= ".rel"] of
                 [Name] -> Name;
                 [] -> fail("the boot server has no release in ~s: deploy one first (site or deploy playbook)", [Current]);
                 Names -> fail("the boot server's ~s holds several releases ~p: give ERLANG_RELEASE in the user data",
                               [Current, Names])
             end;
-        {error, enoent} ->
+        {_, {error, enoent}} ->
             fail("the boot server has no current release (~s is missing): deploy one first", [Current]);
-        Other ->
-            fail("cannot list ~s on the boot server: ~p", [Current, Other])
+        {_, Other} ->
+            fail("cannot list ~s on the boot servers: ~p", [Current, Other])
     end.
 
-%% The cluster's other workers, so that the new one connects to them itself even when the boot
-%% node lost its connections (a restarted boot server): the nodes the boot node sees, and the
-%% allow-list addresses with this worker's own node name part (workers of a cluster share it by default).
-known_workers(BootNode, NamePart) ->
-    Connected = case rpc:call(BootNode, erlang, nodes, [], 5000) of
-                    Nodes when is_list(Nodes) -> Nodes;
-                    _ -> []
-                end,
-    Allowed = case rpc:call(BootNode, erl_boot_server, which_slaves, [], 5000) of
-                  Slaves when is_list(Slaves) ->
-                      [list_to_atom(NamePart ++ "@" ++ inet:ntoa(Ip)) || {{255, 255, 255, 255}, Ip} <- Slaves];
-                  _ -> []
-              end,
-    Candidates = [N || N <- lists:usort(Connected ++ Allowed), valid(node, atom_to_list(N))],
-    %% Only nodes that answer now: a dead one in sync_nodes_optional delays every start of the worker.
-    alive(Candidates -- [node()], 3000).
+%% {Node, Result} of the first node that answers the call (not {badrpc, _}); else the last node's badrpc.
+first_answer([Node | Rest], M, F, A) ->
+    case rpc:call(Node, M, F, A, 10000) of
+        {badrpc, _} = Bad when Rest =:= [] -> {Node, Bad};
+        {badrpc, _} -> first_answer(Rest, M, F, A);
+        Result -> {Node, Result}
+    end.
 
 alive(Nodes, Timeout) ->
     Parent = self(),

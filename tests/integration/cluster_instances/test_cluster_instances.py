@@ -83,12 +83,13 @@ def test_worker_user_data_names_the_boot_server_found_in_the_same_describe(playb
         "ERLANG_CLUSTER": "demo", "ERLANG_ROLE": "boot_server", "ERLANG_NODE_NAME": "boot"}
     clean_aws.reset_counts()
     workers = ok(playbook(args(WORKERS, count=2, node_name="app", user_data_extra={"contact_nodes": "boot@" + boot_ip})))
-    assert workers["boot_server_ip"] == boot_ip
+    assert workers["boot_server_ip"] == boot_ip and workers["boot_server_ips"] == [boot_ip]
     # the boot server came from the cluster listing itself: one describe before the launch
     assert clean_aws.calls("DescribeInstances") <= 2 and clean_aws.calls("RunInstances") == 1
     expected = {
         "ERLANG_CLUSTER": "demo", "ERLANG_ROLE": "worker", "ERLANG_NODE_NAME": "app",
         "ERLANG_BOOT_SERVER_IP": boot_ip, "ERLANG_BOOT_NODE": "boot@" + boot_ip, "ERLANG_CONTACT_NODES": "boot@" + boot_ip,
+        "ERLANG_BOOT_SERVER_IPS": boot_ip, "ERLANG_BOOT_NODES": "boot@" + boot_ip,
     }
     assert contract.parse_user_data(workers["user_data"]) == expected
     for instance_id in workers["launched"]:
@@ -236,7 +237,9 @@ BAD_ARGS = [
     (args(WORKERS, count=1, cluster="Bad Name"), "invalid cluster name"),
     (args(WORKERS, count=-1), "count must be 0 or more"),
     (args(WORKERS, count=1, role="master"), "value of role must be one of"),
-    (args(BOOT, count=2), "allow_multiple_boot_servers"),
+    (args(WORKERS, count=1, boot_server_ips=["10.0.0.4", "10.0.0"]), "not a dotted-quad IPv4"),
+    (args(WORKERS, count=1, boot_server_ip="10.0.0.4", boot_server_ips=["10.0.0.5"]), "mutually exclusive"),
+    (args(BOOT, count=2, boot_server_ips=["10.0.0.5"]), "are for workers"),
     (args(WORKERS, count=1, boot_server_ip="10.0.0.256"), "not a dotted-quad IPv4"),
     (args(WORKERS, count=1, user_data_extra={"cookie": "abc"}), "must not carry secrets"),
     (args(WORKERS, count=1, user_data_extra={"big": "x" * 17000}), "EC2 allows at most 16384"),
@@ -276,12 +279,62 @@ def test_amazon_aws_connection_options_are_honoured(playbook, clean_aws, ec2):
     assert clean_aws.calls("RunInstances", region="us-east-1") == 1
 
 
-def test_two_boot_servers_block_worker_launches_only(playbook, clean_aws, ec2):
-    ok(playbook(args(BOOT, count=2, allow_multiple_boot_servers=True)))
-    launch = failed(playbook(args(WORKERS, count=1)))
-    assert "2 boot servers" in launch["msg"] and "boot_server_ip" in launch["msg"]
-    assert members(ec2, "demo", "worker") == []
-    # nothing to launch: no reason to fail
-    assert ok(playbook(args(WORKERS, count=0)))["changed"] is False
-    chosen = ok(playbook(args(WORKERS, count=1, boot_server_ip="10.1.2.3")))
-    assert contract.parse_user_data(chosen["user_data"])["ERLANG_BOOT_SERVER_IP"] == "10.1.2.3"
+def ip_key(ip):
+    return tuple(int(part) for part in ip.split("."))
+
+
+def test_several_boot_servers_spread_over_subnets_and_every_one_is_in_new_workers_user_data(playbook, clean_aws, ec2):
+    subnets = default_subnets(ec2, 3)
+    boot = ok(playbook(args(BOOT, count=2, subnet_ids=subnets)))
+    assert len(boot["launched"]) == 2 and boot["boot_server_ips"] == [] and boot["boot_server_ip"] is None
+    assert sorted(i["subnet_id"] for i in boot["instances"]) == subnets[:2]
+    # one more goes to the third subnet, the one without a boot server
+    third = ok(playbook(args(BOOT, count=3, subnet_ids=subnets)))
+    assert third["launch_plan"] == [{"subnet_id": subnets[2], "count": 1}]
+    found = members(ec2, "demo", "boot_server")
+    assert sorted(i["SubnetId"] for i in found) == subnets
+    ips = sorted((i["PrivateIpAddress"] for i in found), key=ip_key)
+    workers = ok(playbook(args(WORKERS, count=2, subnet_ids=subnets)))
+    assert workers["boot_server_ips"] == ips and workers["boot_server_ip"] == ips[0]
+    for instance_id in workers["launched"]:
+        data = contract.parse_user_data(user_data_of(ec2, instance_id))
+        assert data["ERLANG_BOOT_SERVER_IPS"] == ",".join(ips)
+        assert data["ERLANG_BOOT_NODES"] == ",".join("boot@" + ip for ip in ips)
+        assert (data["ERLANG_BOOT_SERVER_IP"], data["ERLANG_BOOT_NODE"]) == (ips[0], "boot@" + ips[0])
+    # a stopped boot server is not named to new workers
+    stopped = [i["InstanceId"] for i in found if i["PrivateIpAddress"] == ips[1]]
+    ec2.stop_instances(InstanceIds=stopped)
+    more = ok(playbook(args(WORKERS, count=3, subnet_ids=subnets)))
+    assert more["boot_server_ips"] == [ips[0], ips[2]]
+    assert contract.parse_user_data(user_data_of(ec2, more["launched"][0]))["ERLANG_BOOT_SERVER_IPS"] == ips[0] + "," + ips[2]
+
+
+def test_lowering_the_boot_server_count_needs_permission(playbook, clean_aws, ec2):
+    ok(playbook(args(BOOT, count=2)))
+    clean_aws.reset_counts()
+    refused = failed(playbook(args(BOOT, count=1)))
+    assert "allow_boot_server_termination" in refused["msg"]
+    assert clean_aws.mutating_calls() == 0 and len(members(ec2, "demo", "boot_server")) == 2
+    lowered = ok(playbook(args(BOOT, count=1, allow_boot_server_termination=True)))
+    assert len(lowered["terminated"]) == 1 and len(members(ec2, "demo", "boot_server")) == 1
+
+
+def test_allow_multiple_boot_servers_is_a_deprecated_no_op(playbook, clean_aws, ec2):
+    run = playbook(args(BOOT, count=2, allow_multiple_boot_servers=False))
+    assert len(ok(run)["launched"]) == 2
+    assert "allow_multiple_boot_servers" in run.proc.stdout + run.proc.stderr  # the deprecation warning
+    assert len(members(ec2, "demo", "boot_server")) == 2
+
+
+def test_given_boot_servers_win_and_take_the_clusters_node_names(playbook, clean_aws, ec2):
+    boot = ok(playbook(args(BOOT, node_name="code")))
+    boot_ip = boot["instances"][0]["private_ip"]
+    chosen = ok(playbook(args(WORKERS, count=1, boot_server_ips=["10.1.2.30", boot_ip, "10.1.2.4"])))
+    ips = sorted(["10.1.2.30", boot_ip, "10.1.2.4"], key=ip_key)
+    assert chosen["boot_server_ips"] == ips
+    data = contract.parse_user_data(chosen["user_data"])
+    assert data["ERLANG_BOOT_SERVER_IPS"] == ",".join(ips)
+    assert data["ERLANG_BOOT_NODES"] == ",".join(("code@" if ip == boot_ip else "boot@") + ip for ip in ips)
+    single = ok(playbook(args(WORKERS, count=2, boot_server_ip="10.1.2.3")))
+    assert single["boot_server_ips"] == ["10.1.2.3"]
+    assert contract.parse_user_data(single["user_data"])["ERLANG_BOOT_SERVER_IPS"] == "10.1.2.3"

@@ -50,7 +50,8 @@ class Cluster:
         self.workdir = workdir
         self.cookie_parameter = "/erlang-ec2/%s/cookie" % name
         self.workers = {}  # inventory hostname -> private ip
-        self.boot_server_ip = None
+        self.boot_server_ip = None  # the first boot server, by address
+        self.boot_servers = {}  # inventory hostname (instance id) -> private ip, by address
         self.worker_count = WORKERS  # the workers it is provisioned with
 
     def playbook(self, name, *args, check=True, extra=None, environ=None):
@@ -62,12 +63,14 @@ class Cluster:
                                             extra_vars=extra_vars, env=dict(self.env, **(environ or {})), check=check,
                                             log=os.path.join(self.workdir, "ansible.log"))
 
-    def provision(self, workers):
-        """provision as the demo runs it: keeps `workers` workers in the cluster (adds the missing ones)."""
-        return self.playbook("provision", extra={"provision_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"),
-                                                 "provision_ssh_cidr": "172.31.0.1/32",
-                                                 "provision_key_name": self.env.get("LOCALCLOUD_KEY_NAME", "localcloud"),
-                                                 "provision_worker_count": workers})
+    def provision(self, workers, boot_servers=None):
+        """provision as the demo runs it: keeps `workers` workers in the cluster (adds the missing ones), and
+        `boot_servers` boot servers when given (the playbook's default, 1, otherwise)."""
+        extra = {"provision_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"), "provision_ssh_cidr": "172.31.0.1/32",
+                 "provision_key_name": self.env.get("LOCALCLOUD_KEY_NAME", "localcloud"), "provision_worker_count": workers}
+        if boot_servers is not None:
+            extra["provision_boot_server_count"] = boot_servers
+        return self.playbook("provision", extra=extra)
 
     def boto3(self, service):
         import boto3
@@ -80,13 +83,17 @@ class Cluster:
         found = ec2.describe_instances(Filters=[{"Name": "tag:erlang-cluster", "Values": [self.name]},
                                                 {"Name": "instance-state-name", "Values": ["pending", "running"]}])
         self.workers = {}
+        boot_servers = {}
         for reservation in found["Reservations"]:
             for instance in reservation["Instances"]:
                 role = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}.get("erlang-role")
                 if role == "worker":
                     self.workers[instance["InstanceId"]] = instance["PrivateIpAddress"]
                 elif role == "boot_server":
-                    self.boot_server_ip = instance["PrivateIpAddress"]
+                    boot_servers[instance["InstanceId"]] = instance["PrivateIpAddress"]
+        by_address = sorted(boot_servers.items(), key=lambda item: tuple(int(part) for part in item[1].split(".")))
+        self.boot_servers = dict(by_address)
+        self.boot_server_ip = by_address[0][1] if by_address else None
         return self
 
     def status(self, ip, timeout=1.0):

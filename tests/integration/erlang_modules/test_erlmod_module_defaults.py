@@ -41,6 +41,7 @@ def tasks_for(env, boot_server, worker):
         "node_info": {"node": worker},
         "boot_server_allow_list": {"node": boot_server, "addresses": ["127.0.0.1"]},
         "boot_server_slave": {"node": boot_server, "addresses": ["127.0.0.1"]},
+        "boot_server_level": {"node": boot_server},
         "cluster_status": {"node": boot_server, "cluster": "defaults", "workers": [worker]},
         "code_push": {"node": boot_server, "old_dir": release, "new_dir": release, "nodes": [worker]},
         "cluster_restart": {"nodes": [{"node": worker}], "expected_version": "1.0.0", "plan": True,

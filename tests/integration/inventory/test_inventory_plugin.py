@@ -220,23 +220,52 @@ def test_throttling_beyond_retries_fails(inventory, launch, clean_aws):
     assert clean_aws.calls("DescribeInstances", "us-east-1") == 2
 
 
-def test_missing_and_duplicate_boot_servers_are_reported(inventory, launch):
+def ip_key(ip):
+    return tuple(int(part) for part in ip.split("."))
+
+
+def private_ips(ec2, region="us-east-1"):
+    return dict((i["InstanceId"], i["PrivateIpAddress"]) for r in ec2(region).describe_instances()["Reservations"] for i in r["Instances"])
+
+
+def test_a_cluster_without_boot_server_is_reported(inventory, launch):
     orphans = launch("us-east-1", "orphans", "worker", 2)
-    twins = launch("us-east-1", "twins", "boot_server", 2)
-    twin_worker = launch("us-east-1", "twins", "worker")
     result = inventory.run(inventory.config())
     assert result.rc == 0, result.stderr
     assert "Erlang cluster 'orphans': no boot server" in result.warnings
-    assert "Erlang cluster 'twins': 2 boot servers: %s, %s" % tuple(twins) in result.warnings
     for host in orphans:
-        assert result.hostvars[host]["erlang_cluster_problem"] == "no boot server"
-        assert result.hostvars[host]["erlang_boot_server_ip"] is None
-        assert result.hostvars[host]["erlang_boot_node"] is None
-        assert "erlang_boot_server_host" not in result.hostvars[host]
-    for host in twins + twin_worker:
-        assert result.hostvars[host]["erlang_cluster_problem"] == "2 boot servers: %s, %s" % tuple(twins)
-        assert result.hostvars[host]["erlang_boot_server_ip"] is None
-        assert "erlang_boot_server_host" not in result.hostvars[host]
+        hostvars = result.hostvars[host]
+        assert hostvars["erlang_cluster_problem"] == "no boot server"
+        assert hostvars["erlang_boot_server_ip"] is None and hostvars["erlang_boot_node"] is None
+        assert hostvars["erlang_boot_server_ips"] == [] and hostvars["erlang_boot_nodes"] == []
+        assert hostvars["erlang_boot_server_hosts"] == []
+        assert "erlang_boot_server_host" not in hostvars
+
+
+def test_several_boot_servers_are_lists_on_every_host_of_the_cluster(inventory, launch, ec2):
+    trio = launch("us-east-1", "trio", "boot_server", 3)
+    trio_worker = launch("us-east-1", "trio", "worker")
+    other = launch("us-east-1", "other", "boot_server")
+    result = inventory.run(inventory.config())
+    assert result.rc == 0, result.stderr
+    assert "trio" not in result.warnings
+    addresses = private_ips(ec2)
+    ips = sorted((addresses[i] for i in trio), key=ip_key)
+    by_ip = dict((addresses[i], i) for i in trio)
+    assert result.group("erlang_boot_servers") == sorted(trio + other)
+    for host in trio + trio_worker:
+        hostvars = result.hostvars[host]
+        assert "erlang_cluster_problem" not in hostvars
+        assert hostvars["erlang_boot_server_ips"] == ips
+        assert hostvars["erlang_boot_nodes"] == ["boot@" + ip for ip in ips]
+        assert hostvars["erlang_boot_server_hosts"] == [by_ip[ip] for ip in ips]
+        assert hostvars["erlang_boot_server_ip"] == ips[0] and hostvars["erlang_boot_node"] == "boot@" + ips[0]
+        assert hostvars["erlang_boot_server_host"] == by_ip[ips[0]]
+    assert result.hostvars[other[0]]["erlang_boot_server_ips"] == [addresses[other[0]]]
+    # with hostnames, the lists name the hosts as the inventory does
+    named = inventory.run(inventory.config(hostnames=["private-ip-address"]))
+    assert named.rc == 0, named.stderr
+    assert named.hostvars[ips[0]]["erlang_boot_server_hosts"] == ips
 
 
 def test_node_name_template_and_address_choice(inventory, launch, ec2):

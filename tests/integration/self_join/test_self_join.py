@@ -55,9 +55,14 @@ def test_three_workers_launched_by_api_join(cluster):
         bootstrap_ms[ip] = int(re.search(r"(\d+) ms since the bootstrap started", journal).group(1))
         env = cluster.ssh(ip, "cat %s" % LAYOUT["worker_env_file"]).stdout
         assert "ERLANG_NODE=worker@%s" % ip in env and "ERLANG_BOOT_SERVER_IP=%s" % cluster.boot_ip in env
-        # The worker unit is the push path's unit, its variables filled from the bootstrap's settings.
+        assert "ERLANG_BOOT_SERVER_IPS=%s" % cluster.boot_ip in env and 'ERLANG_LOADER_HOSTS="%s"' % cluster.boot_ip in env
+        # The worker unit is the push path's unit, its variables filled from the bootstrap's settings: -hosts
+        # one argument per boot server (an unbraced systemd variable is split at spaces).
         unit = cluster.ssh(ip, "systemctl show -p ExecStart --value %s" % LAYOUT["worker_unit"]).stdout
-        assert "-hosts ${ERLANG_BOOT_SERVER_IP}" in unit
+        assert "-hosts $ERLANG_LOADER_HOSTS " in unit, unit
+        # Membership: the boot nodes and nothing that goes stale.
+        args_file = cluster.ssh(ip, "cat %s" % LAYOUT["worker_args_file"]).stdout
+        assert "sync_nodes_optional \"['%s']\"" % cluster.boot_node in args_file, args_file
         args = cluster.ssh(ip, "ps -u %s -o args" % LAYOUT["user"]).stdout
         assert "-name worker@%s" % ip in args and "-loader inet -hosts %s" % cluster.boot_ip in args, args
     report("bootstrap_unit_start_to_joined_ms_3_workers", bootstrap_ms)

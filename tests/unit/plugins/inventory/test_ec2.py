@@ -260,6 +260,9 @@ def test_groups_and_hostvars(source, fake_aws):
         assert hostvars["erlang_node"] == "api@" + worker_ip  # erlang-node-name tag
         assert hostvars["erlang_boot_server_ip"] == boot_ip
         assert hostvars["erlang_boot_node"] == "boot@" + boot_ip
+        assert hostvars["erlang_boot_server_ips"] == [boot_ip]
+        assert hostvars["erlang_boot_nodes"] == ["boot@" + boot_ip]
+        assert hostvars["erlang_boot_server_hosts"] == [boot_id]
         assert hostvars["ansible_host"] == worker_ip
         assert hostvars["ec2_region"] == "eu-west-1"
         assert hostvars["ec2_tags"]["Name"] == "payments-worker"
@@ -279,9 +282,9 @@ def test_boot_server_host_names_the_clusters_boot_server_on_every_host(source, f
         # the hostname a play delegates to: the boot server's own vars
         assert inventory.get_host(boot_host).vars["erlang_role"] == "boot_server"
         assert inventory.get_host(boot_host).vars["ec2_private_ip"] == boot_ip
-    for problem_cluster in ("erlang_cluster_batch_jobs", "erlang_cluster_twins"):
-        for host_id in hosts_of(inventory, problem_cluster):
-            assert "erlang_boot_server_host" not in inventory.get_host(host_id).vars
+    for host_id in hosts_of(inventory, "erlang_cluster_batch_jobs"):
+        assert "erlang_boot_server_host" not in inventory.get_host(host_id).vars
+        assert inventory.get_host(host_id).vars["erlang_boot_server_hosts"] == []
 
 
 def test_erlang_join_hostvar_follows_the_tag(source, monkeypatch):
@@ -299,16 +302,39 @@ def test_erlang_join_hostvar_follows_the_tag(source, monkeypatch):
     assert [inventory.get_host(w).vars["erlang_join"] for w in others] == ["push"] * len(others)
 
 
-def test_cluster_problems_are_hostvars(source, fake_aws):
+def test_cluster_problems_are_hostvars(source, fake_aws, monkeypatch):
     members = instances_by_tag()
+    plugin = inventory_loader.get("skunkworks.erlang_ec2.ec2")
+    warnings = []
+    monkeypatch.setattr(plugin.display, "warning", warnings.append)
     _plugin, inventory = parse(source())
     (orphan, _ip), = members[("batch-jobs", "worker")]
-    assert inventory.get_host(orphan).vars["erlang_cluster_problem"] == "no boot server"
-    assert inventory.get_host(orphan).vars["erlang_boot_server_ip"] is None
-    twins = [t[0] for t in members[("twins", "boot_server")]]
-    for twin in twins:
-        assert inventory.get_host(twin).vars["erlang_cluster_problem"] == "2 boot servers: %s, %s" % tuple(sorted(twins))
-        assert inventory.get_host(twin).vars["erlang_boot_node"] is None
+    hostvars = inventory.get_host(orphan).vars
+    assert hostvars["erlang_cluster_problem"] == "no boot server"
+    assert hostvars["erlang_boot_server_ip"] is None and hostvars["erlang_boot_node"] is None
+    assert hostvars["erlang_boot_server_ips"] == [] and hostvars["erlang_boot_nodes"] == []
+    assert hostvars["erlang_boot_server_hosts"] == [] and "erlang_boot_server_host" not in hostvars
+    assert [w for w in warnings if "Erlang cluster" in w] == ["skunkworks.erlang_ec2.ec2: Erlang cluster 'batch-jobs': no boot server"]
+
+
+def test_two_boot_servers_are_no_problem(source, fake_aws, monkeypatch):
+    members = instances_by_tag()
+    plugin = inventory_loader.get("skunkworks.erlang_ec2.ec2")
+    warnings = []
+    monkeypatch.setattr(plugin.display, "warning", warnings.append)
+    _plugin, inventory = parse(source())
+    twins = members[("twins", "boot_server")]  # 172.31.0.8 and 172.31.0.9 in the recording
+    ips = sorted((ip for _i, ip in twins), key=lambda ip: tuple(int(p) for p in ip.split(".")))
+    by_ip = dict((ip, i) for i, ip in twins)
+    for twin, _ip in twins:
+        hostvars = inventory.get_host(twin).vars
+        assert "erlang_cluster_problem" not in hostvars
+        assert hostvars["erlang_boot_server_ips"] == ips
+        assert hostvars["erlang_boot_nodes"] == ["boot@" + ip for ip in ips]
+        assert hostvars["erlang_boot_server_hosts"] == [by_ip[ip] for ip in ips]
+        assert (hostvars["erlang_boot_server_ip"], hostvars["erlang_boot_node"], hostvars["erlang_boot_server_host"]) == (
+            ips[0], "boot@" + ips[0], by_ip[ips[0]])
+    assert not [w for w in warnings if "twins" in w]
 
 
 def test_node_name_template_and_ansible_host_source(source, fake_aws):
@@ -443,25 +469,37 @@ def test_collect_hosts_finds_every_clusters_boot_servers():
 
 
 @pytest.mark.parametrize("servers, expected", [
-    ([], (None, None, None, "no boot server")),
-    ([("i-0b", "10.0.0.4", "boot")], ("10.0.0.4", "boot@10.0.0.4", "i-0b", None)),
-    ([("i-0b", None, "boot")], (None, None, None, "boot server i-0b has no private IP address")),
-    ([("i-0c", "10.0.0.5", "boot"), ("i-0a", "10.0.0.4", "b2")], (None, None, None, "2 boot servers: i-0a, i-0c")),
+    ([], ((), (), (), "no boot server")),
+    ([("i-0b", "10.0.0.4", "boot")], (("10.0.0.4",), ("boot@10.0.0.4",), ("i-0b",), None)),
+    ([("i-0b", None, "boot")], ((), (), (), "boot server i-0b has no private IP address")),
+    ([("i-0c", "10.0.0.5", "boot"), ("i-0a", "10.0.0.4", "b2")],
+     (("10.0.0.4", "10.0.0.5"), ("b2@10.0.0.4", "boot@10.0.0.5"), ("i-0a", "i-0c"), None)),
+    # numerically: .9 before .10 before .100, whatever the instance ids or the listing order say
+    ([("i-01", "172.31.0.100", "boot"), ("i-02", "172.31.0.10", "boot"), ("i-03", "172.31.0.9", "boot")],
+     (("172.31.0.9", "172.31.0.10", "172.31.0.100"), ("boot@172.31.0.9", "boot@172.31.0.10", "boot@172.31.0.100"),
+      ("i-03", "i-02", "i-01"), None)),
+    ([("i-0a", "10.0.0.4", "boot"), ("i-0c", None, "boot"), ("i-0b", None, "boot")],
+     ((), (), (), "boot servers i-0b, i-0c have no private IP address")),
+    ([("i-0a", "10.0.0.4", "boot"), ("i-0b", None, "boot")], ((), (), (), "boot server i-0b has no private IP address")),
 ])
-def test_cluster_boot_server(servers, expected):
-    assert tuple(ec2.cluster_boot_server(servers)) == expected
+def test_cluster_boot_servers(servers, expected):
+    assert tuple(ec2.cluster_boot_servers(servers)) == expected
+    assert tuple(ec2.cluster_boot_servers(servers[::-1])) == expected
 
 
 def test_prepare_host_vars_of_a_recorded_worker():
     region, records = recorded_records()
     worker_id, worker_ip = instances_by_tag()[("payments", "worker")][0]
     record, = [r for r in records if r[ec2_records.REC_ID] == worker_id]
-    boot = ec2.BootServer("172.31.0.4", "boot@172.31.0.4", "i-f6675034d82bcf982", None)
+    boot = ec2.BootServers(("172.31.0.4",), ("boot@172.31.0.4",), ("i-f6675034d82bcf982",), None)
     hostvars = ec2.prepare_host_vars(record, region, "payments", "worker", "api", boot, ec2_records.REC_PUBLIC_IP)
     assert hostvars == {
         "erlang_cluster": "payments",
         "erlang_role": "worker",
         "erlang_node": "api@" + worker_ip,
+        "erlang_boot_server_ips": ["172.31.0.4"],
+        "erlang_boot_nodes": ["boot@172.31.0.4"],
+        "erlang_boot_server_hosts": ["i-f6675034d82bcf982"],
         "erlang_boot_server_ip": "172.31.0.4",
         "erlang_boot_node": "boot@172.31.0.4",
         "erlang_boot_server_host": "i-f6675034d82bcf982",
@@ -481,10 +519,11 @@ def test_prepare_host_vars_of_a_cluster_with_a_problem_and_no_address():
     region, records = recorded_records()
     record = list(records[0])
     record[ec2_records.REC_PUBLIC_DNS] = None
-    boot = ec2.cluster_boot_server([])
+    boot = ec2.cluster_boot_servers([])
     hostvars = ec2.prepare_host_vars(record, region, "payments", "boot_server", "boot", boot, ec2_records.REC_PUBLIC_DNS)
     assert hostvars["erlang_cluster_problem"] == "no boot server"
     assert hostvars["erlang_boot_server_ip"] is None and hostvars["erlang_boot_node"] is None
+    assert hostvars["erlang_boot_server_ips"] == hostvars["erlang_boot_nodes"] == hostvars["erlang_boot_server_hosts"] == []
     assert hostvars["erlang_join"] is None
     assert "erlang_boot_server_host" not in hostvars and "ansible_host" not in hostvars
 
@@ -803,3 +842,75 @@ def test_scan_registers_the_xml_reader_once_per_client_before_the_threads():
     assert len(clients["eu-west-1"].queries) == 4
     assert len(results["eu-west-1"]) == 6 and errors == {} and skipped == {}
     assert set(clients["eu-west-1"].meta.events.registered) == {("before-parse.ec2.DescribeInstances", "erlang_ec2.compact_response")}
+
+
+# -- several boot servers, on the recorded shapes -------------------------------------
+def pages_with_a_third_twin(ip="172.31.0.10", instance_id="i-000000000000000a1"):
+    """The recording plus a copy of a twins boot server at `ip` (its id sorts before the others)."""
+    region, pages = recorded()
+    twin_id = instances_by_tag()[("twins", "boot_server")][0][0]
+    third = json.loads(json.dumps(recorded_instance(twin_id)))
+    third.update(InstanceId=instance_id, PrivateIpAddress=ip, PrivateDnsName="ip-%s.eu-west-1.compute.internal" % ip.replace(".", "-"))
+    pages[-1]["Reservations"].append({"Instances": [third]})
+    return pages
+
+
+def test_three_boot_servers_are_listed_by_address_numerically_on_every_host(source, monkeypatch):
+    twins = instances_by_tag()[("twins", "boot_server")]
+    monkeypatch.setattr(ec2_scan, "fetch", FakeAws(pages=pages_with_a_third_twin()))
+    _plugin, inventory = parse(source(), cache=False)
+    by_ip = dict((ip, i) for i, ip in twins + [("i-000000000000000a1", "172.31.0.10")])
+    ips = ["172.31.0.8", "172.31.0.9", "172.31.0.10"]  # not the text order, not the instance id order
+    assert sorted(by_ip) == sorted(ips)
+    assert hosts_of(inventory, "erlang_cluster_twins") == sorted(by_ip.values())
+    for host in hosts_of(inventory, "erlang_cluster_twins"):
+        hostvars = inventory.get_host(host).vars
+        assert hostvars["erlang_boot_server_ips"] == ips
+        assert hostvars["erlang_boot_nodes"] == ["boot@" + ip for ip in ips]
+        assert hostvars["erlang_boot_server_hosts"] == [by_ip[ip] for ip in ips]
+        assert hostvars["erlang_boot_server_ip"] == "172.31.0.8" and hostvars["erlang_boot_server_host"] == by_ip["172.31.0.8"]
+        assert "erlang_cluster_problem" not in hostvars
+    # the other clusters are not mixed in
+    payments_boot, = instances_by_tag()[("payments", "boot_server")]
+    worker = instances_by_tag()[("payments", "worker")][0][0]
+    assert inventory.get_host(worker).vars["erlang_boot_server_ips"] == [payments_boot[1]]
+
+
+def test_boot_server_hosts_follow_hostnames(source, monkeypatch):
+    monkeypatch.setattr(ec2_scan, "fetch", FakeAws(pages=pages_with_a_third_twin()))
+    _plugin, inventory = parse(source(hostnames=["private-ip-address"]), cache=False)
+    ips = ["172.31.0.8", "172.31.0.9", "172.31.0.10"]
+    for ip in ips:
+        assert inventory.get_host(ip).vars["erlang_boot_server_hosts"] == ips
+        assert inventory.get_host(ip).vars["erlang_boot_server_host"] == "172.31.0.8"
+
+
+def test_the_boot_server_lists_do_not_depend_on_the_listing_order(source, monkeypatch):
+    results = []
+    for reverse in (False, True):
+        pages = pages_with_a_third_twin()
+        if reverse:
+            pages = pages[::-1]
+            for page in pages:
+                page["Reservations"] = page["Reservations"][::-1]
+        monkeypatch.setattr(ec2_scan, "fetch", FakeAws(pages=pages))
+        _plugin, inventory = parse(source(), cache=False)
+        results.append(dict((name, [inventory.get_host(name).vars[k] for k in (
+            "erlang_boot_server_ips", "erlang_boot_nodes", "erlang_boot_server_hosts")]) for name in inventory.hosts))
+    assert results[0] == results[1]
+
+
+def test_a_boot_server_without_a_private_ip_among_several_is_a_problem(source, monkeypatch):
+    pages = pages_with_a_third_twin()
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                if instance["InstanceId"] == "i-000000000000000a1":
+                    del instance["PrivateIpAddress"]
+    monkeypatch.setattr(ec2_scan, "fetch", FakeAws(pages=pages))
+    _plugin, inventory = parse(source(), cache=False)
+    for host in hosts_of(inventory, "erlang_cluster_twins"):
+        hostvars = inventory.get_host(host).vars
+        assert hostvars["erlang_cluster_problem"] == "boot server i-000000000000000a1 has no private IP address"
+        assert hostvars["erlang_boot_server_ips"] == [] and hostvars["erlang_boot_server_ip"] is None
+        assert "erlang_boot_server_host" not in hostvars

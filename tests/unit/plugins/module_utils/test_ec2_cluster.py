@@ -10,7 +10,8 @@ from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import ec2_c
 
 def record(instance_id, launch_time, state="running", subnet_id="subnet-a", role="worker", index=0, private_ip="10.0.0.1"):
     return {"id": instance_id, "launch_time": launch_time, "state": state, "subnet_id": subnet_id, "role": role,
-            "launch_index": index, "private_ip": private_ip, "node_name": "worker", "node": "worker@" + private_ip}
+            "launch_index": index, "private_ip": private_ip, "node_name": "worker",
+            "node": "worker@" + private_ip if private_ip else None}
 
 
 # -- distribute_launches ---------------------------------------------------
@@ -95,15 +96,41 @@ def test_plan_refuses_to_terminate_a_boot_server():
 
 # -- boot server, tags, run spec ---------------------------------------------
 
-def test_find_boot_server_none_one_or_ambiguous():
+def test_find_boot_server_none_or_one():
     workers = [record("i-w", "2026-01-01")]
     assert ec2_cluster.find_boot_server(workers) is None
+    assert ec2_cluster.find_boot_servers(workers) == []
     boot = record("i-b", "2026-01-01", role="boot_server", private_ip="10.0.0.4")
     assert ec2_cluster.find_boot_server(workers + [boot])["private_ip"] == "10.0.0.4"
     stopped = record("i-s", "2026-01-01", role="boot_server", state="stopped", private_ip="10.0.0.5")
     assert ec2_cluster.find_boot_server([boot, stopped])["id"] == "i-b"
-    with pytest.raises(ec2_cluster.PlanError, match="2 boot servers"):
-        ec2_cluster.find_boot_server([boot, record("i-b2", "2026-01-02", role="boot_server", private_ip="10.0.0.6")])
+
+
+def test_find_boot_servers_lists_every_running_one_sorted_numerically():
+    boots = [record("i-a", "2026-01-01", role="boot_server", private_ip="10.0.0.10"),
+             record("i-b", "2026-01-02", role="boot_server", private_ip="10.0.0.9", state="pending"),
+             record("i-c", "2026-01-03", role="boot_server", private_ip="9.0.0.200"),
+             record("i-stopped", "2026-01-04", role="boot_server", private_ip="10.0.0.1", state="stopped"),
+             record("i-no-ip", "2026-01-05", role="boot_server", private_ip=None),
+             record("i-w", "2026-01-06", private_ip="10.0.0.2")]
+    assert [r["id"] for r in ec2_cluster.find_boot_servers(boots)] == ["i-c", "i-b", "i-a"]
+    assert ec2_cluster.find_boot_server(boots)["id"] == "i-c"
+
+
+def test_plan_spreads_boot_servers_over_the_subnets():
+    plan = ec2_cluster.plan_changes([], "boot_server", 2, ["subnet-a", "subnet-b", "subnet-c"])
+    assert plan["launch"] == [("subnet-a", 1), ("subnet-b", 1)]
+    # a second one goes to a subnet without a boot server
+    one = [record("i-boot", "2026-01-01", role="boot_server", subnet_id="subnet-a")]
+    assert ec2_cluster.plan_changes(one, "boot_server", 3, ["subnet-a", "subnet-b", "subnet-c"])["launch"] == [
+        ("subnet-b", 1), ("subnet-c", 1)]
+
+
+def test_plan_refuses_to_lower_the_boot_server_count_without_permission():
+    boots = [record("i-b1", "2026-01-01", role="boot_server"), record("i-b2", "2026-01-02", role="boot_server")]
+    with pytest.raises(ec2_cluster.PlanError, match="refusing to terminate boot server\\(s\\) i-b2"):
+        ec2_cluster.plan_changes(boots, "boot_server", 1)
+    assert ec2_cluster.plan_changes(boots, "boot_server", 1, allow_boot_server_termination=True)["terminate"] == ["i-b2"]
 
 
 def test_contract_tags_win_over_user_tags():

@@ -205,3 +205,65 @@ def test_plan_reads_every_node_without_changing_anything(monkeypatch):
         ("w@10.0.0.5", True, ["/srv/x/priv/a.so"], False), ("w@10.0.0.6", True, [], True), ("w@10.0.0.7", False, [], False)]
     assert not any(call in ("init:restart()", "init:stop(1)") for node in cluster.nodes.values() for call in node.calls)
     assert '<<"/srv/erlang-ec2/current/vm.args"/utf8>>' in cluster.nodes["w@10.0.0.6"].calls[0]
+
+
+def test_only_stale_leaves_nodes_on_the_expected_release_alone(monkeypatch):
+    """A resumed rollout: the first node is on 2.0.0 already, the others are restarted; the first is not touched."""
+    cluster = Cluster(monkeypatch, NAMES)
+    cluster.incarnation["w@10.0.0.5"] = 1  # restarted onto 2.0.0 by the interrupted run
+    run = rollout(cluster, only_stale=True)
+    report, failure = run.run()
+    assert failure is None
+    assert run.done_batches == [["w@10.0.0.6"], ["w@10.0.0.7"]]
+    assert [(e["node"], e["action"], e["touched"], e["after_version"]) for e in report] == [
+        ("w@10.0.0.5", "up_to_date", False, "2.0.0"), ("w@10.0.0.6", "restarted", True, "2.0.0"), ("w@10.0.0.7", "restarted", True, "2.0.0")]
+    assert "init:restart()" not in cluster.nodes["w@10.0.0.5"].calls
+    # Without only_stale every node is restarted, the one on 2.0.0 too (a rolling restart of the same release).
+    cluster = Cluster(monkeypatch, NAMES)
+    cluster.incarnation["w@10.0.0.5"] = 1
+    report, failure = rollout(cluster).run()
+    assert failure is None and [e["action"] for e in report] == ["restarted"] * 3
+
+
+def test_only_stale_waits_for_a_node_mid_restart_before_touching_another(monkeypatch):
+    """The interrupted run left w@10.0.0.6 restarting (answers epmd, not started): it is waited for, alone, first;
+    only once it is back does the next stale node go down (never two down at once)."""
+    cluster = Cluster(monkeypatch, NAMES)
+    cluster.incarnation["w@10.0.0.5"] = 1
+    original = cluster.facts
+    polls = {"count": 0}
+
+    def facts(node, timeout=None):
+        seen = original(node, timeout)
+        if node.node == "w@10.0.0.6" and polls["count"] < 3:
+            polls["count"] += 1
+            seen["init_status"] = "starting"
+        elif node.node == "w@10.0.0.6":
+            seen.update(release_version="2.0.0", incarnation=7)
+        return seen
+    monkeypatch.setattr(erlang_rollout, "probe", facts)
+    monkeypatch.setattr(erlang_restart, "probe", facts)
+    run = rollout(cluster, only_stale=True)
+    report, failure = run.run()
+    assert failure is None, failure
+    assert run.done_batches == [["w@10.0.0.6"], ["w@10.0.0.7"]]
+    assert "init:restart()" not in cluster.nodes["w@10.0.0.6"].calls
+    assert [(e["action"], e["touched"]) for e in report] == [("up_to_date", False), ("restarted", True), ("restarted", True)]
+    # w@10.0.0.7 was restarted only after w@10.0.0.6 had started again (the batches run in order, each waited for).
+    assert cluster.incarnation["w@10.0.0.7"] == 1
+
+
+def test_only_stale_needs_the_expected_version(monkeypatch):
+    from ansible_collections.skunkworks.erlang_ec2.plugins.modules import cluster_restart
+
+    failed = {}
+
+    class Module(object):
+        params = dict(params(nodes=[], only_stale=True, expected_version=None), health_url=None)
+
+        def fail_json(self, **kwargs):
+            failed.update(kwargs)
+            raise SystemExit(1)
+    with pytest.raises(SystemExit):
+        cluster_restart.check_params(Module())
+    assert "only_stale needs expected_version" in failed["msg"]
