@@ -99,6 +99,9 @@ class BootServers(e2e.Cluster):
     def systemctl(self, ip, action):
         self.sh(ip, "sudo systemctl %s %s" % (action, UNIT))
 
+    def main_pid(self, ip):
+        return self.sh(ip, "systemctl show -p MainPID --value %s" % UNIT).stdout.strip()
+
     def now(self, ip):
         return int(self.sh(ip, "date +%s").stdout.strip())
 

@@ -26,6 +26,32 @@ def test_new_boot_server_levelled_at_first_start(pair):
     assert owners == ["root:root", "root:root"]
 
 
+def peers_file(pair, ip):
+    out = pair.sh(ip, "sudo stat -c '%U:%G %a' /var/lib/erlang-ec2/boot_server_peers && sudo grep -v '^#' /var/lib/erlang-ec2/boot_server_peers").stdout
+    lines = out.split("\n")
+    return lines[0], [line for line in lines[1:] if line]
+
+
+def test_peers_file_names_the_others_and_a_change_does_not_restart(pair):
+    """Each boot server's peers file names the other (service user's, 0640). A change of it (here a third,
+    unreachable peer) is read at the next use, without a restart."""
+    for ip in pair.boot_ips:
+        assert peers_file(pair, ip) == ("erlang:erlang 640", ["boot@%s" % other_than(pair, ip)])
+        assert pair.erl(ip, "erlang_ec2_boot_server:peers()") == ["boot@%s" % other_than(pair, ip)]
+    ip, other = pair.first, "boot@%s" % other_than(pair, pair.first)
+    pid = pair.main_pid(ip)
+    gone = "boot@172.31.255.254"
+    try:
+        pair.configure("--limit", pair.host_of(ip), extra={"boot_server_peers": [other, gone]})
+        assert peers_file(pair, ip)[1] == [other, gone]
+        assert pair.erl(ip, "erlang_ec2_boot_server:peers()") == sorted([other, gone])
+        assert pair.main_pid(ip) == pid
+    finally:
+        pair.configure("--limit", pair.host_of(ip))
+    assert pair.erl(ip, "erlang_ec2_boot_server:peers()") == [other]
+    assert pair.main_pid(ip) == pid
+
+
 def test_release_and_allow_list_changed_while_down_are_adopted_before_serving(pair, releases):
     """(a) and (b): a release installed and made current on one boot server while the other is stopped, and an
     allow-list entry added there; the stopped one starts with them before its loader answers."""
