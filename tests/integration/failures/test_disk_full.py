@@ -1,9 +1,12 @@
 """The boot server's disk full during deploy: the releases directory is a full filesystem (a tmpfs mounted over it in
 the boot server host's mount namespace, holding what was there plus a filler file that takes every free block)."""
 
+import secrets
 import subprocess
 
-from failures_lib import BASE_VSN, LAYOUT, current_release, refresh, releases_listed, versions
+import pytest
+
+from failures_lib import BOOT_SERVERS, BASE_VSN, LAYOUT, current_release, e2e, refresh, releases_listed, versions
 
 FILLER = ".failure-matrix-filler"
 
@@ -36,16 +39,25 @@ rm -rf $keep
 """
 
 
-def test_boot_server_disk_full_during_deploy(cluster, releases, row):
+# With several boot servers, the install failing on the full one does not stop the others: they install and switch
+# `current` to the new release, so the boot servers disagree on `current` (a worker restarting then boots whichever
+# answers first). playbooks/deploy.yml checks that every boot server passed the checks before installing, not that
+# every one installed before switching.
+@pytest.mark.xfail(BOOT_SERVERS > 1, strict=True, reason="deploy: an install that fails on one boot server (disk full) "
+                   "does not stop the switch of `current` on the others (playbooks/deploy.yml: no barrier between install and switch)")
+def test_boot_server_disk_full_during_deploy(cluster, releases, row, tmp_path):
     """the boot server's disk full during deploy"""
     refresh(cluster)
+    # A version no boot server has yet (a kept cluster keeps the releases of earlier runs: installing one again writes nothing).
+    vsn = "2.1.%d" % secrets.randbelow(10 ** 6)
+    release = e2e.build_release(str(tmp_path), vsn)
     boot_ip = cluster.boot_server_ips[0]
     fmt = {"releases": LAYOUT["releases_dir"], "filler": FILLER}
     listed = releases_listed(cluster, boot_ip)
     try:
         df = host_sh(cluster, boot_ip, FILL.format(**fmt))
         assert df.split()[3] == "0", df  # no block free
-        failed = cluster.playbook("deploy", check=False, extra={"deploy_release": releases["v2"]})
+        failed = cluster.playbook("deploy", check=False, extra={"deploy_release": release})
         assert failed.rc != 0
         assert "No space left on device" in failed.out or "ENOSPC" in failed.out or "enospc" in failed.out, failed.tail(40)
         # Failed before the switch: `current` as it was on every boot server, every worker serving the old release.
@@ -55,14 +67,14 @@ def test_boot_server_disk_full_during_deploy(cluster, releases, row):
         # Space freed: the same deploy again succeeds.
         host_sh(cluster, boot_ip, "rm -f %s/%s" % (LAYOUT["releases_dir"], FILLER))
         row.restarted = set(cluster.workers.values())
-        again = cluster.playbook("deploy", check=False, extra={"deploy_release": releases["v2"], "rolling_restart_timeout": 90})
+        again = cluster.playbook("deploy", check=False, extra={"deploy_release": release, "rolling_restart_timeout": 90})
         assert again.rc == 0, again.tail(40)
-        assert all(current_release(cluster, ip) == "2.0.0" for ip in cluster.boot_server_ips)
-        assert all(v == "2.0.0" for v in versions(cluster).values())
+        assert all(current_release(cluster, ip) == vsn for ip in cluster.boot_server_ips)
+        assert all(v == vsn for v in versions(cluster).values())
     finally:
         host_sh(cluster, boot_ip, UNFILL.format(**fmt))
-    assert current_release(cluster, boot_ip) == "2.0.0" and "2.0.0" in releases_listed(cluster, boot_ip)
+    assert current_release(cluster, boot_ip) == vsn and vsn in releases_listed(cluster, boot_ip)
     row.did = ("deploy failed (No space left on device) before the switch: current %s, every worker on %s%s; after freeing space "
-               "the same deploy succeeded (all on 2.0.0)" % (BASE_VSN, BASE_VSN, "; left a partial %s" % left if left else ""))
+               "the same deploy succeeded (all on %s)" % (BASE_VSN, BASE_VSN, "; left a partial %s" % left if left else "", vsn))
     row.close()
     row.check()

@@ -111,10 +111,11 @@ def test_node_restart_against_a_node_that_hangs_in_shutdown(cluster, row):
     assert took1 < t1 + 25, took1  # its bound, plus ansible's own start-up
     # Timeout longer than the hang: back, with the hang in its downtime.
     assert rc2 == 0, r2
-    assert r2.get("downtime_ms", 0) >= 4000, r2
+    # The node answers while it shuts down, so downtime_ms leaves the hang out; the call's time holds it.
+    assert took2 >= 5, took2
     assert all(v == "1.0.0" for v in versions(cluster).values())
-    row.did = ("restart_timeout %ds: failed in %.0f s (%s); node back by itself (-shutdown_time). restart_timeout %ds: back, downtime %s ms"
-               % (t1, took1, str(r1.get("msg", ""))[:110], t2, r2.get("downtime_ms")))
+    row.did = ("restart_timeout %ds: failed in %.0f s (%s); node back by itself (-shutdown_time). restart_timeout %ds: back in %.0f s, "
+               "downtime %s ms" % (t1, took1, str(r1.get("msg", ""))[:110], t2, took2, r2.get("downtime_ms")))
     row.close()
     row.check()
 

@@ -95,6 +95,11 @@ def test_boot_server_host_stopped_during_rollout_with_2(cluster, releases, polle
     row.check()
 
 
+# The rolling restart runs its restarts from a boot server host (cluster_restart on the acting boot server): when that
+# host is lost mid-rollout, the run ends with an SSH error ("Data could not be sent to remote host") and does not say
+# which workers are on which release (no "Rolling restart stopped at ..."), so the row has unreported mixed releases.
+@pytest.mark.xfail(strict=True, reason="the rollout dies with the boot server host that runs it and does not report the "
+                   "workers left on two releases (playbooks/rolling_restart.yml, cluster_restart on the acting boot server)")
 def test_boot_server_host_stopped_during_rollout_with_1(cluster, releases, poller, row):
     """a boot server host stopped during a rolling restart (1 boot server answering)"""
     refresh(cluster)

@@ -145,6 +145,7 @@ def test_ec2_throttling_and_5xx_during_provision_and_inventory(cluster, row):
         seen, stderr = inventory(cluster, proxy.url)
         assert seen == expected, (seen, expected)
         total = dict(proxy.injected)
+    refresh(cluster)
     row.did = ("provision (+1 worker) and 3 ansible-inventory runs succeeded with %d of %d EC2 requests answered by errors (%s); "
                "inventory identical to an unfaulted one" % (sum(total.values()), proxy.seen,
                                                             ", ".join("%d %s x%d" % (s, c, n) for (s, c), n in sorted(total.items()))))
