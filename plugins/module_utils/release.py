@@ -15,7 +15,9 @@ __metaclass__ = type
 import os
 import re
 import shlex
+import gzip
 import tarfile
+import zlib
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_terms import TermSyntaxError, consult
 
@@ -37,9 +39,21 @@ class ReleaseError(Exception):
     pass
 
 
+def check_gzip_stream(tarball):
+    """Read a gzip tarball to its end once: only there is its CRC checked, and tarfile stops reading at the
+    archive's last member, so a damaged byte in a file's data would otherwise unpack without an error."""
+    with open(tarball, "rb") as raw:
+        if raw.read(2) != b"\x1f\x8b":
+            return
+    with gzip.open(tarball, "rb") as stream:
+        while stream.read(1024 * 1024):
+            pass
+
+
 def unpack(tarball, dest):
     """Extract a release tarball into dest, refusing members that would land outside it."""
     try:
+        check_gzip_stream(tarball)
         with tarfile.open(tarball) as tar:
             root = os.path.realpath(dest)
             for member in tar.getmembers():
@@ -50,7 +64,8 @@ def unpack(tarball, dest):
                 tar.extractall(dest, filter="data")
             else:  # Python < 3.10.12: the members were checked above
                 tar.extractall(dest)
-    except (tarfile.TarError, OSError) as exc:
+    # A truncated gzip stream ends in EOFError, a damaged one in zlib.error: a refusal like any other.
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise ReleaseError("cannot unpack %s: %s" % (tarball, exc))
 
 

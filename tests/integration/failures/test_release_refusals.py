@@ -21,15 +21,7 @@ def _corrupt(data):
     return data[:middle] + bytes(b ^ 0x5A for b in data[middle:middle + 512]) + data[middle + 512:]
 
 
-# release_info catches tarfile.TarError and OSError when it unpacks (plugins/module_utils/release.py, unpack), but a
-# gzip stream that ends early raises EOFError: the task fails with the bare exception text ("Module failed: Compressed
-# file ended before the end-of-stream marker was reached"), not the module's "cannot unpack" refusal. Nothing changes
-# on the cluster either way; the row asserts the clear message too.
-TRUNCATED_BUG = pytest.mark.xfail(strict=True, reason="release_info: a truncated tarball (EOFError) is not caught as a refusal "
-                                  "(plugins/module_utils/release.py unpack: except (tarfile.TarError, OSError))")
-
-
-@pytest.mark.parametrize("kind", ["corrupt", pytest.param("truncated", marks=TRUNCATED_BUG)])
+@pytest.mark.parametrize("kind", ["corrupt", "truncated"])
 def test_broken_tarball_is_refused(cluster, releases, row, tmp_path, kind):
     """release tarball truncated / corrupt"""
     row.name = "release tarball %s (deploy)" % kind

@@ -149,3 +149,28 @@ def test_unpack_then_inspect_a_tarball(tmp_path):
     dest.mkdir()
     release.unpack(tarball, str(dest))
     assert release.inspect(str(dest))["bundled"] == ["hello_rebar3-1.0.0"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_unpack_refuses_a_damaged_tarball(tmp_path, damage):
+    src = make_release(str(tmp_path / "src"), "hello_rebar3.rel", fixture("hello_rebar3.rel"), "1.0.0",
+                       apps=["hello_rebar3-1.0.0"])
+    tarball = tmp_path / "hello_rebar3-1.0.0.tar.gz"
+    with tarfile.open(str(tarball), "w:gz") as tar:
+        tar.add(os.path.join(src, "lib"), arcname="lib")
+        tar.add(os.path.join(src, "releases"), arcname="releases")
+        # Incompressible bulk, so that the cut or the flipped byte lands inside the deflate stream.
+        data = os.urandom(64 * 1024)
+        member = tarfile.TarInfo("lib/hello_rebar3-1.0.0/priv/blob")
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    raw = bytearray(tarball.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw[len(raw) // 2] ^= 0xFF
+    tarball.write_bytes(bytes(raw))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(release.ReleaseError, match="cannot unpack"):
+        release.unpack(str(tarball), str(dest))
