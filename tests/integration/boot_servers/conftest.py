@@ -1,7 +1,7 @@
 """Two boot servers on localcloud (real containers, real erl): levelling before serving, the level module and
 the membership keeper (docs/boot_servers.md).
 
-One session cluster: `provision` (1 boot server, 1 worker) and `site` with hello_cluster 1.0.0, then a second
+One session cluster: `provision` (1 boot server, 2 workers) and `site` with hello_cluster 1.0.0, then a second
 boot server launched with cluster_instances (allow_multiple_boot_servers) and both configured by the
 erlang and boot_server roles (files/boot_servers.yml), the inventory's boot server lists given as extra
 vars. Each test sets up the difference it looks at and leaves both boot servers running.
@@ -151,7 +151,7 @@ def pair(tmp_path_factory, releases):
         ec2 = c.boto3("ec2")
         kept = boot_servers(ec2, name)
         if len(kept) < 2:
-            c.provision(1)
+            c.provision(2)  # two workers: a connection between them is cut in the overlapping-partitions test
             c.playbook("site", extra={"site_initial_release": releases["1.0.0"]})
         c.refresh()
         # The one provision made (a kept cluster, BOOT_SERVERS_KEEP, is used as it is).

@@ -124,6 +124,37 @@ def test_keeper_reconnects_every_worker_after_a_restart(pair):
     assert "boot@%s" % other_than(pair, ip) in pair.erl(ip, "nodes()")
 
 
+def mesh(pair, ip, members):
+    """{member: the nodes it is connected to}, read through boot@ip."""
+    listed = ",".join("'%s'" % m for m in members)
+    return dict(pair.erl(ip, "[{atom_to_binary(M), [atom_to_binary(N) || N <- case rpc:call(M, erlang, nodes, [], 10000) of "
+                             "L when is_list(L) -> L; _ -> [] end]} || M <- [%s]]" % listed))
+
+
+def test_mesh_heals_after_a_connection_is_cut(pair):
+    """prevent_overlapping_partitions stays OTP's default (true): when a connection between two workers drops,
+    global may drop more to keep its view consistent; the boot servers' keeper re-connects every worker and global's
+    full mesh follows, within a few keeper intervals, with no restart."""
+    first, second = ["worker@%s" % w for w in pair.worker_ips[:2]]
+    boot_nodes = ["boot@%s" % ip for ip in pair.boot_ips]
+    members = ["worker@%s" % w for w in pair.worker_ips] + boot_nodes
+    assert pair.erl(pair.first, "atom_to_binary(rpc:call('%s', application, get_env, "
+                                "[kernel, prevent_overlapping_partitions, true], 10000))" % first) == "true"
+    pids = {ip: pair.sh(ip, "pgrep -f 'beam.*-name %s' | head -1" % ("worker@" + ip)).stdout.strip() for ip in pair.worker_ips}
+    assert pair.erl(pair.first, "rpc:call('%s', erlang, disconnect_node, ['%s'], 10000)" % (first, second)) == "true"
+    t0 = time.monotonic()
+
+    def whole():
+        seen = mesh(pair, pair.first, members)
+        return all(set(members) - {m} <= set(seen.get(m, [])) for m in members)
+
+    assert wait_for(whole, 4 * INTERVAL + 10), "the mesh did not heal: %s" % mesh(pair, pair.first, members)
+    healed_s = time.monotonic() - t0
+    assert healed_s <= 4 * INTERVAL + 10, healed_s
+    # Healed by re-connecting, not by restarting anything.
+    assert {ip: pair.sh(ip, "pgrep -f 'beam.*-name %s' | head -1" % ("worker@" + ip)).stdout.strip() for ip in pair.worker_ips} == pids
+
+
 def test_level_module_check_mode_then_apply_then_nothing(pair):
     """(e): a difference made on the first only (current switched back as the role switches, an allow-list
     entry through set_slaves); check mode on the second reports it and changes nothing, the real run
