@@ -14,7 +14,6 @@ printed at the end of the session and written to $FAILURES_MATRIX (default <pyte
 import importlib.util
 import os
 import re
-import secrets
 import sys
 import threading
 import time
@@ -303,6 +302,8 @@ def at_baseline(cluster):
         return "%d workers, %d boot servers" % (len(cluster.workers), len(cluster.boot_server_ids))
     if cluster.stopped_boot_servers:
         return "boot servers stopped: %s" % cluster.stopped_boot_servers
+    for ip in cluster.boot_server_ips:  # a host a scenario rebooted answers SSH again first
+        wait_until("boot server %s answers SSH" % ip, lambda ip=ip: cluster.ssh(ip, "true").returncode == 0, step=2)
     states = boot_states(cluster)
     if any(not s["current"] for s in states.values()):
         return "no release on a boot server: %s" % states

@@ -4,9 +4,8 @@ the boot server host's mount namespace, holding what was there plus a filler fil
 import secrets
 import subprocess
 
-import pytest
 
-from failures_lib import BOOT_SERVERS, LAYOUT, baseline_version, boot_states, current_release, e2e, refresh, releases_listed, versions
+from failures_lib import LAYOUT, baseline_version, boot_states, current_release, e2e, refresh, releases_listed, versions
 
 FILLER = ".failure-matrix-filler"
 
@@ -39,12 +38,6 @@ rm -rf $keep
 """
 
 
-# With several boot servers, the install failing on the full one does not stop the others: they install and switch
-# `current` to the new release, so the boot servers disagree on `current` (a worker restarting then boots whichever
-# answers first). playbooks/deploy.yml checks that every boot server passed the checks before installing, not that
-# every one installed before switching.
-@pytest.mark.xfail(BOOT_SERVERS > 1, strict=True, reason="deploy: an install that fails on one boot server (disk full) "
-                   "does not stop the switch of `current` on the others (playbooks/deploy.yml: no barrier between install and switch)")
 def test_boot_server_disk_full_during_deploy(cluster, releases, row, tmp_path):
     """the boot server's disk full during deploy"""
     refresh(cluster)
