@@ -6,8 +6,9 @@ under another module name, as the status suite does). A poller GETs every worker
 for the whole session and keeps each answer (time, ip, version or None).
 
 Each test is one scenario: it brings the fault, lets the collection act, heals the fault, then `row.close()`
-measures its row (from the poller's samples of the scenario's time) and the `baseline` fixture puts the cluster
-back (3 workers, all on 1.0.0, `current` 1.0.0, allow-list exactly the workers) and asserts it. The table is
+measures its row (from the poller's samples of the scenario's time) and the `row` fixture repairs only what the
+scenario left broken and asserts the baseline: 3 workers up on ONE release (1.0.0 or 2.0.0: a rollout scenario deploys
+the other), `current` it on every boot server, the boot servers running and level, allow-lists exactly the workers. The table is
 printed at the end of the session and written to $FAILURES_MATRIX (default <pytest basetemp>/../failure-matrix.md).
 """
 
