@@ -8,4 +8,4 @@ FAILURES_MATRIX ?= $(ROOT)/tests/output/failure-matrix.md
 
 test-failures: bootstrap ## failure matrix on localcloud: faults (boot server, workers, EC2 API, disk, releases, bad input) with a poller; prints the table
 	@mkdir -p $(dir $(FAILURES_MATRIX))
-	FAILURES_MATRIX=$(FAILURES_MATRIX) $(PYTHON) -m pytest -v -rsx -p no:cacheprovider -p no:xdist tests/integration/failures
+	FAILURES_MATRIX=$(FAILURES_MATRIX) $(PYTHON) -m pytest -v -rsx --durations=0 -p no:cacheprovider -p no:xdist tests/integration/failures

@@ -11,7 +11,8 @@ from failures_lib import ROWS, WORKERS, Poller, Row, e2e, matrix_markdown, refre
 @pytest.fixture(scope="session")
 def releases(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("releases"))
-    return {"v1": e2e.build_release(workdir, "1.0.0"), "v2": e2e.build_release(workdir, "2.0.0")}
+    return {"v1": e2e.build_release(workdir, "1.0.0"), "v2": e2e.build_release(workdir, "2.0.0"),
+            "v3": e2e.build_release(workdir, "3.0.0", crash=True)}
 
 
 @pytest.fixture(scope="session")

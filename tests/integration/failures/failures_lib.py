@@ -6,18 +6,19 @@ under another module name, as the status suite does). A poller GETs every worker
 for the whole session and keeps each answer (time, ip, version or None).
 
 Each test is one scenario: it brings the fault, lets the collection act, heals the fault, then `row.close()`
-measures its row (from the poller's samples of the scenario's time) and the `baseline` fixture puts the cluster
-back (3 workers, all on 1.0.0, `current` 1.0.0, allow-list exactly the workers) and asserts it. The table is
+measures its row (from the poller's samples of the scenario's time) and the `row` fixture repairs only what the
+scenario left broken and asserts the baseline: 3 workers up on ONE release (1.0.0 or 2.0.0: a rollout scenario deploys
+the other), `current` it on every boot server, the boot servers running and level, allow-lists exactly the workers. The table is
 printed at the end of the session and written to $FAILURES_MATRIX (default <pytest basetemp>/../failure-matrix.md).
 """
 
 import importlib.util
 import os
 import re
-import secrets
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _E2E = os.path.join(os.path.dirname(HERE), "e2e", "conftest.py")
@@ -30,7 +31,6 @@ from localcloud_cluster import StatusPoller, worker_status  # noqa: E402
 from playbook_runner import ROOT  # noqa: E402
 
 WORKERS = 3
-BASE_VSN = "1.0.0"
 POLL_INTERVAL = 0.1
 
 
@@ -167,11 +167,29 @@ def matrix_markdown():
 
 # ---------------------------------------------------------------------------------------------- the cluster
 
+def ip_key(ip):
+    return tuple(int(part) for part in ip.split("."))
+
+
+def boot_state(cluster, boot_ip):
+    """One SSH call: what must be equal on every boot server (releases, `current`, allow-list)."""
+    out = cluster.ssh(boot_ip, "ls %s; echo ---; readlink %s || true; echo ---; sudo cat %s" % (
+        LAYOUT["releases_dir"], LAYOUT["current_link"], LAYOUT["allow_list_file"]))
+    assert out.returncode == 0, out.stderr
+    releases, current, allow = out.stdout.split("---\n") if out.stdout.count("---\n") == 2 else ("", "", "")
+    return {"releases": sorted(releases.split()), "current": os.path.basename(current.strip()),
+            "allow_list": sorted(line.strip() for line in allow.splitlines() if line.strip() and not line.startswith("#"))}
+
+
+def boot_states(cluster):
+    """boot_state of every running boot server, read in parallel: {ip: state}."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(cluster.boot_server_ips, pool.map(lambda ip: boot_state(cluster, ip), cluster.boot_server_ips)))
+
+
 def allow_list(cluster, boot_ip=None):
     """The persisted allow-list of a boot server (its one writer is the boot server itself)."""
-    out = cluster.ssh(boot_ip or cluster.boot_server_ip, "sudo cat %s" % LAYOUT["allow_list_file"])
-    assert out.returncode == 0, out.stderr
-    return sorted(line.strip() for line in out.stdout.splitlines() if line.strip() and not line.startswith("#"))
+    return boot_state(cluster, boot_ip or cluster.boot_server_ip)["allow_list"]
 
 
 def running_allow_list(cluster, boot_ip=None):
@@ -182,36 +200,42 @@ def running_allow_list(cluster, boot_ip=None):
 
 
 def current_release(cluster, boot_ip=None):
-    out = cluster.ssh(boot_ip or cluster.boot_server_ip, "readlink %s" % LAYOUT["current_link"])
-    assert out.returncode == 0, out.stderr
-    return os.path.basename(out.stdout.strip())
+    return boot_state(cluster, boot_ip or cluster.boot_server_ip)["current"]
 
 
 def releases_listed(cluster, boot_ip=None):
-    return cluster.ssh(boot_ip or cluster.boot_server_ip, "ls %s" % LAYOUT["releases_dir"]).stdout.split()
+    return boot_state(cluster, boot_ip or cluster.boot_server_ip)["releases"]
 
 
 def versions(cluster):
-    return {ip: (s or {}).get("version") for ip, s in ((ip, worker_status(ip, 2.0)) for ip in sorted(cluster.workers.values()))}
+    ips = sorted(cluster.workers.values())
+    with ThreadPoolExecutor(max_workers=max(1, len(ips))) as pool:
+        return dict(zip(ips, pool.map(lambda ip: (worker_status(ip, 2.0) or {}).get("version"), ips)))
 
 
 def snapshot(cluster):
-    """What a refused or failed run must not change: allow-lists, `current`, releases, each worker's release."""
-    return {"allow": {ip: allow_list(cluster, ip) for ip in cluster.boot_server_ips},
-            "current": {ip: current_release(cluster, ip) for ip in cluster.boot_server_ips},
-            "releases": {ip: releases_listed(cluster, ip) for ip in cluster.boot_server_ips},
-            "workers": versions(cluster)}
+    """What a refused or failed run must not change: every boot server's releases, `current`, allow-list, and each
+    worker's release."""
+    return {"boot_servers": boot_states(cluster), "workers": versions(cluster)}
+
+
+def level(states):
+    """'' when every boot server holds the same state, else what differs."""
+    distinct = {repr(s) for s in states.values()}
+    return "" if len(distinct) <= 1 else "boot servers not level: %s" % states
 
 
 def refresh(cluster):
-    """e2e's refresh, and every boot server's IP (e2e keeps one)."""
+    """e2e's refresh, every boot server's IP by address (e2e keeps one), and the cluster's stopped boot servers."""
     cluster.refresh()
     found = cluster.boto3("ec2").describe_instances(Filters=[{"Name": "tag:erlang-cluster", "Values": [cluster.name]},
                                                              {"Name": "tag:erlang-role", "Values": ["boot_server"]},
-                                                             {"Name": "instance-state-name", "Values": ["pending", "running"]}])
-    boot = sorted((i["PrivateIpAddress"], i["InstanceId"]) for r in found["Reservations"] for i in r["Instances"])
-    cluster.boot_server_ips = [ip for ip, dummy in boot]
-    cluster.boot_server_ids = {ip: iid for ip, iid in boot}
+                                                             {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+    boot = [(i["PrivateIpAddress"], i["InstanceId"], i["State"]["Name"]) for r in found["Reservations"] for i in r["Instances"]]
+    running = sorted(((ip, iid) for ip, iid, state in boot if state in ("pending", "running")), key=lambda b: ip_key(b[0]))
+    cluster.boot_server_ips = [ip for ip, dummy in running]
+    cluster.boot_server_ids = {ip: iid for ip, iid, dummy in boot}
+    cluster.stopped_boot_servers = sorted(iid for ip, iid, state in boot if state not in ("pending", "running"))
     cluster.boot_server_ip = cluster.boot_server_ips[0] if cluster.boot_server_ips else None
     return cluster
 
@@ -224,39 +248,99 @@ def provision(cluster, workers=WORKERS):
                                                     provision_worker_count=workers))
 
 
-def at_baseline(cluster):
-    """'' when the cluster is at the suite's baseline, else what differs."""
+def set_state(cluster, instance_ids, state):
+    """Stop (Force: localcloud stops the container, as EC2 loses a host) or start instances, and wait for it."""
+    ec2 = cluster.boto3("ec2")
+    if state == "stopped":
+        ec2.stop_instances(InstanceIds=list(instance_ids), Force=True)
+    else:
+        ec2.start_instances(InstanceIds=list(instance_ids))
+    ec2.get_waiter("instance_%s" % state).wait(InstanceIds=list(instance_ids), WaiterConfig={"Delay": 1, "MaxAttempts": 180})
+
+
+def wait_until(what, predicate, bound=180, step=1.0):
+    deadline = time.monotonic() + bound
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("%s: not within %d s" % (what, bound))
+        time.sleep(step)
+
+
+def boot_server_answers(cluster, ip):
+    out = cluster.ssh(ip, "sudo %s --node boot eval 'is_pid(whereis(boot_server))'" % LAYOUT["node_command"])
+    return out.returncode == 0 and out.stdout.strip() == "true"
+
+
+def wait_level(cluster, bound=180):
+    """Every boot server answers and holds the same releases, `current` and allow-list (a started one is levelled
+    before it serves). Returns the common state."""
     refresh(cluster)
-    problems = []
-    if len(cluster.workers) != WORKERS or len(cluster.boot_server_ips) != BOOT_SERVERS:
-        return "%d workers, %d boot servers" % (len(cluster.workers), len(cluster.boot_server_ips))
-    seen = versions(cluster)
-    if any(v != BASE_VSN for v in seen.values()):
-        problems.append("workers on %s" % seen)
     for ip in cluster.boot_server_ips:
-        if cluster.ssh(ip, "test -L %s" % LAYOUT["current_link"]).returncode != 0:
-            return "no release on boot server %s" % ip
-        if current_release(cluster, ip) != BASE_VSN:
-            problems.append("current on %s is %s" % (ip, current_release(cluster, ip)))
-        if allow_list(cluster, ip) != sorted(cluster.workers.values()):
-            problems.append("allow-list of %s is %s" % (ip, allow_list(cluster, ip)))
+        wait_until("boot server %s answers" % ip, lambda ip=ip: boot_server_answers(cluster, ip), bound=bound, step=2)
+    states = wait_until("boot servers level", lambda: (lambda s: s if not level(s) else None)(boot_states(cluster)), bound=bound, step=2)
+    return next(iter(states.values()))
+
+
+def baseline_version(cluster):
+    """The one release every worker runs at the baseline (None when they do not run one)."""
+    seen = set(versions(cluster).values())
+    return seen.pop() if len(seen) == 1 and None not in seen else None
+
+
+def other_release(cluster, releases):
+    """(tarball, version): the release a rollout scenario deploys, the one the workers do not run (1.0.0 or 2.0.0)."""
+    return (releases["v1"], "1.0.0") if baseline_version(cluster) == "2.0.0" else (releases["v2"], "2.0.0")
+
+
+def at_baseline(cluster):
+    """'' when the cluster is at the suite's baseline, else what differs. The baseline: WORKERS workers up on ONE
+    release, BOOT_SERVERS boot servers running and level, `current` that release on each, allow-lists exactly the workers."""
+    refresh(cluster)
+    if len(cluster.workers) != WORKERS or len(cluster.boot_server_ids) != BOOT_SERVERS:
+        return "%d workers, %d boot servers" % (len(cluster.workers), len(cluster.boot_server_ids))
+    if cluster.stopped_boot_servers:
+        return "boot servers stopped: %s" % cluster.stopped_boot_servers
+    for ip in cluster.boot_server_ips:  # a host a scenario rebooted answers SSH again first
+        wait_until("boot server %s answers SSH" % ip, lambda ip=ip: cluster.ssh(ip, "true").returncode == 0, step=2)
+    states = boot_states(cluster)
+    if any(not s["current"] for s in states.values()):
+        return "no release on a boot server: %s" % states
+    seen = versions(cluster)
+    problems = [p for p in [level(states)] if p]
+    if len(set(seen.values())) != 1 or None in seen.values():
+        problems.append("workers on %s" % seen)
+    for ip, state in states.items():
+        if state["current"] not in seen.values() or len(set(seen.values())) != 1:
+            problems.append("current on %s is %s, workers on %s" % (ip, state["current"], sorted(set(map(str, seen.values())))))
+        if state["allow_list"] != sorted(cluster.workers.values()):
+            problems.append("allow-list of %s is %s" % (ip, state["allow_list"]))
     return "; ".join(problems)
 
 
 def restore(cluster, releases):
-    """Back to the baseline with the playbooks users run, each only when needed."""
+    """Back to the baseline with the playbooks users run, each only when needed (a scenario that leaves the workers
+    on the other release leaves the baseline as it is)."""
     problem = at_baseline(cluster)
     if not problem:
         return
     sys.stderr.write("failures: restoring the baseline (%s)\n" % problem)
-    if len(cluster.workers) != WORKERS or len(cluster.boot_server_ips) != BOOT_SERVERS or problem.startswith("no release"):
+    if cluster.stopped_boot_servers:
+        set_state(cluster, cluster.stopped_boot_servers, "running")
+        wait_level(cluster)
+    refresh(cluster)
+    if len(cluster.workers) != WORKERS or len(cluster.boot_server_ids) != BOOT_SERVERS or "no release" in at_baseline(cluster):
         provision(cluster)
         cluster.playbook("site", extra={"site_initial_release": releases["v1"]})
         refresh(cluster)
-    if any(current_release(cluster, ip) != BASE_VSN for ip in cluster.boot_server_ips) or any(v != BASE_VSN for v in versions(cluster).values()):
-        cluster.playbook("deploy", extra={"deploy_release": releases["v1"], "rolling_restart_timeout": 90})
-    cluster.playbook("reconcile")
+    states, seen = boot_states(cluster), versions(cluster)
+    currents = {s["current"] for s in states.values()}
+    if len(currents) != 1 or len(set(seen.values())) != 1 or None in seen.values() or currents != set(seen.values()):
+        target = "v2" if currents == {"2.0.0"} else "v1"
+        cluster.playbook("deploy", extra={"deploy_release": releases[target], "rolling_restart_timeout": 90})
+    if at_baseline(cluster):
+        cluster.playbook("reconcile")
     problem = at_baseline(cluster)
     assert not problem, "could not restore the baseline: %s" % problem
-
-

@@ -70,7 +70,7 @@ def test_stale_entries_and_a_recycled_ip(cluster, row):
         first = cluster.playbook("reconcile")
         for boot_ip in cluster.boot_server_ips:
             assert allow_list(cluster, boot_ip) == workers and running_allow_list(cluster, boot_ip) == workers
-        assert not loads_from_boot_server(cluster, recycled), "the recycled IP still loads after reconcile"
+        assert not loads_from_boot_server(cluster, recycled, bound=10), "the recycled IP still loads after reconcile"
         # Once it is a live worker of the cluster (tagged as cluster_instances tags it), reconcile allows it.
         ec2.create_tags(Resources=[stranger], Tags=[{"Key": contract.TAG_CLUSTER, "Value": cluster.name},
                                                     {"Key": contract.TAG_ROLE, "Value": contract.ROLE_WORKER},

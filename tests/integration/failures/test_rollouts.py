@@ -1,7 +1,9 @@
-"""Hosts lost in the middle of a rollout (deploy v2: install, switch `current`, rolling restart): a boot server host
-stopped, with 2 boot servers and with 1; a worker host stopped. Each host is stopped through the EC2 API
-(StopInstances, Force: localcloud stops its container) once the first worker answers on the new release, and started
-again afterwards."""
+"""Hosts lost and boot servers down around a rollout (deploy: install, switch `current`, rolling restart), with 2 boot
+servers: the first (acting) or the second boot server host lost mid-rollout, a deploy while one is unreachable, a
+broken release rolled back automatically, the only answering boot server lost, a worker host lost. A host is lost the
+way EC2 loses it (StopInstances, Force: localcloud stops its container) once the first worker answers on the new
+release, and started again afterwards. Each rollout deploys the release the workers do not run (1.0.0 or 2.0.0):
+the baseline is either, so nothing is rolled back between scenarios."""
 
 import re
 import threading
@@ -9,19 +11,15 @@ import time
 
 import pytest
 
-from failures_lib import BOOT_SERVERS, LAYOUT, allow_list, current_release, refresh, releases_listed, versions
+from failures_lib import (BOOT_SERVERS, LAYOUT, boot_server_answers, boot_states, other_release, refresh, set_state, versions, wait_level,
+                          wait_until)
 from localcloud_cluster import worker_status
 
 ROLLING_TIMEOUT = 45
+# Bake time between two restarts where the fault must land inside the rollout (a host's stop takes a few seconds).
+FAULT_PAUSE = 2
 
-
-def rolling_restart_fails_over():
-    """Does this branch's rolling restart use the other boot servers when one is down (h-play)?"""
-    import os
-    from playbook_runner import ROOT
-
-    with open(os.path.join(ROOT, "playbooks", "rolling_restart.yml"), encoding="utf-8") as handle:
-        return "erlang_boot_servers_acting" in handle.read()
+needs_2 = pytest.mark.skipif(BOOT_SERVERS < 2, reason="needs 2 boot servers (FAILURES_BOOT_SERVERS)")
 
 
 class Background(threading.Thread):
@@ -36,70 +34,117 @@ class Background(threading.Thread):
             self.error = exc
 
 
-def wait_first_on(cluster, poller, since, version, bound=300):
+def wait_first_on(poller, since, version, job, bound=300):
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
         if any(v == version and t >= since for t, ip, v in poller.window(since, time.monotonic())):
             return True
+        assert job.is_alive(), "the deploy ended before any worker answered on %s: %s" % (version, job.error or job.result.tail(40))
         time.sleep(0.2)
     raise AssertionError("no worker answered on %s within %d s" % (version, bound))
 
 
-def set_state(cluster, instance_ids, state):
-    ec2 = cluster.boto3("ec2")
-    if state == "stopped":
-        ec2.stop_instances(InstanceIds=list(instance_ids), Force=True)
-    else:
-        ec2.start_instances(InstanceIds=list(instance_ids))
-    ec2.get_waiter("instance_%s" % state).wait(InstanceIds=list(instance_ids), WaiterConfig={"Delay": 2, "MaxAttempts": 90})
+def deploy(cluster, release, **extra):
+    return cluster.playbook("deploy", check=False, extra=dict({"deploy_release": release, "rolling_restart_timeout": ROLLING_TIMEOUT}, **extra))
 
 
-def wait_until(what, predicate, bound=180):
-    deadline = time.monotonic() + bound
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("%s: not within %d s" % (what, bound))
-        time.sleep(2)
+def joined(cluster):
+    nodes = {"worker@%s" % ip for ip in cluster.workers.values()}
+    seen = [worker_status(ip, 2.0) for ip in cluster.workers.values()]
+    return all(s and set(s["nodes"]) >= nodes - {s["node"]} for s in seen)
 
 
-def boot_server_answers(cluster, ip):
-    out = cluster.ssh(ip, "sudo %s --node boot eval 'is_pid(whereis(boot_server))'" % LAYOUT["node_command"])
-    return out.returncode == 0 and out.stdout.strip() == "true"
-
-
-def deploy_v2(cluster, releases):
-    return cluster.playbook("deploy", check=False, extra={"deploy_release": releases["v2"], "rolling_restart_timeout": ROLLING_TIMEOUT})
-
-
-@pytest.mark.skipif(BOOT_SERVERS < 2, reason="needs 2 boot servers: provision_boot_server_count (h-plumb) is not in this branch")
-@pytest.mark.skipif(not rolling_restart_fails_over(), reason="needs the rolling restart's boot server failover (h-play), not in this branch")
-def test_boot_server_host_stopped_during_rollout_with_2(cluster, releases, poller, row):
+@needs_2
+@pytest.mark.parametrize("lost", ["first", "second"])
+def test_boot_server_host_lost_mid_rollout(cluster, releases, poller, row, lost):
     """a boot server host stopped during a rolling restart (2 boot servers)"""
     refresh(cluster)
+    row.name = "a boot server host stopped during a rolling restart (2 boot servers; the %s, %s)" % (
+        lost, "the acting one" if lost == "first" else "not acting")
     row.restarted = set(cluster.workers.values())
-    victim, other = cluster.boot_server_ips[0], cluster.boot_server_ips[1]
-    job = Background(lambda: deploy_v2(cluster, releases))
+    victim, keep = (cluster.boot_server_ips[0], cluster.boot_server_ips[1]) if lost == "first" else cluster.boot_server_ips[1::-1]
+    victim_id, keep_id = cluster.boot_server_ids[victim], cluster.boot_server_ids[keep]
+    release, vsn = other_release(cluster, releases)
+    job = Background(lambda: deploy(cluster, release, rolling_restart_pause=FAULT_PAUSE))
     job.start()
-    wait_first_on(cluster, poller, row.start, "2.0.0")
-    set_state(cluster, [cluster.boot_server_ids[victim]], "stopped")
+    wait_first_on(poller, row.start, vsn, job)
+    set_state(cluster, [victim_id], "stopped")
     job.join(900)
-    assert job.error is None and job.result.rc == 0, job.error or job.result.tail(40)
-    assert all(v == "2.0.0" for v in versions(cluster).values())
-    set_state(cluster, [cluster.boot_server_ids[victim]], "running")
-    wait_until("the stopped boot server is back", lambda: boot_server_answers(cluster, victim))
-    wait_until("the stopped boot server is level with the other",
-               lambda: (current_release(cluster, victim), sorted(releases_listed(cluster, victim)), allow_list(cluster, victim))
-               == (current_release(cluster, other), sorted(releases_listed(cluster, other)), allow_list(cluster, other)))
-    row.did = "deploy finished on the other boot server (all on 2.0.0); the stopped one came back level (releases, current, allow-list)"
+    assert job.error is None, job.error
+    result = job.result
+    assert result.rc == 0, result.tail(40)
+    # Every worker on the new release, re-joined; `current` switched on the one left.
+    assert set(versions(cluster).values()) == {vsn}
+    assert joined(cluster)
+    assert boot_states(refresh(cluster))[keep]["current"] == vsn
+    # The lost host is not counted failed or unreachable: skipped, or the rollout moved on.
+    assert result.recap.get(victim_id, {}).get("unreachable", 0) == 0 and result.recap.get(victim_id, {}).get("failed", 0) == 0, result.recap
+    if lost == "first":
+        # The acting boot server was lost: the second resumed, without restarting the workers already moved.
+        assert "was lost during the rolling restart" in result.out and "%s resumes it" % keep_id in result.out, result.tail(40)
+    set_state(cluster, [victim_id], "running")
+    state = wait_level(cluster)
+    assert state["current"] == vsn and state["allow_list"] == sorted(cluster.workers.values()), state
+    row.did = ("deploy %s finished on the other boot server%s (all on %s, never 2 workers down); the stopped one, started "
+               "again, came back level (releases, current, allow-list)" % (vsn, " (it resumed the rollout)" if lost == "first" else "", vsn))
     row.close()
     row.check()
 
 
-# The rolling restart runs its restarts from a boot server host (cluster_restart on the acting boot server): when that
-# host is lost mid-rollout, the run ends with an SSH error ("Data could not be sent to remote host") and does not say
-# which workers are on which release (no "Rolling restart stopped at ..."), so the row has unreported mixed releases.
-@pytest.mark.xfail(strict=True, reason="the rollout dies with the boot server host that runs it and does not report the "
-                   "workers left on two releases (playbooks/rolling_restart.yml, cluster_restart on the acting boot server)")
+@needs_2
+def test_deploy_while_a_boot_server_is_unreachable(cluster, releases, poller, row):
+    """a deploy while a boot server host is unreachable (in the inventory, not answering)"""
+    refresh(cluster)
+    row.restarted = set(cluster.workers.values())
+    first = cluster.boot_server_ips[0]
+    first_id = cluster.boot_server_ids[first]
+    release, vsn = other_release(cluster, releases)
+    # EC2 still says running (the inventory lists it), but its boot server and sshd are stopped: an impaired host.
+    cluster.ssh(first, "sudo systemctl stop %s; sudo systemctl stop ssh.socket ssh.service" % LAYOUT["boot_server_unit"])
+    try:
+        assert cluster.ssh(first, "true").returncode != 0
+        # No SSH connection kept from an earlier run: an unreachable host must look unreachable.
+        # (ControlPath=none: a master connection of an earlier run would outlive sshd's stop.)
+        result = deploy(cluster, release, ansible_ssh_common_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                        "-o ControlMaster=no -o ControlPath=none")
+    finally:
+        cluster.boto3("ec2").reboot_instances(InstanceIds=[first_id])
+        time.sleep(3)  # the reboot under way before the next SSH tries
+    assert result.rc == 0, result.tail(40)
+    assert "WARNING: boot server %s" % first_id in result.out and "is skipped" in result.out, result.tail(40)
+    assert result.recap[first_id]["unreachable"] == 0 and result.recap[first_id]["changed"] == 0, result.recap
+    assert set(versions(cluster).values()) == {vsn}
+    state = wait_level(cluster)
+    assert state["current"] == vsn and state["allow_list"] == sorted(cluster.workers.values()), state
+    row.did = ("deploy %s skipped the unreachable boot server with a warning (not counted unreachable) and finished on the "
+               "other; rebooted, it came back level" % vsn)
+    row.close()
+    row.check()
+
+
+@needs_2
+def test_broken_release_rolled_back_on_both_boot_servers(cluster, releases, poller, row):
+    """a broken release (its VM exits at start): automatic rollback, `current` back on both boot servers"""
+    refresh(cluster)
+    row.restarted = set(cluster.workers.values())
+    before = boot_states(cluster)
+    vsn = next(iter(before.values()))["current"]
+    result = deploy(cluster, releases["v3"], rolling_restart_timeout=20)
+    assert result.rc != 0 and "Rolling restart stopped at" in result.out, result.tail(40)
+    stopped_at = re.search(r"Rolling restart stopped at[^\n]*", result.out).group(0)
+    state = wait_level(cluster, bound=20)
+    assert state["current"] == vsn and "3.0.0" in state["releases"], state
+    assert set(versions(cluster).values()) == {vsn}
+    row.did = "deploy 3.0.0 stopped at the first worker and rolled it back: `current` %s again on every boot server, every worker on %s (%s)" % (
+        vsn, vsn, stopped_at.strip()[:120])
+    row.close()
+    row.check()
+
+
+# Found with h-fix merged: when every boot server was down and they start again together, they do not level: the one
+# lost mid-rollout keeps the new `current` (and the release), the one stopped before keeps the old (seen: 2.0.0 on one,
+# 1.0.0 and no 2.0.0 on the other, for 120 s); each levels only from a peer that already serves.
+@pytest.mark.xfail(strict=True, reason="boot servers that all start again together do not level (current, releases differ)")
 def test_boot_server_host_stopped_during_rollout_with_1(cluster, releases, poller, row):
     """a boot server host stopped during a rolling restart (1 boot server answering)"""
     refresh(cluster)
@@ -107,12 +152,13 @@ def test_boot_server_host_stopped_during_rollout_with_1(cluster, releases, polle
     row.max_down_allowed = 2  # the node that hangs in its loader while a rolled-back one restarts
     victim, others = cluster.boot_server_ips[0], cluster.boot_server_ips[1:]
     ids = [cluster.boot_server_ids[ip] for ip in cluster.boot_server_ips]
+    release, vsn = other_release(cluster, releases)
     try:
-        if others:  # several boot servers: all but one stopped first
+        if others:  # several boot servers: all but one stopped first (the deploy starts with one down)
             set_state(cluster, [cluster.boot_server_ids[ip] for ip in others], "stopped")
-        job = Background(lambda: deploy_v2(cluster, releases))
+        job = Background(lambda: deploy(cluster, release, rolling_restart_pause=FAULT_PAUSE, rolling_restart_timeout=20))
         job.start()
-        wait_first_on(cluster, poller, row.start, "2.0.0")
+        wait_first_on(poller, row.start, vsn, job)
         set_state(cluster, [cluster.boot_server_ids[victim]], "stopped")
         job.join(900)
         assert job.error is None, job.error
@@ -121,19 +167,29 @@ def test_boot_server_host_stopped_during_rollout_with_1(cluster, releases, polle
         serving = [ip for ip, s in ((ip, worker_status(ip, 2.0)) for ip in cluster.workers.values()) if s]
     finally:
         set_state(cluster, ids, "running")
+    # Both boot servers start at once: `current` and the allow-list must agree; the release lists may not (a release the
+    # lost one pruned at its switch is still on the one stopped before): reported in the row, levelled by the next
+    # deploy or reconcile (the fixture's restore).
+    refresh(cluster)
     for ip in cluster.boot_server_ips:
-        wait_until("boot server %s is back" % ip, lambda ip=ip: boot_server_answers(cluster, ip))
+        wait_until("boot server %s answers" % ip, lambda ip=ip: boot_server_answers(cluster, ip))
+    states = wait_until("current and allow-list level", lambda: (lambda s: s if len({(v["current"], tuple(v["allow_list"])) for v in s.values()}) == 1
+                                                                 else None)(boot_states(cluster)), bound=120, step=2)
+    releases_differ = len({tuple(v["releases"]) for v in states.values()}) > 1
     # The worker that hung in its loader finishes booting once a boot server answers again.
     wait_until("every worker answers", lambda: all(versions(cluster).values()), bound=240)
     seen = versions(cluster)
     assert result.rc != 0, "the rollout cannot finish without a boot server"
     assert len(serving) >= len(cluster.workers) - 1, serving
     stopped_at = re.search(r"Rolling restart stopped at[^\n]*", result.out)
+    assert stopped_at and "Each worker, read on its own host" in result.out, result.tail(40)
     unreachable = re.search(r"(UNREACHABLE|Data could not be sent to remote host)[^\n]*", result.out)
     row.reported = bool(stopped_at)
-    row.did = "deploy rc=%d (%s); %d of %d workers served while no boot server answered; workers end on %s after it came back" % (
+    row.did = "deploy rc=%d (%s); %d of %d workers served while no boot server answered; workers end on %s after it came back%s" % (
         result.rc, (stopped_at or unreachable).group(0)[:140] if (stopped_at or unreachable) else "no message", len(serving),
-        len(cluster.workers), ", ".join(sorted(set(seen.values()))))
+        len(cluster.workers), ", ".join(sorted(set(map(str, seen.values())))),
+        "; boot servers back with the same current and allow-list%s" % (", not the same releases (%s)" % {ip: v["releases"] for ip, v in states.items()}
+                                                                        if releases_differ else ", releases"))
     row.close()
     row.check()
 
@@ -144,10 +200,11 @@ def test_worker_host_stopped_mid_rollout(cluster, releases, poller, row):
     row.restarted = set(cluster.workers.values())
     row.max_down_allowed = 2  # the stopped worker, and the one the rollout restarts
     victim_id, victim = sorted(cluster.workers.items(), key=lambda kv: kv[1])[-1]
+    release, vsn = other_release(cluster, releases)
     try:
-        job = Background(lambda: deploy_v2(cluster, releases))
+        job = Background(lambda: deploy(cluster, release, rolling_restart_timeout=20))
         job.start()
-        wait_first_on(cluster, poller, row.start, "2.0.0")
+        wait_first_on(poller, row.start, vsn, job)
         set_state(cluster, [victim_id], "stopped")
         job.join(900)
         assert job.error is None, job.error
@@ -159,7 +216,7 @@ def test_worker_host_stopped_mid_rollout(cluster, releases, poller, row):
     seen = versions(cluster)
     stopped_at = re.search(r"(Rolling restart stopped at|UNREACHABLE)[^\n]*", result.out)
     row.reported = result.rc != 0 and bool(stopped_at)
-    row.did = "deploy rc=%d (%s); the stopped worker, started again, booted %s; workers on %s" % (
-        result.rc, (stopped_at.group(0)[:120] if stopped_at else "no report"), seen[victim], ", ".join(sorted(set(seen.values()))))
+    row.did = "deploy %s rc=%d (%s); the stopped worker, started again, booted %s; workers on %s" % (
+        vsn, result.rc, (stopped_at.group(0)[:120] if stopped_at else "no report"), seen[victim], ", ".join(sorted(set(map(str, seen.values())))))
     row.close()
     row.check()
