@@ -24,7 +24,9 @@
 %% `current` and `previous` from the one whose `current` link changed last (missing release directories
 %% are copied over distribution), the allow-list from the one whose allow-list file changed last. A peer
 %% that does not answer within `-erlang_ec2_level_timeout` seconds is skipped; none answering, the
-%% server serves its own state. level/0 does the same on a running server (Ansible's boot_server_level).
+%% server serves its own state. level/0 does the same on a running server (Ansible's boot_server_level),
+%% and the running server calls it by itself whenever a peer connects (nodeup): boot servers that start
+%% together, none answering the other's start, are level as soon as they see each other.
 %% The membership keeper (every `-erlang_ec2_membership_interval` seconds) connects this node to every
 %% node EPMD names on each allow-listed address and to every peer: global's full mesh does the rest.
 -module(erlang_ec2_boot_server).
@@ -191,6 +193,8 @@ init({File, Slaves, Legacy}) ->
         {_, #{dirty := true}} -> logger:error("~s kept: its addresses could not be written to ~s", [Legacy, File]);
         {_, _} -> fold_legacy(Legacy, File)
     end,
+    %% A peer coming up (its host back, its service restarted, both started together): level from it.
+    ok = net_kernel:monitor_nodes(true),
     self() ! keep,
     {ok, S}.
 
@@ -232,8 +236,18 @@ handle_info(keep, S) ->
 handle_info({'DOWN', _, process, Pid, Reason}, #{keeper := Pid} = S) ->
     Reason =:= normal orelse logger:warning("membership keeper tick ended: ~0p", [Reason]),
     {noreply, S#{keeper => undefined}};
+handle_info({nodeup, Node}, S) ->
+    lists:member(Node, peers()) andalso spawn(fun() -> level_on_nodeup(Node) end),
+    {noreply, S};
 handle_info(_Msg, S) ->
     {noreply, S}.
+
+level_on_nodeup(Node) ->
+    case catch level() of
+        #{changed := true} = Result -> logger:notice("peer ~p connected: levelled from the peers: ~0p", [Node, maps:get(current, Result, undefined)]);
+        #{} -> ok;
+        Other -> logger:warning("peer ~p connected: levelling failed: ~0p", [Node, Other])
+    end.
 
 %% The running list (erlang_ec2_loader_server, registered as boot_server).
 apply_change({add, Ip}) ->

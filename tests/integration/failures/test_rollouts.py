@@ -141,10 +141,8 @@ def test_broken_release_rolled_back_on_both_boot_servers(cluster, releases, poll
     row.check()
 
 
-# Found with h-fix merged: when every boot server was down and they start again together, they do not level: the one
-# lost mid-rollout keeps the new `current` (and the release), the one stopped before keeps the old (seen: 2.0.0 on one,
-# 1.0.0 and no 2.0.0 on the other, for 120 s); each levels only from a peer that already serves.
-@pytest.mark.xfail(strict=True, reason="boot servers that all start again together do not level (current, releases differ)")
+# When every boot server was down and they start again together, each serves its own state until it sees a peer: then
+# (nodeup) it levels from the newest, so `current` and the allow-list agree within a few seconds.
 def test_boot_server_host_stopped_during_rollout_with_1(cluster, releases, poller, row):
     """a boot server host stopped during a rolling restart (1 boot server answering)"""
     refresh(cluster)
