@@ -7,20 +7,9 @@ import re
 import time
 
 import playbook_runner
-from failures_lib import LAYOUT, allow_list, baseline_version, boot_states, refresh, running_allow_list, versions
+from failures_lib import LAYOUT, allow_list, baseline_version, boot_states, refresh, running_allow_list, versions, wait_until
 from localcloud_cluster import worker_status
 from playbook_runner import ROOT
-
-
-def wait_for(what, predicate, bound=90, step=1.0):
-    deadline = time.monotonic() + bound
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("%s: not within %d s" % (what, bound))
-        time.sleep(step)
 
 
 def joined(cluster, ip):
@@ -56,7 +45,7 @@ def test_worker_with_the_wrong_cookie(cluster, row):
                       .format(c=cookie, u=LAYOUT["worker_unit"]))
     assert out.returncode == 0, out.stderr
     try:
-        status = wait_for("the wrong-cookie worker serves", lambda: worker_status(ip, 2.0))
+        status = wait_until("the wrong-cookie worker serves", lambda: worker_status(ip, 2.0), bound=90)
         time.sleep(10)  # time to try its peers
         status = worker_status(ip, 2.0)
         assert status["nodes"] == [], status  # refused: it joined no one
@@ -71,7 +60,7 @@ def test_worker_with_the_wrong_cookie(cluster, row):
         # with: docs/failures.md), and the worker restarted.
         restart = cluster.ssh(ip, "sudo mv {c}.failure-matrix {c} && sudo systemctl restart {u}".format(c=cookie, u=LAYOUT["worker_unit"]))
         assert restart.returncode == 0, restart.stderr
-        wait_for("the worker rejoins", lambda: joined(cluster, ip), bound=120)
+        wait_until("the worker rejoins", lambda: joined(cluster, ip), bound=120)
     finally:  # whatever happened, the cluster's cookie back
         cluster.ssh(ip, "sudo sh -c 'test ! -e {c}.failure-matrix || {{ mv {c}.failure-matrix {c} && systemctl restart {u}; }}'"
                     .format(c=cookie, u=LAYOUT["worker_unit"]))
@@ -102,7 +91,7 @@ def test_node_restart_against_a_node_that_hangs_in_shutdown(cluster, row):
         rc, result = adhoc(cluster, host, "skunkworks.erlang_ec2.node_restart", {"node": node, "restart_timeout": timeout, "cookie_file": LAYOUT["cookie_file"]})
         took = time.monotonic() - started
         results.append((timeout, rc, took, result))
-        wait_for("%s back" % node, lambda: joined(cluster, ip), bound=120)
+        wait_until("%s back" % node, lambda: joined(cluster, ip), bound=120)
         # It did restart: the stuck child is gone with the old boot.
         children = cluster.ssh(ip, "sudo %s eval '[Id || {Id, _, _, _} <- supervisor:which_children(kernel_sup)]'" % LAYOUT["node_command"])
         assert children.returncode == 0 and "failure_matrix_hang" not in children.stdout, children.stdout
@@ -130,14 +119,14 @@ def test_boot_server_restarted_then_rolling_restart(cluster, row):
     for boot_ip in cluster.boot_server_ips:
         out = cluster.ssh(boot_ip, "sudo systemctl restart %s" % LAYOUT["boot_server_unit"])
         assert out.returncode == 0, out.stderr
-        restored = wait_for("the boot server's allow-list", lambda: running_allow_list(cluster, boot_ip) == workers or None, bound=60)
+        restored = wait_until("the boot server's allow-list", lambda: running_allow_list(cluster, boot_ip) == workers or None, bound=60)
         assert restored and allow_list(cluster, boot_ip) == workers
         assert boot_states(cluster)[boot_ip]["current"] == vsn
     result = cluster.playbook("rolling_restart", check=False)
     assert result.rc == 0, result.tail(40)
     record = json.loads(cluster.ssh(cluster.boot_server_ip, "sudo tail -n 1 %s" % LAYOUT["rollout_log"]).stdout)
     assert record["result"] == "ok" and [n["action"] for n in record["nodes"]] == ["restarted"] * len(workers), record
-    wait_for("every worker sees every other", lambda: joined(cluster, workers[0]), bound=60)
+    wait_until("every worker sees every other", lambda: joined(cluster, workers[0]), bound=60)
     row.did = ("allow-list restored from its file at start (%d workers); rolling_restart restarted all %d workers, each re-joined"
                % (len(workers), len(workers)))
     row.close()

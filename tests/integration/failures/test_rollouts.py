@@ -54,6 +54,27 @@ def joined(cluster):
     return all(s and set(s["nodes"]) >= nodes - {s["node"]} for s in seen)
 
 
+def deploy_then_stop(cluster, poller, row, release, vsn, instance_ids, **deploy_vars):
+    """Deploy `release` in the background; once the first worker answers `vsn`, stop the instances (EC2 StopInstances,
+    as EC2 loses a host); the deploy's result once it ends."""
+    job = Background(lambda: deploy(cluster, release, **deploy_vars))
+    job.start()
+    wait_first_on(poller, row.start, vsn, job)
+    set_state(cluster, instance_ids, "stopped")
+    job.join(900)
+    assert job.error is None, job.error
+    return job.result
+
+
+def close_level_row(cluster, row, vsn, did):
+    """The boot server that was down is level again (`current` vsn, the allow-list exactly the workers); the row closed."""
+    state = wait_level(cluster)
+    assert state["current"] == vsn and state["allow_list"] == sorted(cluster.workers.values()), state
+    row.did = did
+    row.close()
+    row.check()
+
+
 @needs_2
 @pytest.mark.parametrize("lost", ["first", "second"])
 def test_boot_server_host_lost_mid_rollout(cluster, releases, poller, row, lost):
@@ -65,13 +86,7 @@ def test_boot_server_host_lost_mid_rollout(cluster, releases, poller, row, lost)
     victim, keep = (cluster.boot_server_ips[0], cluster.boot_server_ips[1]) if lost == "first" else cluster.boot_server_ips[1::-1]
     victim_id, keep_id = cluster.boot_server_ids[victim], cluster.boot_server_ids[keep]
     release, vsn = other_release(cluster, releases)
-    job = Background(lambda: deploy(cluster, release, rolling_restart_pause=FAULT_PAUSE))
-    job.start()
-    wait_first_on(poller, row.start, vsn, job)
-    set_state(cluster, [victim_id], "stopped")
-    job.join(900)
-    assert job.error is None, job.error
-    result = job.result
+    result = deploy_then_stop(cluster, poller, row, release, vsn, [victim_id], rolling_restart_pause=FAULT_PAUSE)
     assert result.rc == 0, result.tail(40)
     # Every worker on the new release, re-joined; `current` switched on the one left.
     assert set(versions(cluster).values()) == {vsn}
@@ -83,12 +98,9 @@ def test_boot_server_host_lost_mid_rollout(cluster, releases, poller, row, lost)
         # The acting boot server was lost: the second resumed, without restarting the workers already moved.
         assert "was lost during the rolling restart" in result.out and "%s resumes it" % keep_id in result.out, result.tail(40)
     set_state(cluster, [victim_id], "running")
-    state = wait_level(cluster)
-    assert state["current"] == vsn and state["allow_list"] == sorted(cluster.workers.values()), state
-    row.did = ("deploy %s finished on the other boot server%s (all on %s, never 2 workers down); the stopped one, started "
-               "again, came back level (releases, current, allow-list)" % (vsn, " (it resumed the rollout)" if lost == "first" else "", vsn))
-    row.close()
-    row.check()
+    close_level_row(cluster, row, vsn, "deploy %s finished on the other boot server%s (all on %s, never 2 workers down); the stopped "
+                    "one, started again, came back level (releases, current, allow-list)"
+                    % (vsn, " (it resumed the rollout)" if lost == "first" else "", vsn))
 
 
 @needs_2
@@ -114,12 +126,8 @@ def test_deploy_while_a_boot_server_is_unreachable(cluster, releases, poller, ro
     assert "WARNING: boot server %s" % first_id in result.out and "is skipped" in result.out, result.tail(40)
     assert result.recap[first_id]["unreachable"] == 0 and result.recap[first_id]["changed"] == 0, result.recap
     assert set(versions(cluster).values()) == {vsn}
-    state = wait_level(cluster)
-    assert state["current"] == vsn and state["allow_list"] == sorted(cluster.workers.values()), state
-    row.did = ("deploy %s skipped the unreachable boot server with a warning (not counted unreachable) and finished on the "
-               "other; rebooted, it came back level" % vsn)
-    row.close()
-    row.check()
+    close_level_row(cluster, row, vsn, "deploy %s skipped the unreachable boot server with a warning (not counted unreachable) and "
+                    "finished on the other; rebooted, it came back level" % vsn)
 
 
 @needs_2
@@ -154,13 +162,8 @@ def test_boot_server_host_stopped_during_rollout_with_1(cluster, releases, polle
     try:
         if others:  # several boot servers: all but one stopped first (the deploy starts with one down)
             set_state(cluster, [cluster.boot_server_ids[ip] for ip in others], "stopped")
-        job = Background(lambda: deploy(cluster, release, rolling_restart_pause=FAULT_PAUSE, rolling_restart_timeout=20))
-        job.start()
-        wait_first_on(poller, row.start, vsn, job)
-        set_state(cluster, [cluster.boot_server_ids[victim]], "stopped")
-        job.join(900)
-        assert job.error is None, job.error
-        result = job.result
+        result = deploy_then_stop(cluster, poller, row, release, vsn, [cluster.boot_server_ids[victim]],
+                                  rolling_restart_pause=FAULT_PAUSE, rolling_restart_timeout=20)
         # While no boot server answers, the workers that did not restart keep serving.
         serving = [ip for ip, s in ((ip, worker_status(ip, 2.0)) for ip in cluster.workers.values()) if s]
     finally:
@@ -200,13 +203,7 @@ def test_worker_host_stopped_mid_rollout(cluster, releases, poller, row):
     victim_id, victim = sorted(cluster.workers.items(), key=lambda kv: kv[1])[-1]
     release, vsn = other_release(cluster, releases)
     try:
-        job = Background(lambda: deploy(cluster, release, rolling_restart_timeout=20))
-        job.start()
-        wait_first_on(poller, row.start, vsn, job)
-        set_state(cluster, [victim_id], "stopped")
-        job.join(900)
-        assert job.error is None, job.error
-        result = job.result
+        result = deploy_then_stop(cluster, poller, row, release, vsn, [victim_id], rolling_restart_timeout=20)
     finally:
         set_state(cluster, [victim_id], "running")
     # Started again, the worker boots from the boot server's `current`.
