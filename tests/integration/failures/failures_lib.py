@@ -280,7 +280,12 @@ def wait_level(cluster, bound=180):
     refresh(cluster)
     for ip in cluster.boot_server_ips:
         wait_until("boot server %s answers" % ip, lambda ip=ip: boot_server_answers(cluster, ip), bound=bound, step=2)
-    states = wait_until("boot servers level", lambda: (lambda s: s if not level(s) else None)(boot_states(cluster)), bound=bound, step=2)
+
+    def states_when_level():
+        found = boot_states(cluster)
+        return found if not level(found) else None
+
+    states = wait_until("boot servers level", states_when_level, bound=bound, step=2)
     return next(iter(states.values()))
 
 

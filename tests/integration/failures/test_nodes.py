@@ -88,7 +88,8 @@ def test_node_restart_against_a_node_that_hangs_in_shutdown(cluster, row):
         proc = cluster.ssh(ip, "sudo %s eval - <<'EOF'\n%s\nEOF" % (LAYOUT["node_command"], HANG))
         assert proc.returncode == 0 and "{ok," in proc.stdout, proc.stdout + proc.stderr
         started = time.monotonic()
-        rc, result = adhoc(cluster, host, "skunkworks.erlang_ec2.node_restart", {"node": node, "restart_timeout": timeout, "cookie_file": LAYOUT["cookie_file"]})
+        rc, result = adhoc(cluster, host, "skunkworks.erlang_ec2.node_restart",
+                           {"node": node, "restart_timeout": timeout, "cookie_file": LAYOUT["cookie_file"]})
         took = time.monotonic() - started
         results.append((timeout, rc, took, result))
         wait_until("%s back" % node, lambda: joined(cluster, ip), bound=120)

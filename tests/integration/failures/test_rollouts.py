@@ -174,8 +174,12 @@ def test_boot_server_host_stopped_during_rollout_with_1(cluster, releases, polle
     refresh(cluster)
     for ip in cluster.boot_server_ips:
         wait_until("boot server %s answers" % ip, lambda ip=ip: boot_server_answers(cluster, ip))
-    states = wait_until("current and allow-list level", lambda: (lambda s: s if len({(v["current"], tuple(v["allow_list"])) for v in s.values()}) == 1
-                                                                 else None)(boot_states(cluster)), bound=120, step=2)
+
+    def states_when_level():
+        found = boot_states(cluster)
+        return found if len({(v["current"], tuple(v["allow_list"])) for v in found.values()}) == 1 else None
+
+    states = wait_until("current and allow-list level", states_when_level, bound=120, step=2)
     releases_differ = len({tuple(v["releases"]) for v in states.values()}) > 1
     # The worker that hung in its loader finishes booting once a boot server answers again.
     wait_until("every worker answers", lambda: all(versions(cluster).values()), bound=240)
