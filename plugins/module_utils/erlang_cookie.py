@@ -115,9 +115,11 @@ def interpret(answer, step, check=False):
     )
 
 
-def attempt_order(step):
+def attempt_order(step, same=False):
     """Which cookie to reach the node with first: the old one while switching, the new one afterwards
-    (a refused attempt is logged by the node: try the likelier one first)."""
+    (a refused attempt is logged by the node: try the likelier one first). same: the old one is the new one."""
+    if same:
+        return ["new"]
     return ["old", "new"] if step == STEP_SWITCHED else ["new", "old"]
 
 

@@ -214,15 +214,16 @@ def call_with(module, cookie, expression):
 
 def reach(module, cookies, expression):
     """Evaluate expression with the first cookie the node accepts: (label, answer). Raises the last error."""
-    last = None
-    for label in erlang_cookie.attempt_order(module.params["step"]):
+    labels = erlang_cookie.attempt_order(module.params["step"], cookies["old"] == cookies["new"])
+    for label in labels:
         try:
             return label, call_with(module, cookies[label], expression)
         except ErlangNodeError as exc:
             if exc.kind != KIND_AUTH:
                 raise
-            last = exc
-    raise ErlangNodeError(KIND_AUTH, "node %s refused both the old cookie and the new one (%s)" % (module.params["node"], last.message))
+    raise ErlangNodeError(KIND_AUTH, "node %s refused %s: it runs with another cookie" % (
+        module.params["node"], "both the current cookie (from its file or the cookie option) and the new one" if len(labels) > 1
+        else "the new cookie, which its cookie file already holds"))
 
 
 def owner_ids(module, path):
