@@ -13,9 +13,9 @@ module: node_cookie
 short_description: Give a running Erlang node a new cookie without restarting it
 version_added: 1.1.0
 description:
-  - Moves a running node to O(new_cookie) in memory (C(erlang:set_cookie/1)) and rewrites its cookie file
+  - "Moves a running node to O(new_cookie) in memory (C(erlang:set_cookie/1)) and rewrites its cookie file
     atomically (temporary file and rename, mode 0400), so that later starts use the new cookie too. Connections
-    that exist stay up: Erlang checks the cookie only when a connection is set up.
+    that exist stay up: Erlang checks the cookie only when a connection is set up."
   - The node is reached with the cookie it uses now (O(cookie), O(cookie_file), else the file at O(path)) or, when
     it already answers to it, with O(new_cookie); a node already on the new cookie with its file up to date is
     not changed.
@@ -25,8 +25,8 @@ description:
     O(step=final) (once every node is switched) those per-node cookies are removed."
   - After the change the module connects again with O(new_cookie) and reports whether the node answers to it
     (RV(answers_new_cookie)).
-  - A node that is not running is not a failure: only its file is rewritten (its next start uses the new cookie),
-    and RV(running=false). A node that answers neither cookie is a failure.
+  - "A node that is not running is not a failure: only its file is rewritten (its next start uses the new cookie),
+    and RV(running=false). A node that answers neither cookie is a failure."
   - The cookies are never on a command line, in a log or in the result (both are masked in the output).
 author:
   - Skunkworks developers (@skunkworks)
@@ -305,14 +305,14 @@ def main():
     result = erlang_cookie.interpret(answer, params["step"], module.check_mode)
     file_changed, file_before = handle_file(module, new)
     answers = not result["switched"] if module.check_mode else verify(module, new)
-    changed = result.pop("changed") or file_changed
+    result.update(changed=result["changed"] or file_changed, running=True, reached_with=label, answers_new_cookie=answers,
+                  file_changed=file_changed)
     if module._diff:
         result["diff"] = dict(
             before="node: %s cookie\nfile: %s cookie\n" % ("new" if not result["switched"] else "old", file_before or "-"),
             after="node: new cookie\nfile: %s cookie\n" % ("new" if params["path"] else "-"),
         )
-    module.exit_json(changed=changed, running=True, reached_with=label, answers_new_cookie=answers,
-                     file_changed=file_changed, **result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
