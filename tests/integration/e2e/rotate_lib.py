@@ -12,15 +12,16 @@ def ssm_cookie(cluster):
     return cluster.boto3("ssm").get_parameter(Name=cluster.cookie_parameter, WithDecryption=True)["Parameter"]["Value"]
 
 
-def rotate(cluster, workdir, new_cookie=None, *args):
-    """rotate_cookie as users run it; a given cookie goes in a 0600 vars file (-e @file), never on the command line."""
+def rotate(cluster, workdir, new_cookie=None, *args, extra=None):
+    """rotate_cookie as users run it; a given cookie goes in a 0600 vars file (-e @file), never on the command line.
+    `extra`: more extra variables (no secret)."""
     vars_files = []
     if new_cookie is not None:
         vars_files.append(playbook_runner.write_private(os.path.join(workdir, "new-cookie.yml"),
                                                         "rotate_cookie_new_cookie: %s\n" % json.dumps(new_cookie)))
     return playbook_runner.run_playbook(
         "skunkworks.erlang_ec2.rotate_cookie", *args, inventory=os.path.join(playbook_runner.ROOT, "inventory"),
-        vars_files=vars_files, extra_vars={"cluster_name": cluster.name, "erlang_cookie_ssm_parameter": cluster.cookie_parameter},
+        vars_files=vars_files, extra_vars=dict({"cluster_name": cluster.name, "erlang_cookie_ssm_parameter": cluster.cookie_parameter}, **(extra or {})),
         env=cluster.env, log=os.path.join(cluster.workdir, "ansible.log"))
 
 

@@ -1,4 +1,5 @@
-"""rotate_cookie when a node cannot follow: it is named, the play fails (rc != 0), and a second run finishes the job.
+"""rotate_cookie when a node cannot follow (it is named, the play fails with rc != 0, a second run finishes the job),
+and bad input (refused before any change).
 
 - A node that answers neither the cookie of its file nor the new one (it runs with a third) stops the play at that
   node: the nodes after it are not touched (their cookie files still hold the old cookie).
@@ -84,3 +85,23 @@ def test_a_worker_not_running_gets_the_new_file_and_is_named_by_the_final_check(
     again = rotate(cluster, workdir, new)
     assert again.rc == 0 and again.changed == 0, again.tail(60)
     assert "Every node of %s answers to the new cookie." % cluster.name in again.stdout
+
+
+def ssm_version(cluster):
+    return cluster.boto3("ssm").get_parameter(Name=cluster.cookie_parameter)["Parameter"]["Version"]
+
+
+@pytest.mark.parametrize("given, extra, message", [
+    ("two words", {}, "rotate_cookie_new_cookie must be 1-255 printable ASCII characters"),
+    (None, {"erlang_cookie_ssm_parameter": ""}, "a generated cookie kept nowhere would be lost"),
+])
+def test_bad_input_is_refused_before_any_change(cluster, workdir, given, extra, message):
+    version, files = ssm_version(cluster), dict((ip, file_cookie(cluster, ip)) for ip in cluster.workers.values())
+    result = rotate(cluster, workdir, given, extra=extra)
+    assert result.rc != 0 and message in result.stdout, result.tail(30)
+    assert "Nothing was changed." in result.stdout
+    assert result.changed == 0, result.recap
+    assert ssm_version(cluster) == version
+    assert dict((ip, file_cookie(cluster, ip)) for ip in cluster.workers.values()) == files
+    if given:
+        assert given not in result.stdout
