@@ -22,8 +22,10 @@ from cluster_instances_helpers import IMAGE_ID, REGION, ROOT
 DOC = pathlib.Path(ROOT) / "docs" / "security.md"
 LOCALCLOUD_IMAGE_ID = os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a")  # localcloud's Debian 12 + Erlang image
 CONTROLLER_CIDR = "172.31.0.1/32"  # the controller's address on localcloud's bridge
-# The example application's HTTP port (examples/hello_cluster), from the controller: what `make demo` opens.
+# The example application's HTTP port (examples/hello_cluster), from the controller (what `make demo` opens) and from the
+# boot servers (where a rolling restart's health gates fetch it): a source by CIDR and one by the cluster's group name.
 HTTP_RULE = {"proto": "tcp", "ports": ["8080"], "cidr_ip": CONTROLLER_CIDR, "rule_desc": "hello_cluster HTTP, from the controller"}
+HEALTH_RULE = {"proto": "tcp", "ports": ["8080"], "group_name": "{base}-boot-servers", "rule_desc": "health gates, from the boot servers"}
 ROLE_GROUPS = {"boot_server": "{base}-boot-servers", "worker": "{base}-workers"}
 
 
@@ -65,7 +67,7 @@ def documented_rules(base, values, extra_rules):
         if row["protocol"] == "per rule":
             for rule in extra_rules:
                 for ports in rule["ports"]:
-                    rules[group].add((rule["proto"],) + port_range(str(ports)) + (rule["cidr_ip"],))
+                    rules[group].add((rule["proto"],) + port_range(str(ports)) + (rule.get("cidr_ip") or rule["group_name"],))
             continue
         rules[group].add((row["protocol"],) + port_range(row["ports"]) + (resolve(row["source"]),))
     return rules
@@ -139,11 +141,12 @@ class Provisioned:
         self.base = "erlang-" + self.name
         self.cluster = Cluster(endpoint_url, workdir, self.name, secrets.token_hex(20))
         self.ec2 = self.cluster.ec2
+        self.extra_rules = [HTTP_RULE, dict(HEALTH_RULE, group_name=HEALTH_RULE["group_name"].format(base=self.base))]
 
     def provision(self, *args, check=False, extra=None):
         extra_vars = {"cluster_name": self.name, "provision_image_id": LOCALCLOUD_IMAGE_ID, "provision_ssh_cidr": CONTROLLER_CIDR,
                       "provision_key_name": "localcloud", "provision_worker_count": 1, "provision_boot_server_count": 1,
-                      "provision_extra_rules": [HTTP_RULE],
+                      "provision_extra_rules": self.extra_rules,
                       "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
         extra_vars.update(extra or {})
         env = dict(self.cluster.env(), ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
@@ -151,7 +154,7 @@ class Provisioned:
                                             env=env, extra_vars=extra_vars)
 
     def expected(self, **values):
-        return documented_rules(self.base, dict(default_values(CONTROLLER_CIDR), **values), [HTTP_RULE])
+        return documented_rules(self.base, dict(default_values(CONTROLLER_CIDR), **values), self.extra_rules)
 
     def downgrade(self):
         """The state an earlier provision left: one group on every node, the loader's ports open from it."""
@@ -159,6 +162,12 @@ class Provisioned:
         for instance_id in instance_groups(self.ec2, self.name):
             self.ec2.modify_instance_attribute(InstanceId=instance_id, Groups=[base["GroupId"]])
         groups = groups_of(self.ec2, group_names(self.base))
+        role_ids = set(groups[name]["GroupId"] for name in group_names(self.base)[1:])
+        citing = [dict(p, UserIdGroupPairs=[g for g in p["UserIdGroupPairs"] if g["GroupId"] in role_ids]) for p in base["IpPermissions"]
+                  if [g for g in p.get("UserIdGroupPairs", []) if g["GroupId"] in role_ids]]
+        if citing:  # the health gate's rule names the boot servers' group, which earlier versions did not have
+            self.ec2.revoke_security_group_ingress(GroupId=base["GroupId"], IpPermissions=[
+                dict((k, v) for k, v in p.items() if k in ("IpProtocol", "FromPort", "ToPort", "UserIdGroupPairs")) for p in citing])
         for name in (self.base + "-boot-servers", self.base + "-workers"):  # the boot servers' rules refer to the workers'
             self.ec2.delete_security_group(GroupId=groups[name]["GroupId"])
         pair = [{"GroupId": base["GroupId"]}]
@@ -172,7 +181,7 @@ class Provisioned:
             self.ec2.terminate_instances(InstanceIds=ids)
             self.cluster.wait_state(ids, "terminated")
         groups = groups_of(self.ec2, group_names(self.base))
-        for name in (self.base + "-boot-servers", self.base, self.base + "-workers"):
+        for name in (self.base, self.base + "-boot-servers", self.base + "-workers"):  # each before the groups it refers to
             if name in groups:
                 self.ec2.delete_security_group(GroupId=groups[name]["GroupId"])
 
@@ -286,6 +295,8 @@ BAD_EXTRA_RULES = [
     ("EPMD", "overlap the cluster port(s) 4369-4369 (tcp)", [rule(from_port=4360, to_port=4370, ports=None)]),
     ("the boot server's discovery", "overlap the cluster port(s) 4368-4368 (udp)", [rule(proto="udp", ports=["4368"])]),
     ("SSH", "overlap the cluster port(s) 22-22 (tcp)", [rule(ports=["22"], cidr_ip="0.0.0.0/0")]),
+    ("another group by name", "group_name lb is not one of the cluster's groups (erlang-narmoto, erlang-narmoto-workers,",
+     [rule(cidr_ip=None, group_name="lb")]),
 ]
 
 
@@ -300,7 +311,10 @@ def test_bad_extra_rules_are_refused_before_any_request(clean_aws, what, message
 
 
 def test_a_good_extra_rule_passes_the_checks_and_check_mode_creates_nothing(clean_aws):
-    run = provision_on_moto(clean_aws, check=True, extra_vars={"provision_extra_rules": [rule(), rule(ports=["9000-9099"])]})
+    rules = [rule(), rule(ports=["9000-9099"]), rule(cidr_ip=None, group_name="erlang-narmoto-boot-servers"),
+             rule(cidr_ip=None, group_name="erlang-narmoto")]
+    run = provision_on_moto(clean_aws, check=True, extra_vars={"provision_extra_rules": [
+        dict((k, v) for k, v in r.items() if v is not None) for r in rules]})
     assert run.returncode == 0, run
     assert clean_aws.mutating_calls() == 0, clean_aws.counts()
     ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=clean_aws.url, aws_access_key_id="testing",
@@ -317,3 +331,50 @@ def test_a_bad_distribution_range_is_refused_before_any_request(clean_aws):
                          % (values["erlang_dist_port_min"], values["erlang_dist_port_max"]), " ".join(run.out.split())), run
         assert "Nothing was changed." in run.out
     assert sum(clean_aws.counts().values()) == 0
+
+
+def moto_client(clean_aws, service="ec2"):
+    return boto3.client(service, region_name=REGION, endpoint_url=clean_aws.url, aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
+def node_image(ec2):
+    """An AMI tagged as bake_image tags a node image (the builder is an instance of moto's stock AMI)."""
+    builder = ec2.run_instances(ImageId=IMAGE_ID, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]
+    image_id = ec2.create_image(InstanceId=builder["InstanceId"], Name="node-%s" % builder["InstanceId"])["ImageId"]
+    ec2.terminate_instances(InstanceIds=[builder["InstanceId"]])
+    ec2.create_tags(Resources=[image_id], Tags=[{"Key": "erlang-ec2-image", "Value": "node"}])
+    return image_id
+
+
+def failed_tasks(run):
+    """The names of the tasks that failed, from ansible-playbook's output."""
+    failed, task = [], None
+    for line in run.out.splitlines():
+        match = re.match(r"TASK \[(.+)\] \*+$", line)
+        task = match.group(1) if match else task
+        if line.startswith(("fatal: ", "failed: ")) and task not in failed:
+            failed.append(task)
+    return failed
+
+
+@pytest.mark.parametrize("autoscaling", [False, True], ids=["cluster_instances join=self", "Auto Scaling launch template"])
+def test_self_joining_workers_get_the_workers_group(clean_aws, autoscaling):
+    """The self-join paths: cluster_instances with join=self, and the Auto Scaling group's launch template. moto's
+    instances never answer SSH, so the run may fail at its last step (the wait for SSH) and nowhere else."""
+    ec2 = moto_client(clean_aws)
+    image_id = node_image(ec2)
+    extra = ["-e", "provision_worker_count=1", "-e", "provision_join=self", "-e", "provision_node_image_id=%s" % image_id,
+             "-e", "provision_ssh_timeout=1"] + (["-e", "provision_autoscaling=true"] if autoscaling else [])
+    run = provision_on_moto(clean_aws, *extra)
+    assert run.returncode == 0 or failed_tasks(run) == ["Provision | Wait for SSH on every node"], (failed_tasks(run), run)
+    base = "erlang-narmoto"
+    ids = dict((g["GroupName"], g["GroupId"]) for g in groups_of(ec2, group_names(base)).values())
+    members = instance_groups(ec2, "narmoto")
+    assert sorted(role for role, dummy in members.values()) == ["boot_server", "worker"], members
+    for instance_id, (role, groups) in members.items():
+        assert groups == {base, ROLE_GROUPS[role].format(base=base)}, (instance_id, role, groups)
+    if autoscaling:
+        version = ec2.describe_launch_template_versions(LaunchTemplateName="erlang-narmoto-worker",
+                                                        Versions=["$Latest"])["LaunchTemplateVersions"][0]
+        assert sorted(version["LaunchTemplateData"]["SecurityGroupIds"]) == sorted([ids[base], ids[base + "-workers"]])
