@@ -2,7 +2,7 @@
 docs/security.md (the documented set): no rule missing, none wider, none more; each instance in its role's groups.
 
 The real runs use the running localcloud (moto's EC2 API + containers as hosts: `provision` waits for SSH) with a
-cluster of its own (SECURITY_RULES_CLUSTER, default nar<random>), one boot server and one worker, and terminate only
+cluster of its own (SECURITY_RULES_CLUSTER, default nar-<random>), one boot server and one worker, and terminate only
 that cluster's instances. The refusals and check mode on a new cluster use the suite's plain moto endpoint.
 """
 
@@ -137,7 +137,7 @@ class Provisioned:
     def __init__(self, endpoint_url, workdir):
         from localcloud_cluster import Cluster  # imports localcloud: only when these tests run
 
-        self.name = os.environ.get("SECURITY_RULES_CLUSTER") or "nar" + secrets.token_hex(3)
+        self.name = os.environ.get("SECURITY_RULES_CLUSTER") or "nar-" + secrets.token_hex(3)
         self.base = "erlang-" + self.name
         self.cluster = Cluster(endpoint_url, workdir, self.name, secrets.token_hex(20))
         self.ec2 = self.cluster.ec2
