@@ -103,7 +103,7 @@ def main():
                     raise
                 time.sleep(0.2)
         times = {"tcp": [], "tls": []}
-        for _ in range(args.calls):       # alternating: both kinds see the same machine load
+        for dummy in range(args.calls):       # alternating: both kinds see the same machine load
             times["tcp"].append(timed(tcp))
             times["tls"].append(timed(tls))
         tcp.close()

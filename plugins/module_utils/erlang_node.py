@@ -280,7 +280,7 @@ class ErlangNode(object):
         path = os.path.join(home, EXPRESSION_FILE_NAME)
         with open(path, "w") as handle:
             handle.write(expression)
-        _, host = validate_node(self.node)
+        host = validate_node(self.node)[1]
         longnames = "." in host
         own = "erlang-ec2-ctl-%d-%s@%s" % (os.getpid(), uuid.uuid4().hex[:8], host if longnames else socket.gethostname().split(".")[0])
         argv = [self.erl, "-noshell", "-noinput", "-hidden", "-proto_dist", "inet_tls", "-ssl_dist_optfile", self.ssl_dist_optfile,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import HOST, ROOT, run_command
+from conftest import HOST, ROOT
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_node
 import playbook_runner
 

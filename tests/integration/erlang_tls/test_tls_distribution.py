@@ -29,10 +29,10 @@ def test_role_issues_key_and_certificate_for_the_node(issued):
     assert "TLS Web Server Authentication, TLS Web Client Authentication" in text
     # Signed by the cluster's CA, not by the other one.
     verify = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(issued.ca_dir("cluster"), "ca.pem"),
-                             os.path.join(node_dir, "node.pem")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             os.path.join(node_dir, "node.pem")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     assert verify.returncode == 0, verify.stdout
     verify = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(issued.ca_dir("other"), "ca.pem"),
-                             os.path.join(node_dir, "node.pem")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             os.path.join(node_dir, "node.pem")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     assert verify.returncode != 0
     with open(issued.optfile("a")) as handle:
         optfile = handle.read()
@@ -62,7 +62,7 @@ def test_role_reissues_a_certificate_from_another_ca(issued):
     proc = issued.issue("moved", ca="cluster")
     assert proc.rc == 0 and proc.changed > 0, proc.tail()
     verify = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(issued.ca_dir("cluster"), "ca.pem"),
-                             os.path.join(issued.node_dir("moved"), "node.pem")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             os.path.join(issued.node_dir("moved"), "node.pem")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     assert verify.returncode == 0, verify.stdout
 
 
@@ -80,7 +80,7 @@ def test_role_uses_the_users_ca(issued):
     assert proc.rc == 0, proc.tail()
     assert not os.path.exists(issued.ca_dir("unused"))
     verify = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(ca_dir, "ca.pem"),
-                             os.path.join(issued.node_dir("own"), "node.pem")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             os.path.join(issued.node_dir("own"), "node.pem")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     assert verify.returncode == 0, verify.stdout
 
 
