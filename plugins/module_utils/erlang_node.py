@@ -283,7 +283,9 @@ class ErlangNode(object):
         host = validate_node(self.node)[1]
         longnames = "." in host
         own = "erlang-ec2-ctl-%d-%s@%s" % (os.getpid(), uuid.uuid4().hex[:8], host if longnames else socket.gethostname().split(".")[0])
-        argv = [self.erl, "-noshell", "-noinput", "-hidden", "-proto_dist", "inet_tls", "-ssl_dist_optfile", self.ssl_dist_optfile,
+        # logger_level warning: ssl's handshake notices would mix with the printed result.
+        argv = [self.erl, "-noshell", "-noinput", "-hidden", "-kernel", "logger_level", "warning",
+                "-proto_dist", "inet_tls", "-ssl_dist_optfile", self.ssl_dist_optfile,
                 "-eval", _TLS_CLIENT, "-extra", own, "longnames" if longnames else "shortnames", self.node, str(timeout), path]
         started = time.monotonic()
         returncode, stdout, stderr = self.runner(argv, b"", {"HOME": home, "ERL_CRASH_DUMP_SECONDS": "0"})
