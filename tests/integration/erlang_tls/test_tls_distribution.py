@@ -181,3 +181,17 @@ def test_node_info_module_over_tls(nodes, issued):
     result = json.loads(proc.out[proc.out.find("{"):])["plays"][0]["tasks"][0]["hosts"]["localhost"]
     assert result["reachable"] is True and result["node"] == a and result["otp_release"], result
     assert issued.cookie not in proc.out
+
+
+def test_role_refuses_an_unknown_distribution_before_any_change(issued):
+    """The role's argument spec: erlang_distribution is tcp or tls; anything else stops the role at its start."""
+    play = [{"hosts": "localhost", "gather_facts": False, "vars": {"erlang_distribution": "quic", "erlang_cookie": "unused-cookie"},
+             "tasks": [{"name": "erlang", "ansible.builtin.include_role": {"name": "skunkworks.erlang_ec2.erlang"}}]}]
+    path = playbook_runner.write_play(os.path.join(issued.base, "bad.yml"), play)
+    env = playbook_runner.ansible_env(ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False")
+    proc = playbook_runner.run_playbook(path, "-c", "local", inventory="localhost,",
+                                        extra_vars={"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                                        env=env, timeout=300, merge_stderr=True)
+    assert proc.rc != 0
+    assert "erlang_distribution" in proc.out and "quic" in proc.out and "tcp, tls" in proc.out, proc.tail()
+    assert proc.changed == 0
