@@ -195,3 +195,37 @@ def test_role_refuses_an_unknown_distribution_before_any_change(issued):
     assert proc.rc != 0
     assert "erlang_distribution" in proc.out and "quic" in proc.out and "tcp, tls" in proc.out, proc.tail()
     assert proc.changed == 0
+
+
+def test_the_cookie_never_reaches_a_command_line_over_tls(nodes, issued):
+    """While TLS calls run, every process's command line and environment is scanned: the cookie is never there
+    (the hidden client node reads it from the private HOME's .erlang.cookie, as erl_call does)."""
+    import threading
+    a = nodes.start("a")
+    needle = issued.cookie.encode()
+    hits, scans, stop = [], [0], threading.Event()
+
+    def scan():
+        while not stop.is_set():
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                for name in ("cmdline", "environ"):
+                    try:
+                        with open("/proc/%s/%s" % (pid, name), "rb") as handle:
+                            if needle in handle.read():
+                                hits.append((pid, name))
+                    except OSError:
+                        pass
+            scans[0] += 1
+            stop.wait(0.02)
+
+    watcher = threading.Thread(target=scan, daemon=True)
+    watcher.start()
+    try:
+        for dummy in range(3):
+            assert nodes.call(a, "node()", issued.optfile("b")) == a
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert scans[0] > 3 and hits == []
