@@ -250,7 +250,7 @@ def cmd_status(args, paths):
     print("imds:     %s" % ("%s on %s" % (config.IMDS_ADDRESS, config.IMDS_INTERFACE) if network.imds_address_present() else "absent"))
     regions = network.region_networks()
     print("regions:  %s" % (" ".join(regions) if regions else "none (no instance outside %s yet)" % config.DEFAULT_REGION))
-    print("security groups: %s" % (info.get("security_groups", "?") if pid else "not running (`up` would: %s)" % _security_groups_mode()))
+    print("security groups: %s" % (info.get("security_groups", "off (a daemon older than their enforcement)") if pid else "not running (`up` would: %s)" % _security_groups_mode()))
     print("state:    %s" % paths.root)
     hosts = podman.containers("%s=instance" % config.LABEL)
     api_states = _api_states(info.get("endpoint_url"), hosts) if answers else {}

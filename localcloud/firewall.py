@@ -189,7 +189,7 @@ class Firewall:
         self.podman = podman
         self.enforce = enforce
         self.source = source
-        self.only = only  # a set of instance ids (debugging: leave the others alone), None: all
+        self.only = only  # a set of instance ids, or a function giving one (debugging: leave the others alone); None: all
         self._applied = {}  # instance id -> (namespace path, hash of the text applied there)
         self._sandbox = {}  # instance id -> podman's namespace path of its container (default network)
         self._lock = threading.Lock()  # one apply per host at a time (the thread and apply_now)
@@ -229,9 +229,13 @@ class Firewall:
         self._applied[instance_id] = (path, digest)
         return True
 
+    def _chosen(self):
+        return self.only() if callable(self.only) else self.only
+
     def apply_now(self, instance_id, network):
         """Apply the host's rules at once (its namespace just made, nothing running in it yet). No-op when off."""
-        if not self.enforce or (self.only is not None and instance_id not in self.only):
+        only = self._chosen()
+        if not self.enforce or (only is not None and instance_id not in only):
             return
         hosts, groups = self.source()
         hosts = [h._replace(state="pending") if h.id == instance_id and h.state not in HOST_STATES else h for h in hosts]
@@ -249,9 +253,10 @@ class Firewall:
         hosts, groups = self.source()
         texts = desired(hosts, groups)
         network_of = {h.id: h.network for h in hosts}
+        only = self._chosen()
         done = []
         for instance_id, text in sorted(texts.items()):
-            if self.only is not None and instance_id not in self.only:
+            if only is not None and instance_id not in only:
                 continue
             path = self.namespace(instance_id, network_of[instance_id])
             if path is None:  # not made yet, or stopped: apply_now (launch/start) or a later pass
@@ -290,21 +295,37 @@ def main(argv=None):
     parser.add_argument("--region", default=config.region())
     parser.add_argument("--once", action="store_true", help="one pass, then exit")
     parser.add_argument("--print", action="store_true", help="print the rules, apply nothing")
-    parser.add_argument("instance_ids", nargs="+")
+    parser.add_argument("--tag", help="KEY=VALUE: the instances carrying that tag (looked up on every pass)")
+    parser.add_argument("instance_ids", nargs="*")
     args = parser.parse_args(argv)
+    if not args.instance_ids and not args.tag:
+        parser.error("name instances, or --tag KEY=VALUE")
     import boto3
 
     paths = config.Paths()
     client = boto3.client("ec2", endpoint_url=cli.daemon_info(paths)["endpoint_url"], region_name=args.region,
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     network = config.region_network_name(config.ACCOUNT_ID, args.region)
+    def chosen():
+        """The chosen instances once running: a daemon without enforcement probes sshd from outside the host."""
+        filters = [{"Name": "instance-state-name", "Values": ["running"]}]
+        if args.tag:
+            key, _, value = args.tag.partition("=")
+            filters.append({"Name": "tag:" + key, "Values": [value]})
+        else:
+            filters.append({"Name": "instance-id", "Values": args.instance_ids})
+        ids = set()
+        for page in client.get_paginator("describe_instances").paginate(Filters=filters):
+            ids.update(i["InstanceId"] for r in page["Reservations"] for i in r["Instances"] if not args.instance_ids or i["InstanceId"] in args.instance_ids)
+        return ids
+
     if args.print:
         texts = desired(*from_api(client, network))
-        for iid in args.instance_ids:
+        for iid in sorted(chosen()):
             print("# %s\n%s" % (iid, texts.get(iid, "(no running host)\n")))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    firewall = Firewall(Podman(paths.containers_conf), source=lambda: from_api(client, network), only=set(args.instance_ids))
+    firewall = Firewall(Podman(paths.containers_conf), source=lambda: from_api(client, network), only=chosen)
     if args.once:
         print(" ".join(firewall.sync()))
         return 0
