@@ -105,7 +105,7 @@ def _add_default_group_rule(backend, group):
     group.localcloud_default_rule = True
     if not any(r.source_group.get("GroupId") == group.id and r.ip_protocol == "-1" for r in group.ingress_rules):
         group.ingress_rules.append(SecurityGroupRule(backend, "-1", group.id, None, None, None, is_egress=False,
-                                                     source_group={"GroupId": group.id, "UserId": backend.account_id}))
+                                                     source_group={"GroupId": group.id, "UserId": backend.account_id, "OwnerId": backend.account_id}))
 
 
 def add_default_group_rules():

@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import namedtuple
 
 from localcloud import config, netns
@@ -38,6 +39,7 @@ from localcloud.errors import LocalcloudError
 log = logging.getLogger("localcloud.firewall")
 
 CHAIN = "LOCALCLOUD-SG"
+MISSING_SECONDS = 3  # a host without a namespace yet (being made) is looked up again after this
 MODES = ("enforce", "off")
 HOST_STATES = ("pending", "running")  # instances whose host runs: their rules are kept applied
 MEMBER_STATES = ("pending", "running", "stopping")  # instances whose private IP counts as a member of their groups
@@ -192,6 +194,7 @@ class Firewall:
         self.only = only  # a set of instance ids, or a function giving one (debugging: leave the others alone); None: all
         self._applied = {}  # instance id -> (namespace path, hash of the text applied there)
         self._sandbox = {}  # instance id -> podman's namespace path of its container (default network)
+        self._missing = {}  # instance id -> monotonic time before which podman is not asked again
         self._lock = threading.Lock()  # one apply per host at a time (the thread and apply_now)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -210,11 +213,15 @@ class Firewall:
             return path if os.path.exists(path) else None
         path = None if refresh else self._sandbox.get(instance_id)
         if path is None or not os.path.exists(path):
+            if not refresh and self._missing.get(instance_id, 0) > time.monotonic():
+                return None  # asked podman a moment ago (a host being made): apply_now covers it
             proc = self.podman.run("inspect", "--format", "{{.NetworkSettings.SandboxKey}}", config.CONTAINER_PREFIX + instance_id, check=False)
             path = proc.stdout.decode().strip() if proc.returncode == 0 else ""
             if not path or not os.path.exists(path):
                 self._sandbox.pop(instance_id, None)
+                self._missing[instance_id] = time.monotonic() + MISSING_SECONDS
                 return None
+            self._missing.pop(instance_id, None)
             self._sandbox[instance_id] = path
         return path
 
@@ -267,9 +274,10 @@ class Firewall:
                         done.append(instance_id)
             except (LocalcloudError, OSError, subprocess.SubprocessError) as exc:  # the host may just be going away
                 log.warning("%s", exc)
-        for instance_id in set(self._applied) - set(texts):
+        for instance_id in (set(self._applied) | set(self._sandbox) | set(self._missing)) - set(texts):
             self._applied.pop(instance_id, None)
             self._sandbox.pop(instance_id, None)
+            self._missing.pop(instance_id, None)
         return done
 
     def run(self, interval=1.0):
