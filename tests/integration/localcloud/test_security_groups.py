@@ -21,7 +21,7 @@ from localcloud import cli, config, firewall
 
 CONTROLLER = config.NETWORK_GATEWAY + "/32"
 EPMD, DIST, BOOT_TCP, BOOT_UDP = 4369, 9100, 4380, 4368
-CLUSTER_PORTS = ["tcp/%d" % EPMD, "tcp/%d" % DIST, "tcp/%d" % BOOT_TCP, "udp/%d" % BOOT_UDP]
+CLUSTER_PORTS = ("tcp/%d" % EPMD, "tcp/%d" % DIST, "tcp/%d" % BOOT_TCP, "udp/%d" % BOOT_UDP)
 FOLLOW_SECONDS = 10  # the daemon recomputes on every API call and every second: "within a few seconds"
 TAG = {"Key": "localcloud-test", "Value": "security-groups"}
 
