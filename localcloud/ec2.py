@@ -9,7 +9,8 @@
 - RunInstances honours ClientToken (idempotent launch), which moto ignores; DescribeInstances has the
   `client-token` filter.
 - A VPC's default security group allows all inbound traffic from its own members, as on EC2 (moto gives it
-  no inbound rule); instances launched without a group are in it (see firewall.py, which enforces the groups).
+  no inbound rule); instances launched without a group are in it, and DescribeInstances says so (moto: no
+  group). firewall.py enforces the groups.
 - CreateImage commits the instance's container to a new image mapped to the new AMI id; DeregisterImage
   removes that image again.
 """
@@ -193,6 +194,9 @@ def install(reconciler, default_public_key=None):
             key = self.key_pairs.get(instance.key_name) if instance.key_name else None
             # EC2 copies the public key at launch: deleting the key pair later does not change the instance.
             instance.localcloud_public_key = key.public_key.strip() if key is not None else None
+            if not instance.security_groups:  # EC2 reports the primary interface's groups (the default group when none was named)
+                primary = [n for n in instance.nics.values() if (n.device_index or 0) == 0]
+                instance.security_groups = list(primary[0].group_set) if primary else []
             set_state(instance, "pending")
         reconciler.wake()
         return reservation

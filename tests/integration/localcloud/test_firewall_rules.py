@@ -169,6 +169,8 @@ def test_the_api_view_and_the_daemon_view_agree_and_the_default_group_admits_its
             daemon = firewall.desired(*firewall.from_moto())
             assert daemon == firewall.desired(*firewall.from_api(client, config.NETWORK_NAME)), "views differ"
             default = [g for g in client.describe_security_groups()["SecurityGroups"] if g["GroupName"] == "default"][0]
+            described = client.describe_instances(InstanceIds=[plain["InstanceId"]])["Reservations"][0]["Instances"][0]
+            assert [g["GroupId"] for g in described["SecurityGroups"]] == [default["GroupId"]], described["SecurityGroups"]
             assert "-A LOCALCLOUD-SG -s %s -j ACCEPT" % plain["PrivateIpAddress"] in daemon[plain["InstanceId"]]
             assert default["IpPermissions"][0]["UserIdGroupPairs"][0]["GroupId"] == default["GroupId"]
             # ModifyInstanceAttribute: the plain instance joins the group, and is a source of its rule.

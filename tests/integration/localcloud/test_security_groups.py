@@ -271,7 +271,7 @@ def test_a_host_in_the_default_group_runs_though_the_controller_cannot_reach_it(
     The instance is running all the same (localcloud probes sshd from inside the host), and the controller is out."""
     default = hosts.ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [hosts.plain["VpcId"]]},
                                                           {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"][0]
-    assert [g["GroupId"] for g in hosts.plain["SecurityGroups"]] in ([], [default["GroupId"]])
+    assert [g["GroupId"] for g in hosts.plain["SecurityGroups"]] == [default["GroupId"]]
     assert [(p["IpProtocol"], [g["GroupId"] for g in p["UserIdGroupPairs"]], p["IpRanges"]) for p in default["IpPermissions"]] == \
         [("-1", [default["GroupId"]], [])]
     assert hosts.launcher.describe([hosts.plain["InstanceId"]])[0]["State"]["Name"] == "running"
