@@ -48,10 +48,20 @@ def main(argv=None):
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )
     key = str(paths.ssh_key)
+    # Security groups are enforced: a group that lets the controller's SSH in (made before the clock starts).
+    group = client.create_security_group(GroupName="localcloud-bench-%d-%d" % (os.getpid(), time.time_ns()),
+                                         Description="localcloud bench: SSH from the controller")["GroupId"]
+    client.authorize_security_group_ingress(GroupId=group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": config.NETWORK_GATEWAY + "/32"}]}])
     started = time.monotonic()
-    reservation = client.run_instances(
-        ImageId=args.ami, InstanceType=args.instance_type, MinCount=args.count, MaxCount=args.count, KeyName=config.DEFAULT_KEY_NAME,
-    )
+    try:
+        reservation = client.run_instances(
+            ImageId=args.ami, InstanceType=args.instance_type, MinCount=args.count, MaxCount=args.count, KeyName=config.DEFAULT_KEY_NAME,
+            SecurityGroupIds=[group],
+        )
+    except Exception:
+        client.delete_security_group(GroupId=group)
+        raise
     ids = [i["InstanceId"] for i in reservation["Instances"]]
     if config.region_network_name(config.ACCOUNT_ID, config.region()) == config.NETWORK_NAME:  # routed here
         hosts, options = [i["PrivateIpAddress"] for i in reservation["Instances"]], ()
@@ -66,6 +76,7 @@ def main(argv=None):
     finally:
         client.terminate_instances(InstanceIds=ids)
         client.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        client.delete_security_group(GroupId=group)
     return 0
 
 

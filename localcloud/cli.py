@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.request
 
-from localcloud import config, images, netns, network
+from localcloud import config, firewall, images, netns, network
 from localcloud.errors import LocalcloudError
 from localcloud.podman import Podman, preflight, write_containers_conf
 
@@ -69,6 +69,7 @@ def cli_lock(paths):
 
 
 def cmd_up(args, paths):
+    firewall.mode()  # a wrong LOCALCLOUD_SECURITY_GROUPS fails here, before anything changes
     preflight()
     with cli_lock(paths):
         return _up(args, paths)
@@ -159,6 +160,7 @@ def _spawn_daemon(paths, port, restore=False):
 
 def cmd_restart(args, paths):
     """Replace the daemon (e.g. with new localcloud code) keeping the API's state and the running hosts."""
+    firewall.mode()  # before the running daemon is stopped
     preflight()
     with cli_lock(paths):
         pid = daemon_pid(paths)
@@ -248,6 +250,7 @@ def cmd_status(args, paths):
     print("imds:     %s" % ("%s on %s" % (config.IMDS_ADDRESS, config.IMDS_INTERFACE) if network.imds_address_present() else "absent"))
     regions = network.region_networks()
     print("regions:  %s" % (" ".join(regions) if regions else "none (no instance outside %s yet)" % config.DEFAULT_REGION))
+    print("security groups: %s" % (info.get("security_groups", "off (a daemon older than their enforcement)") if pid else "not running (`up` would: %s)" % _security_groups_mode()))
     print("state:    %s" % paths.root)
     hosts = podman.containers("%s=instance" % config.LABEL)
     api_states = _api_states(info.get("endpoint_url"), hosts) if answers else {}
@@ -260,6 +263,13 @@ def cmd_status(args, paths):
         print("  %-22s %-15s %-10s %-14s %-24s %s" % (iid, labels.get(config.LABEL_PRIVATE_IP, "?"), c.get("State"), api_states.get(iid, "?"),
                                                      labels.get(config.LABEL_NETWORK) or config.NETWORK_NAME, c.get("Image")))
     return 0 if (pid is None or answers) else 1
+
+
+def _security_groups_mode():
+    try:
+        return firewall.mode()
+    except LocalcloudError as exc:
+        return str(exc)
 
 
 def _api_states(endpoint_url, hosts):

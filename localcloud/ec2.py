@@ -8,6 +8,9 @@
 - RunInstances refuses to go beyond LOCALCLOUD_MAX_HOSTS live instances (InstanceLimitExceeded).
 - RunInstances honours ClientToken (idempotent launch), which moto ignores; DescribeInstances has the
   `client-token` filter.
+- A VPC's default security group allows all inbound traffic from its own members, as on EC2 (moto gives it
+  no inbound rule); instances launched without a group are in it, and DescribeInstances says so (moto: no
+  group). firewall.py enforces the groups.
 - CreateImage commits the instance's container to a new image mapped to the new AMI id; DeregisterImage
   removes that image again.
 """
@@ -24,6 +27,7 @@ from moto.ec2.models.amis import Ami
 from moto.ec2 import utils as ec2_utils
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.instances import Instance, StateReason
+from moto.ec2.models.security_groups import SecurityGroupRule
 
 from localcloud import config
 
@@ -95,6 +99,27 @@ def in_network(ip):
     return address in network and address not in (network.network_address, network.broadcast_address, ipaddress.ip_address(config.NETWORK_GATEWAY))
 
 
+def _add_default_group_rule(backend, group):
+    """EC2's rule of a default group: all traffic from the group itself (once: a revoke is the user's choice)."""
+    if getattr(group, "localcloud_default_rule", False):
+        return
+    group.localcloud_default_rule = True
+    if not any(r.source_group.get("GroupId") == group.id and r.ip_protocol == "-1" for r in group.ingress_rules):
+        group.ingress_rules.append(SecurityGroupRule(backend, "-1", group.id, None, None, None, is_egress=False,
+                                                     source_group={"GroupId": group.id, "UserId": backend.account_id, "OwnerId": backend.account_id}))
+
+
+def add_default_group_rules():
+    """Give EC2's rule to the default groups that never had it (state saved by an older daemon)."""
+    with _lock:
+        for _account, regions in list(ec2_backends.items()):
+            for _region, backend in list(regions.items()):
+                for groups in list(backend.groups.values()):
+                    for group in list(groups.values()):
+                        if group.is_default and group.name == "default":
+                            _add_default_group_rule(backend, group)
+
+
 def install(reconciler, default_public_key=None):
     """Patch moto's EC2 backend; `reconciler.wake()` is called after every change of instance state."""
     if _installed:
@@ -129,6 +154,17 @@ def install(reconciler, default_public_key=None):
 
     EC2Backend.__init__ = __init__
 
+    original_create_group = EC2Backend.create_security_group
+
+    @functools.wraps(original_create_group)
+    def create_security_group(self, name, description, *args, **kwargs):
+        group = original_create_group(self, name, description, *args, **kwargs)
+        if group.is_default and name == "default":
+            _add_default_group_rule(self, group)
+        return group
+
+    EC2Backend.create_security_group = create_security_group
+
     original_run = EC2Backend.run_instances
 
     @functools.wraps(original_run)
@@ -158,6 +194,9 @@ def install(reconciler, default_public_key=None):
             key = self.key_pairs.get(instance.key_name) if instance.key_name else None
             # EC2 copies the public key at launch: deleting the key pair later does not change the instance.
             instance.localcloud_public_key = key.public_key.strip() if key is not None else None
+            if not instance.security_groups:  # EC2 reports the primary interface's groups (the default group when none was named)
+                primary = [n for n in instance.nics.values() if (n.device_index or 0) == 0]
+                instance.security_groups = list(primary[0].group_set) if primary else []
             set_state(instance, "pending")
         reconciler.wake()
         return reservation

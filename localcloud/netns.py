@@ -16,7 +16,8 @@ NETNS_DIR = "/run/netns"  # where `ip netns add` puts named namespaces
 
 
 def path(name):
-    return os.path.join(NETNS_DIR, name)
+    """A named namespace's path; a path (podman's SandboxKey of a container) stays as it is."""
+    return name if os.path.isabs(name) else os.path.join(NETNS_DIR, name)
 
 
 def exists(name):

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from localcloud import config, ec2, images, netns, network
+from localcloud import config, ec2, firewall, images, netns, network
 from localcloud.errors import LocalcloudError
 
 log = logging.getLogger("localcloud.reconciler")
@@ -26,7 +26,10 @@ def hostname(ip):
 
 
 def wait_for_ssh(ip, deadline, netns_name=None):
-    """True once sshd answers on ip:22 (it starts after localcloud-init); in namespace `netns_name` (None: here)."""
+    """True once sshd answers on ip:22 (it starts after localcloud-init); in namespace `netns_name` (None: here).
+
+    The reconciler probes from inside the host's own namespace (over its loopback), so that the host's security
+    groups do not matter: a host whose groups keep the controller out is still running, as on EC2."""
     while time.monotonic() < deadline:
         try:
             with netns.create_connection(netns_name, (ip, 22), timeout=1) as sock:
@@ -60,6 +63,7 @@ class Reconciler:
         self._networks_ready = set()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="host")  # most of them wait for sshd
         self._last_sync = 0.0
+        self.firewall = firewall.Firewall(podman, enforce=firewall.mode() == "enforce")  # its thread: serve
 
     # -- AMI -> image ------------------------------------------------------
     def ami_map(self):
@@ -90,6 +94,7 @@ class Reconciler:
     # -- loop ----------------------------------------------------------------
     def wake(self):
         self._wake.set()
+        self.firewall.wake()  # groups or members may have changed too
 
     def stop(self):
         self._stop.set()
@@ -246,9 +251,20 @@ class Reconciler:
             log.info("region network %s ready", name)
 
     def netns_of(self, instance_id):
-        """The namespace from which a host is reached: None for the default network (routed here)."""
+        """The host's own namespace (a name, or the path podman gave it), from which its sshd is probed; None: here."""
         name = self.container_networks.get(instance_id, config.NETWORK_NAME)
-        return None if name == config.NETWORK_NAME else name
+        if name != config.NETWORK_NAME:
+            return config.host_netns_name(instance_id)
+        return self.firewall.namespace(instance_id, name, refresh=True)
+
+    def _start_container(self, instance_id):
+        """Start a made (or stopped) container with its security groups applied before its first process runs:
+        `podman init` makes its network namespace, the rules go in, then `podman start`."""
+        name = container_name(instance_id)
+        if self.firewall.enforce:
+            self.podman.run("init", name)
+            self.firewall.apply_now(instance_id, self.container_networks.get(instance_id, config.NETWORK_NAME))
+        self.podman.run("start", name)
 
     # -- actions -------------------------------------------------------------
     def _launch(self, instance):
@@ -274,7 +290,7 @@ class Reconciler:
                 "--add-host", "%s:%s" % (hostname(ip), ip), "--add-host", "%s:%s" % (name, ip),  # as podman writes them on its network
             ]
         run_args = [
-            "run", "--detach", "--name", name,
+            "create", "--name", name,
             "--label", "%s=instance" % config.LABEL,
             "--label", "%s=%s" % (config.LABEL_INSTANCE_ID, instance.id),
             "--label", "%s=%s" % (config.LABEL_PRIVATE_IP, ip),
@@ -291,6 +307,9 @@ class Reconciler:
             self.podman.run("rm", "-f", "-t", "0", name, check=False)
             try:
                 self.podman.run(*run_args)
+                with self._lock:
+                    self.container_networks[instance.id] = net
+                self._start_container(instance.id)
                 break
             except LocalcloudError:
                 if attempt == 2:
@@ -329,7 +348,7 @@ class Reconciler:
 
     def _start(self, instance):
         started = time.monotonic()
-        self.podman.run("start", container_name(instance.id))
+        self._start_container(instance.id)
         with self._lock:
             self.containers[instance.id] = "running"
         self._await_ssh(instance, started)
@@ -364,7 +383,8 @@ class Reconciler:
             self._submit(self._reboot, instance)
 
     def _reboot(self, instance):
-        self.podman.run("restart", "-t", "10", container_name(instance.id))
+        self.podman.run("stop", "-t", "10", container_name(instance.id))  # not `restart`: the rules go in before it runs again
+        self._start_container(instance.id)
         with self._lock:
             self.containers[instance.id] = "running"
         log.info("%s rebooted", instance.id)

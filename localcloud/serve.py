@@ -179,13 +179,17 @@ def serve(paths, port, restore=False):
             log.error("cannot adopt region network %s: %s", name, exc)
     if restore and paths.saved_state.exists():
         log.info("restored %d reservation(s) from %s", restore_state(paths.saved_state, listeners), paths.saved_state)
+    ec2.add_default_group_rules()  # default groups saved by a daemon that did not give them EC2's rule
     listeners[config.NETWORK_NAME].start()
     threading.Thread(target=reconciler.run, name="reconciler", daemon=True).start()
+    threading.Thread(target=reconciler.firewall.run, name="security-groups", daemon=True).start()
+    log.info("security groups: %s (LOCALCLOUD_SECURITY_GROUPS)", "enforce" if reconciler.firewall.enforce else "off")
     api_thread = threading.Thread(target=api.serve_forever, name="api", daemon=True)
     api_thread.start()
 
     paths.info.write_text(json.dumps({"pid": os.getpid(), "port": port, "endpoint_url": config.endpoint_url(port), "images": image_refs,
-                                      "max_hosts": config.max_hosts()}) + "\n")
+                                      "max_hosts": config.max_hosts(),
+                                      "security_groups": "enforce" if reconciler.firewall.enforce else "off"}) + "\n")
     paths.pid.write_text("%d\n" % os.getpid())
     log.info("serving EC2 API on %s, IMDS on %s:%d", config.endpoint_url(port), config.IMDS_ADDRESS, config.IMDS_PORT)
 
@@ -216,6 +220,7 @@ def serve(paths, port, restore=False):
     log.info("stopping")
     api.shutdown()
     reconciler.stop()
+    reconciler.firewall.stop()
     with listeners_lock:
         for imds in listeners.values():
             imds.stop()

@@ -113,13 +113,44 @@ def podman_state(instance_id):
 
 
 class Launcher:
-    """Launches instances and terminates them (and waits for their hosts to go) at teardown."""
+    """Launches instances and terminates them (and waits for their hosts to go) at teardown.
+
+    localcloud enforces security groups as EC2 does, and a VPC's default group lets nothing in from outside it:
+    an instance launched without a group gets the launcher's own group of its VPC (SSH from the controller, all
+    traffic between its members), made on first use and deleted at teardown. `groups=False`: none added."""
 
     def __init__(self, ec2):
         self.ec2 = ec2
         self.ids = []
+        self.groups = {}  # VPC id -> the launcher's group there
 
-    def run(self, wait=True, **kwargs):
+    def _group(self, subnet_id=None):
+        if subnet_id:
+            vpc = self.ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]["VpcId"]
+        else:
+            vpc = self.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+        if vpc not in self.groups:
+            gid = self.ec2.create_security_group(GroupName="localcloud-test-%d-%d" % (os.getpid(), time.monotonic_ns()), VpcId=vpc,
+                                                 Description="localcloud tests: SSH from the controller, all traffic within")["GroupId"]
+            self.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[
+                {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": config.NETWORK_GATEWAY + "/32"}]},
+                {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": gid}]},
+            ])
+            self.groups[vpc] = gid
+        return self.groups[vpc]
+
+    def _add_group(self, kwargs):
+        nics = kwargs.get("NetworkInterfaces")
+        if nics:
+            primary = [n for n in nics if n.get("DeviceIndex", 0) == 0 and "NetworkInterfaceId" not in n]
+            if primary and not primary[0].get("Groups"):
+                primary[0]["Groups"] = [self._group(primary[0].get("SubnetId"))]
+        elif not kwargs.get("SecurityGroupIds") and not kwargs.get("SecurityGroups"):
+            kwargs["SecurityGroupIds"] = [self._group(kwargs.get("SubnetId"))]
+
+    def run(self, wait=True, groups=True, **kwargs):
+        if groups:
+            self._add_group(kwargs)
         kwargs.setdefault("ImageId", config.BASE_AMI_ID)
         kwargs.setdefault("MinCount", kwargs.get("MaxCount", 1))
         kwargs.setdefault("MaxCount", kwargs["MinCount"])
@@ -154,6 +185,9 @@ class Launcher:
         if self.ids:
             self.ec2.terminate_instances(InstanceIds=self.ids)
             self.wait("instance_terminated", self.ids)
+        for gid in self.groups.values():
+            self.ec2.delete_security_group(GroupId=gid)
+        self.groups.clear()
 
 
 @pytest.fixture
