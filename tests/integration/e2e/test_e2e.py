@@ -18,6 +18,7 @@ import time
 import pytest
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT as LAYOUT
+from harness_group import APP_PORT, CONTROLLER_CIDR
 
 ALLOW_LIST_FILE = LAYOUT["allow_list_file"]
 
@@ -105,7 +106,11 @@ def test_security_group_opens_only_the_boot_server_ports(cluster):
     for key in (("udp", 4368, 4368), ("tcp", 4368, 4368)):
         assert [g["GroupId"] for g in rules[key]["UserIdGroupPairs"]] == [group["GroupId"]], rules.get(key)
         assert not rules[key].get("IpRanges"), rules[key]
-    assert all(p.get("FromPort") in (22, 4368, 4369, 9100) for p in group["IpPermissions"]), group["IpPermissions"]
+    # The app port is the suite's own (provision_extra_rules): from the controller and the group (the health gate).
+    app = rules[("tcp", APP_PORT, APP_PORT)]
+    assert [r["CidrIp"] for r in app["IpRanges"]] == [CONTROLLER_CIDR], app
+    assert [g["GroupId"] for g in app["UserIdGroupPairs"]] == [group["GroupId"]], app
+    assert all(p.get("FromPort") in (22, 4368, 4369, 9100, APP_PORT) for p in group["IpPermissions"]), group["IpPermissions"]
 
 
 def test_an_unprivileged_user_on_a_worker_cannot_read_the_cookie_through_the_boot_server(cluster):
