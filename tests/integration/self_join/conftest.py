@@ -38,7 +38,8 @@ def release(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cluster(endpoint_url, release, tmp_path_factory):
     """A running boot server (site playbook) and a node image (bake_image playbook) for one test cluster."""
-    c = Cluster(endpoint_url, tmp_path_factory.mktemp("self_join"), "sj" + secrets.token_hex(3), secrets.token_hex(20))
+    name = os.environ.get("SELF_JOIN_CLUSTER") or "sj" + secrets.token_hex(3)
+    c = Cluster(endpoint_url, tmp_path_factory.mktemp("self_join"), name, secrets.token_hex(20))
     c.write_files()
     # The IPs of this session's running workers, in launch order: every test that launches or terminates
     # one updates it, so the files may run in any order.
