@@ -66,20 +66,33 @@ class Cluster:
                                             extra_vars=extra_vars, env=dict(self.env, **(environ or {})), check=check,
                                             log=os.path.join(self.workdir, "ansible.log"))
 
+    def group_id(self, name):
+        """The id of the security group `name`, or None."""
+        found = self.boto3("ec2").describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
+        return found[0]["GroupId"] if found else None
+
     def provision_vars(self, workers):
         """provision's variables as the demo gives them, plus the app port for the tests (every run passes the same
-        rules: the playbook makes the group's rules exactly these)."""
+        rules: the playbook makes the group's rules exactly these). The health gate's rule names the cluster's
+        every-node group by id: once a run made it."""
+        gate = self.group_id("erlang-%s" % self.name) if self.health_gate else None
         return {"provision_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"), "provision_ssh_cidr": "172.31.0.1/32",
                 "provision_key_name": self.env.get("LOCALCLOUD_KEY_NAME", "localcloud"), "provision_worker_count": workers,
-                "provision_extra_rules": app_port_rules("erlang-%s" % self.name if self.health_gate else None)}
+                "provision_extra_rules": app_port_rules(gate)}
 
     def provision(self, workers, boot_servers=None):
         """provision as the demo runs it: keeps `workers` workers in the cluster (adds the missing ones), and
         `boot_servers` boot servers when given (the playbook's default, 1, otherwise)."""
-        extra = self.provision_vars(workers)
-        if boot_servers is not None:
-            extra["provision_boot_server_count"] = boot_servers
-        return self.playbook("provision", extra=extra)
+        def run():
+            extra = self.provision_vars(workers)
+            if boot_servers is not None:
+                extra["provision_boot_server_count"] = boot_servers
+            return self.playbook("provision", extra=extra), extra
+
+        result, extra = run()
+        if self.health_gate and len(extra["provision_extra_rules"]) == 1:  # a new cluster: now its group has an id
+            result, extra = run()
+        return result
 
     def boto3(self, service):
         import boto3

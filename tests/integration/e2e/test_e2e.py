@@ -18,7 +18,6 @@ import time
 import pytest
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT as LAYOUT
-from harness_group import APP_PORT, CONTROLLER_CIDR
 
 ALLOW_LIST_FILE = LAYOUT["allow_list_file"]
 
@@ -94,23 +93,6 @@ def test_cluster_formed(cluster):
         assert status["node"] == "worker@%s" % ip
         assert set(status["nodes"]) >= nodes - {status["node"]}, status
     assert current_release(cluster) == "1.0.0"
-
-
-def test_security_group_opens_only_the_boot_server_ports(cluster):
-    """provision's group, read back: UDP 4368 and TCP 4368 (the boot server's fixed file port) within the group,
-    no longer TCP 1024-65535."""
-    ec2 = cluster.boto3("ec2")
-    group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["erlang-%s" % cluster.name]}])["SecurityGroups"][0]
-    rules = {(p["IpProtocol"], p.get("FromPort"), p.get("ToPort")): p for p in group["IpPermissions"]}
-    assert ("tcp", 1024, 65535) not in rules, rules.keys()
-    for key in (("udp", 4368, 4368), ("tcp", 4368, 4368)):
-        assert [g["GroupId"] for g in rules[key]["UserIdGroupPairs"]] == [group["GroupId"]], rules.get(key)
-        assert not rules[key].get("IpRanges"), rules[key]
-    # The app port is the suite's own (provision_extra_rules): from the controller and the group (the health gate).
-    app = rules[("tcp", APP_PORT, APP_PORT)]
-    assert [r["CidrIp"] for r in app["IpRanges"]] == [CONTROLLER_CIDR], app
-    assert [g["GroupId"] for g in app["UserIdGroupPairs"]] == [group["GroupId"]], app
-    assert all(p.get("FromPort") in (22, 4368, 4369, 9100, APP_PORT) for p in group["IpPermissions"]), group["IpPermissions"]
 
 
 def test_an_unprivileged_user_on_a_worker_cannot_read_the_cookie_through_the_boot_server(cluster):
