@@ -71,8 +71,8 @@ class Cluster:
         subnets = self.ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]},
                                                      {"Name": "availability-zone", "Values": [SUBNET_AZ]}])["Subnets"]
         self.subnet_id = subnets[0]["SubnetId"]
-        # Of every instance launched here: SSH and the app port from the controller, all traffic within the VPC's
-        # default group (the cluster's hosts talk to each other).
+        # Of every instance launched here: SSH and the app port from the controller, all traffic from the group's
+        # members (the cluster's hosts talk to each other).
         self.security_group_ids = harness_group.security_group_ids(self.ec2, subnets[0]["VpcId"])
 
     # ---------------------------------------------------------------- environment
