@@ -30,7 +30,7 @@ demo: bootstrap ## the README's first command: localcloud, 2 boot servers (DEMO_
 	@echo "==> 4/7 provision: security group, $(DEMO_BOOT_SERVERS) boot server(s) and $(DEMO_WORKERS) workers"
 	$(LOCALCLOUD_ENV); $(DEMO_PLAYBOOK) skunkworks.erlang_ec2.provision -e provision_image_id=$(DEMO_IMAGE_ID) \
 	  -e provision_ssh_cidr=172.31.0.1/32 -e provision_key_name=localcloud -e provision_worker_count=$(DEMO_WORKERS) \
-	  -e provision_boot_server_count=$(DEMO_BOOT_SERVERS)
+	  -e provision_boot_server_count=$(DEMO_BOOT_SERVERS) -e '{"provision_extra_rules": [{"proto": "tcp", "ports": ["8080"], "cidr_ip": "172.31.0.1/32", "rule_desc": "hello_cluster HTTP status page, from the controller (make demo-status)"}]}'
 	@echo "==> 5/7 site: Erlang/OTP + cookie everywhere, the boot servers with v1 (level), workers registered on each then started"
 	$(LOCALCLOUD_ENV); $(DEMO_PLAYBOOK) skunkworks.erlang_ec2.site -e site_initial_release=$(DEMO_DIR)/hello_cluster-1.0.0.tar.gz
 	@$(MAKE) -s demo-status

@@ -11,6 +11,8 @@ EE_PULL       ?= never
 EE_BUILDER_OPTS ?=
 EE_DIR        := $(ROOT)/build/ee
 EE_LABEL      := io.skunkworks.ee.inputs
+# The collections galaxy.yml depends on, staged from the controller's `ansible` package (never Galaxy).
+EE_DEP_COLLECTIONS := $(shell sed -n '/^dependencies:/,/^[a-z]/s/^  \([a-z_]*\.[a-z_]*\):.*/\1/p' galaxy.yml)
 
 .PHONY: ee ee-base test-ee
 
@@ -26,16 +28,18 @@ ee: bootstrap $(if $(filter $(EE_BASE_DEFAULT),$(EE_BASE_IMAGE)),ee-base) build 
 	rm -rf $(EE_DIR)/collections && mkdir -p $(EE_DIR)/collections; \
 	tarball=$$(ls -t build/skunkworks-erlang_ec2-*.tar.gz | head -1); \
 	cp "$$tarball" $(EE_DIR)/collections/skunkworks-erlang_ec2.tar.gz; \
-	aws=$$($(PYTHON) -c 'import ansible_collections.amazon.aws as m; print(list(m.__path__)[0])'); \
-	mkdir -p $(EE_DIR)/collections/ansible_collections/amazon; \
-	rsync -a --delete --exclude=__pycache__ "$$aws"/ $(EE_DIR)/collections/ansible_collections/amazon/aws/; \
+	deps=""; for dep in $(EE_DEP_COLLECTIONS); do \
+	    dir=$$($(PYTHON) -c "import ansible_collections.$$dep as m; print(list(m.__path__)[0])"); \
+	    mkdir -p $(EE_DIR)/collections/ansible_collections/$${dep%%.*}; \
+	    rsync -a --delete --exclude=__pycache__ "$$dir"/ $(EE_DIR)/collections/ansible_collections/$${dep/.//}/; \
+	    deps="$$deps $$dir"; done; \
 	base_id=$$(podman image inspect --format '{{.Id}}' $(EE_BASE_IMAGE) 2>/dev/null || true); \
 	inputs=$$( { sha256sum execution-environment.yml mk/ee.mk; tar -xzOf "$$tarball" MANIFEST.json | sha256sum; \
-	            sha256sum < "$$aws/MANIFEST.json"; echo "$(EE_BASE_IMAGE) $$base_id"; } | sha256sum | cut -c1-16); \
+	            for dir in $$deps; do sha256sum < "$$dir/MANIFEST.json"; done; echo "$(EE_BASE_IMAGE) $$base_id"; } | sha256sum | cut -c1-16); \
 	if [ -z "$(EE_FORCE)" ] && [ "$$(podman image inspect --format '{{index .Labels "$(EE_LABEL)"}}' $(EE_IMAGE) 2>/dev/null)" = "$$inputs" ]; then \
 	    echo "ee: $(EE_IMAGE) is up to date (inputs $$inputs)"; exit 0; fi; \
 	echo "ee: building $(EE_IMAGE) from $(EE_BASE_IMAGE) (inputs $$inputs)"; \
-	rm -rf $(EE_DIR)/wheels; $(PYTHON) scripts/ee_wheels.py execution-environment.yml . "$$aws" $(EE_DIR)/wheels; \
+	rm -rf $(EE_DIR)/wheels; $(PYTHON) scripts/ee_wheels.py execution-environment.yml . $$deps $(EE_DIR)/wheels; \
 	printf '[global]\nno-index = true\nfind-links = /ee-wheels\n' > $(EE_DIR)/pip.conf; \
 	ansible-builder build --file execution-environment.yml --context $(EE_DIR)/context --container-runtime podman \
 	    --tag $(EE_IMAGE) --build-arg EE_BASE_IMAGE=$(EE_BASE_IMAGE) $(EE_BUILDER_OPTS) \

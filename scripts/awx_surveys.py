@@ -10,7 +10,8 @@ provision -> site -> deploy workflow, so the surveys cannot drift from the playb
     python scripts/awx_surveys.py --check    # exit 1 and name the files that differ
 
 Type mapping (AWX has no bool or list survey type; docs/awx.md):
-  str -> text, or multiplechoice with the spec's choices; path, raw -> text; int -> integer;
+  str -> text, or multiplechoice with the spec's choices, or password when the spec says no_log;
+  path, raw -> text; int -> integer;
   bool -> multiplechoice "true"/"false" (a string: validate_argument_spec accepts it and the playbooks
   read these variables through `| bool`); list, dict -> not in the survey (a survey answer is a string,
   the playbook needs a list or a dict): given as extra variables, the survey's description names them.
@@ -24,7 +25,7 @@ import sys
 import yaml
 
 PLAYBOOKS = ("provision", "site", "deploy", "rollback", "rolling_restart", "push", "reconcile",
-             "decommission", "bake_image", "status")
+             "decommission", "bake_image", "status", "rotate_cookie")
 # The workflow job template and the playbooks it runs, in order.
 WORKFLOW = ("provision_site_deploy", ("provision", "site", "deploy"))
 JOB_TEMPLATE_PREFIX = "Erlang EC2 | "
@@ -124,6 +125,8 @@ def question(name, option):
         "required": bool(option.get("required", False)),
         "type": SURVEY_TYPES[kind],
     }
+    if option.get("no_log") and kind == "str":
+        q["type"] = "password"  # a secret (rotate_cookie's new cookie): AWX encrypts the answer and never shows it
     if kind == "bool":
         q["choices"] = list(BOOL_CHOICES)
         if "default" in option:

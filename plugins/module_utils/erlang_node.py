@@ -10,6 +10,9 @@
   erl_call's printed terms.
 - Every Erlang literal put into an expression is built by ``erlang_terms.literal()``.
 - erl_call failures become ``ErlangNodeError`` with a ``kind`` and a clear message.
+- TLS distribution (``distribution="tls"``, docs/tls.md): erl_call speaks only inet_tcp_dist, so a short-lived
+  hidden ``erl`` node with the given ``-ssl_dist_optfile`` evaluates the same wrapper on the node over erpc and
+  prints what ``erl_call -e`` prints; the rest of this layer, and every module, is the same.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,6 +27,7 @@ import socket
 import struct
 import tempfile
 import time
+import uuid
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import EtfError, decode_etf, to_text
 
@@ -31,6 +35,9 @@ from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf i
 NODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}@[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 EPMD_PORT = 4369
 COOKIE_FILE_NAME = ".erlang.cookie"
+DISTRIBUTIONS = ("tcp", "tls")
+DEFAULT_SSL_DIST_OPTFILE = "/etc/erlang-ec2/tls/ssl_dist.conf"   # roles/erlang: erlang_tls_dir/ssl_dist.conf
+EXPRESSION_FILE_NAME = "expression.erl"
 
 # Failure kinds, one per cause a caller may act on.
 KIND_BAD_ARGUMENT = "bad_argument"
@@ -205,15 +212,23 @@ class ErlangNode(object):
     The private HOME holding the cookie copy lives as long as the object (until close()).
     """
 
-    def __init__(self, node, runner, cookie=None, cookie_file=None, timeout=10, erl_call=None):
+    def __init__(self, node, runner, cookie=None, cookie_file=None, timeout=10, erl_call=None,
+                 distribution="tcp", ssl_dist_optfile=None):
         """runner(argv, stdin_bytes, environ_update) -> (returncode, stdout, stderr): module_runner(module) in modules."""
         validate_node(node)
         self.runner = runner
         if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
             raise ErlangNodeError(KIND_BAD_ARGUMENT, "timeout must be a whole number of seconds >= 1, got %r" % (timeout,))
+        if distribution not in DISTRIBUTIONS:
+            raise ErlangNodeError(KIND_BAD_ARGUMENT, "distribution must be one of %s, got %r" % (", ".join(DISTRIBUTIONS), distribution))
         self.node = node
         self.timeout = timeout
-        self.erl_call = find_erl_call(erl_call)
+        self.distribution = distribution
+        if distribution == "tls":
+            self.ssl_dist_optfile = check_optfile(ssl_dist_optfile or DEFAULT_SSL_DIST_OPTFILE)
+            self.erl = find_erl()
+        else:
+            self.erl_call = find_erl_call(erl_call)
         if cookie is not None:
             self._cookie = check_cookie(cookie)
         else:
@@ -249,12 +264,31 @@ class ErlangNode(object):
             self._home = None
 
     def run_erl_call(self, expression, timeout=None):
-        """Run erl_call -e with expression on stdin: (returncode, stdout, stderr, seconds)."""
+        """Run erl_call -e with expression on stdin (tls: the hidden client node): (returncode, stdout, stderr, seconds)."""
         timeout = timeout or self.timeout
+        if self.distribution == "tls":
+            return self.run_tls_client(expression, timeout)
         argv = [self.erl_call, "-R", name_flag(self.node), self.node, "-timeout", str(timeout), "-e"]
         started = time.monotonic()
         # erl_call enforces -timeout itself (alarm(), it dies of SIGALRM).
         returncode, stdout, stderr = self.runner(argv, expression.encode("utf-8"), {"HOME": self._private_home()})
+        return returncode, stdout, stderr, time.monotonic() - started
+
+    def run_tls_client(self, expression, timeout):
+        """The TLS stand-in for erl_call -e: same output, same failure texts (see _TLS_CLIENT)."""
+        home = self._private_home()
+        path = os.path.join(home, EXPRESSION_FILE_NAME)
+        with open(path, "w") as handle:
+            handle.write(expression)
+        host = validate_node(self.node)[1]
+        longnames = "." in host
+        own = "erlang-ec2-ctl-%d-%s@%s" % (os.getpid(), uuid.uuid4().hex[:8], host if longnames else socket.gethostname().split(".")[0])
+        # logger_level warning: ssl's handshake notices would mix with the printed result.
+        argv = [self.erl, "-noshell", "-noinput", "-hidden", "-kernel", "logger_level", "warning",
+                "-proto_dist", "inet_tls", "-ssl_dist_optfile", self.ssl_dist_optfile,
+                "-eval", _TLS_CLIENT, "-extra", own, "longnames" if longnames else "shortnames", self.node, str(timeout), path]
+        started = time.monotonic()
+        returncode, stdout, stderr = self.runner(argv, b"", {"HOME": home, "ERL_CRASH_DUMP_SECONDS": "0"})
         return returncode, stdout, stderr, time.monotonic() - started
 
     def call(self, body, timeout=None):
@@ -278,7 +312,55 @@ class ErlangNode(object):
         raise ErlangNodeError(KIND_DECODE, "unexpected answer shape from %s" % self.node)
 
     def map_failure(self, returncode, stdout, stderr, timeout):
-        return map_erl_call_failure(self.node, returncode, stdout, stderr, timeout)
+        error = map_erl_call_failure(self.node, returncode, stdout, stderr, timeout)
+        if self.distribution == "tls" and error.kind == KIND_AUTH:
+            # Over TLS a refusal is the cookie or the certificate (another CA, a wrong name, no certificate).
+            error = ErlangNodeError(
+                KIND_AUTH,
+                "node %s is running but refused the connection: the cookie does not match the node's, or the TLS "
+                "handshake failed (a certificate not from the cluster's CA, or not for this address; check cookie/cookie_file "
+                "and ssl_dist_optfile %s)" % (self.node, self.ssl_dist_optfile),
+            )
+        return error
+
+
+# The hidden client node of a TLS call (plain arguments: OWN_NAME NAMES NODE TIMEOUT EXPRESSION_FILE). It prints
+# {ok, "<base64>"} like erl_call -e, and on failure erl_call's own words, so map_erl_call_failure applies.
+_TLS_CLIENT = r"""
+[OwnName, Names, NodeName, TimeoutText, ExprFile] = init:get_plain_arguments(),
+Node = list_to_atom(NodeName),
+TimeoutMs = list_to_integer(TimeoutText) * 1000,
+Quit = fun(Status, Format, Args) -> io:format(standard_error, Format, Args), erlang:halt(Status) end,
+spawn(fun() -> receive after TimeoutMs -> Quit(142, "Alarm clock~n", []) end end),
+{ok, Source} = file:read_file(ExprFile),
+Exprs = case erl_scan:string(unicode:characters_to_list(Source)) of
+            {ok, Tokens, _} ->
+                case erl_parse:parse_exprs(Tokens) of
+                    {ok, Parsed} -> Parsed;
+                    {error, {_, PMod, PDesc}} ->
+                        io:format("{error, ~p}~n", [lists:flatten(["syntax error: ", PMod:format_error(PDesc)])]),
+                        erlang:halt(0)
+                end;
+            {error, {_, SMod, SDesc}, _} ->
+                io:format("{error, ~p}~n", [lists:flatten(["illegal token: ", SMod:format_error(SDesc)])]),
+                erlang:halt(0)
+        end,
+case net_kernel:start([list_to_atom(OwnName), list_to_atom(Names)]) of
+    {ok, _} -> ok;
+    {error, StartError} -> Quit(1, "erl_call: cannot start the TLS client node: ~tp~n", [StartError])
+end,
+case net_kernel:connect_node(Node) of
+    true -> ok;
+    _ -> Quit(1, "erl_call: failed to connect to node ~s~n", [NodeName])
+end,
+try erpc:call(Node, erl_eval, exprs, [Exprs, erl_eval:new_bindings()], TimeoutMs) of
+    {value, Value, _} -> io:put_chars(["{ok, ", $", Value, $", "}\n"]), erlang:halt(0)
+catch
+    error:{erpc, timeout} -> Quit(142, "Alarm clock~n", []);
+    error:{erpc, noconnection} -> Quit(1, "erl_call: failed to receive the answer of ~s~n", [NodeName]);
+    Class:Reason -> io:format("{error, ~p}~n", [lists:flatten(io_lib:format("~p: ~tp", [Class, Reason]))]), erlang:halt(0)
+end.
+"""
 
 
 def map_erl_call_failure(node, returncode, stdout, stderr, timeout):
@@ -316,6 +398,21 @@ def find_erl_call(path=None):
     return found
 
 
+def find_erl():
+    found = shutil.which("erl")
+    if not found:
+        raise ErlangNodeError(KIND_ERL_CALL, "erl not found on PATH: TLS distribution needs erl and the ssl application "
+                              "(Debian: erlang-base, erlang-ssl)")
+    return found
+
+
+def check_optfile(path):
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ErlangNodeError(KIND_BAD_ARGUMENT, "ssl_dist_optfile %s is not a readable file (erlang_distribution tls: the "
+                              "node's optfile, written by the erlang role in erlang_tls_dir)" % path)
+    return path
+
+
 def module_runner(module):
     """A runner for ErlangNode that runs commands through AnsibleModule.run_command."""
     def run(argv, data, environ_update):
@@ -332,6 +429,7 @@ def node_from_params(params, runner):
     return ErlangNode(
         params["node"], runner, cookie=params.get("cookie"), cookie_file=params.get("cookie_file"),
         timeout=params.get("timeout") or 10, erl_call=params.get("erl_call"),
+        distribution=params.get("distribution") or "tcp", ssl_dist_optfile=params.get("ssl_dist_optfile"),
     )
 
 
@@ -351,4 +449,6 @@ def argument_spec():
         cookie_file=dict(type="path"),
         timeout=dict(type="int", default=10),
         erl_call=dict(type="path"),
+        distribution=dict(type="str", default="tcp", choices=list(DISTRIBUTIONS)),
+        ssl_dist_optfile=dict(type="path"),
     )

@@ -179,6 +179,16 @@ options:
   erl_call:
     description: Path of the C(erl_call) program (default the one on E(PATH)).
     type: path
+  distribution:
+    description:
+      - The cluster's distribution protocol; V(tls) calls the nodes through a short-lived hidden C(erl) node with
+        O(ssl_dist_optfile) instead of C(erl_call) (docs/tls.md).
+    type: str
+    choices: [tcp, tls]
+    default: tcp
+  ssl_dist_optfile:
+    description: With O(distribution=tls), the optfile to present (default C(/etc/erlang-ec2/tls/ssl_dist.conf), the node's own).
+    type: path
 attributes:
   check_mode:
     support: full

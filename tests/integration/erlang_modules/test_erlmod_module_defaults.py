@@ -47,6 +47,8 @@ def tasks_for(env, boot_server, worker):
         "cluster_restart": {"nodes": [{"node": worker}], "expected_version": "1.0.0", "plan": True,
                             "current_link": current, "check_local_files": False},
         "node_restart": {"node": worker, "expected_version": "1.0.0", "restart_timeout": 30},
+        # The cookie it already has: reached with the group's cookie_file, nothing changes.
+        "node_cookie": {"node": worker, "new_cookie": env.cookie},
     }
 
 

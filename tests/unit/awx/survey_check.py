@@ -99,6 +99,8 @@ def check_survey(survey, spec):
         want_type, want_choices = EXPECTED[kind]
         if option.get("choices"):
             want_type, want_choices = "multiplechoice", [str(c) for c in option["choices"]]
+        if option.get("no_log") and kind == "str":
+            want_type = "password"
         if q.get("type") != want_type:
             problems.append("%s: survey type %s, want %s (spec type %s)" % (name, q.get("type"), want_type, kind))
         choices = q.get("choices")

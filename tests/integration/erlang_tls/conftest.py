@@ -1,0 +1,144 @@
+"""TLS distribution (docs/tls.md) with real erl nodes on loopback: certificates issued by the erlang role's own
+tasks (roles/erlang/tasks/tls.yml, run through ansible-playbook), nodes started as the worker/boot-server units
+start them (-proto_dist inet_tls -ssl_dist_optfile), called through module_utils/erlang_node.py."""
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, ".collections"))
+
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_node  # noqa: E402
+
+import playbook_runner  # noqa: E402
+
+HOST = "127.0.0.1"
+INTERPRETER = {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+
+
+def run_command(argv, data, environ_update):
+    environ = dict(os.environ)
+    environ.update(environ_update)
+    proc = subprocess.run(argv, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ, timeout=60, check=False)
+    return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+
+
+class Tls(object):
+    """A private base directory: the cookie HOME, CAs, node TLS directories, Ansible's output."""
+
+    def __init__(self, base):
+        self.base = base
+        self.cookie = "skw" + secrets.token_hex(16)
+        self.home = os.path.join(base, "home")
+        os.mkdir(self.home, 0o700)
+        self.cookie_file = os.path.join(self.home, ".erlang.cookie")
+        fd = os.open(self.cookie_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        os.write(fd, self.cookie.encode())
+        os.close(fd)
+        self.outputs = []
+
+    def ca_dir(self, ca):
+        return os.path.join(self.base, "ca-" + ca)
+
+    def node_dir(self, name):
+        return os.path.join(self.base, "tls-" + name)
+
+    def optfile(self, name):
+        return os.path.join(self.node_dir(name), "ssl_dist.conf")
+
+    def issue(self, name, ca="cluster", extra_vars=None, check=False):
+        """The role's tls tasks for node name@127.0.0.1, its files in node_dir(name), the CA in ca_dir(ca)."""
+        play_vars = {
+            "erlang_distribution": "tls",
+            "erlang_cluster": "tls-test",
+            "erlang_tls_ca_dir": self.ca_dir(ca),
+            "erlang_tls_dir": self.node_dir(name),
+            "erlang_tls_node_ip": HOST,
+            "erlang_node": "%s@%s" % (name, HOST),
+            "erlang_layout": {"user": "root", "group": "root"},
+        }
+        play_vars.update(extra_vars or {})
+        play = [{"hosts": "localhost", "gather_facts": False, "vars": play_vars, "tasks": [
+            {"name": "TLS material", "ansible.builtin.include_role": {"name": "skunkworks.erlang_ec2.erlang", "tasks_from": "tls"}},
+        ]}]
+        workdir = tempfile.mkdtemp(dir=self.base, prefix="play-")
+        playbook = playbook_runner.write_play(os.path.join(workdir, "play.yml"), play)
+        env = playbook_runner.ansible_env(ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_LOCALHOST_WARNING="False",
+                                          ANSIBLE_INVENTORY_UNPARSED_WARNING="False")
+        proc = playbook_runner.run_playbook(playbook, "-c", "local", inventory="localhost,", extra_vars=INTERPRETER,
+                                            check_mode=check, env=env, timeout=300, merge_stderr=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        self.outputs.append(proc.stdout)
+        return proc
+
+
+class Nodes(object):
+    def __init__(self, tls):
+        self.tls = tls
+        self.procs = {}
+
+    def start(self, name, optfile=None, tls=True):
+        node = "%s@%s" % (name, HOST)
+        argv = ["erl", "-name", node, "-noshell", "-noinput"]
+        if tls:
+            argv += ["-proto_dist", "inet_tls", "-ssl_dist_optfile", optfile or self.tls.optfile(name)]
+        env = dict(os.environ, HOME=self.tls.home, ERL_CRASH_DUMP_SECONDS="0")
+        log = open(os.path.join(self.tls.base, name + ".log"), "wb")
+        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if erlang_node.epmd_lookup(HOST, name):
+                    return node
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("node %s did not register with epmd" % node)
+
+    def client(self, node, optfile, **extra):
+        return erlang_node.ErlangNode(node, run_command, cookie_file=self.tls.cookie_file, timeout=5,
+                                      distribution="tls", ssl_dist_optfile=optfile, **extra)
+
+    def call(self, node, body, optfile):
+        with self.client(node, optfile) as client:
+            return client.call(body)
+
+    def stop_all(self):
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+        self.procs.clear()
+
+
+@pytest.fixture(scope="session")
+def tls():
+    base = tempfile.mkdtemp(prefix="erlang-tls-")
+    os.chmod(base, 0o700)
+    yield Tls(base)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def issued(tls):
+    """Nodes a and b from the cluster's CA, x from another CA (role-made too)."""
+    for name, ca in (("a", "cluster"), ("b", "cluster"), ("x", "other")):
+        proc = tls.issue(name, ca)
+        assert proc.rc == 0, proc.tail()
+    return tls
+
+
+@pytest.fixture
+def nodes(issued):
+    manager = Nodes(issued)
+    yield manager
+    manager.stop_all()
