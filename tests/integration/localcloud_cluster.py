@@ -273,15 +273,15 @@ class Cluster:
             time.sleep(1)
 
 
-def app_port_rules(health_gate_group_id=None):
+def app_port_rules(health_gate_group=None):
     """provision_extra_rules of a test cluster made by the provision playbook: the app port from the controller
-    (worker_status, the pollers); with health_gate_group_id (the cluster's every-node group) also from its members, for
-    the rolling restart's HTTP health gate, which cluster_restart runs on the boot server."""
+    (worker_status, the pollers); with health_gate_group (the cluster's boot servers' group, by name) also from the boot
+    servers, for the rolling restart's HTTP health gate, which cluster_restart runs there (docs/security.md)."""
     rules = [{"proto": "tcp", "ports": [str(APP_PORT)], "cidr_ip": CONTROLLER_CIDR,
               "rule_desc": "the example app's /status, polled from the controller (tests)"}]
-    if health_gate_group_id:
-        rules.append({"proto": "tcp", "ports": [str(APP_PORT)], "group_id": health_gate_group_id,
-                      "rule_desc": "the example app's /status, the rolling restart's health gate on the boot server (tests)"})
+    if health_gate_group:
+        rules.append({"proto": "tcp", "ports": [str(APP_PORT)], "group_name": health_gate_group,
+                      "rule_desc": "the example app's /status, the rolling restart's health gate on the boot servers (tests)"})
     return rules
 
 

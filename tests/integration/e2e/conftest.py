@@ -53,8 +53,8 @@ class Cluster:
         self.boot_server_ip = None  # the first boot server, by address
         self.boot_servers = {}  # inventory hostname (instance id) -> private ip, by address
         self.worker_count = WORKERS  # the workers it is provisioned with
-        # The app port open to the cluster's own hosts too (provision_extra_rules): the rolling restart's HTTP
-        # health gate, run on the boot server (the e2e suite sets it; others poll from the controller only).
+        # The app port open to the boot servers too (provision_extra_rules): the rolling restart's HTTP health
+        # gate, run on the acting boot server (the e2e suite sets it; others poll from the controller only).
         self.health_gate = False
 
     def playbook(self, name, *args, check=True, extra=None, environ=None):
@@ -66,16 +66,10 @@ class Cluster:
                                             extra_vars=extra_vars, env=dict(self.env, **(environ or {})), check=check,
                                             log=os.path.join(self.workdir, "ansible.log"))
 
-    def group_id(self, name):
-        """The id of the security group `name`, or None."""
-        found = self.boto3("ec2").describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
-        return found[0]["GroupId"] if found else None
-
     def provision_vars(self, workers):
         """provision's variables as the demo gives them, plus the app port for the tests (every run passes the same
-        rules: the playbook makes the group's rules exactly these). The health gate's rule names the cluster's
-        every-node group by id: once a run made it."""
-        gate = self.group_id("erlang-%s" % self.name) if self.health_gate else None
+        rules: the playbook makes the group's rules exactly these)."""
+        gate = "erlang-%s-boot-servers" % self.name if self.health_gate else None
         return {"provision_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"), "provision_ssh_cidr": "172.31.0.1/32",
                 "provision_key_name": self.env.get("LOCALCLOUD_KEY_NAME", "localcloud"), "provision_worker_count": workers,
                 "provision_extra_rules": app_port_rules(gate)}
@@ -83,16 +77,10 @@ class Cluster:
     def provision(self, workers, boot_servers=None):
         """provision as the demo runs it: keeps `workers` workers in the cluster (adds the missing ones), and
         `boot_servers` boot servers when given (the playbook's default, 1, otherwise)."""
-        def run():
-            extra = self.provision_vars(workers)
-            if boot_servers is not None:
-                extra["provision_boot_server_count"] = boot_servers
-            return self.playbook("provision", extra=extra), extra
-
-        result, extra = run()
-        if self.health_gate and len(extra["provision_extra_rules"]) == 1:  # a new cluster: now its group has an id
-            result, extra = run()
-        return result
+        extra = self.provision_vars(workers)
+        if boot_servers is not None:
+            extra["provision_boot_server_count"] = boot_servers
+        return self.playbook("provision", extra=extra)
 
     def boto3(self, service):
         import boto3
