@@ -8,6 +8,7 @@ http://<ip>:8080/status (examples/hello_cluster).
   demo.py cookie-create PARAMETER        a random SSM SecureString cookie, unless PARAMETER exists (never printed)
   demo.py cookie-delete PARAMETER        delete the cookie parameter, if it exists
   demo.py deregister-images CLUSTER      deregister the node images baked for CLUSTER (make demo-self-join)
+  demo.py groups CLUSTER ROLE            the security groups of CLUSTER's running ROLE instances (JSON list)
 """
 
 import argparse
@@ -106,6 +107,19 @@ def deregister_images(args):
     return 0
 
 
+def groups(args):
+    """For instances added outside provision (make demo-self-join): the groups provision gave their peers."""
+    reply = boto3.client("ec2").describe_instances(Filters=[
+        {"Name": "tag:erlang-cluster", "Values": [args.cluster]}, {"Name": "tag:erlang-role", "Values": [args.role]},
+        {"Name": "instance-state-name", "Values": ["running"]}])
+    found = sorted(set(g["GroupId"] for r in reply["Reservations"] for i in r["Instances"] for g in i["SecurityGroups"]))
+    if not found:
+        print("no running %s of cluster %s has a security group" % (args.role, args.cluster), file=sys.stderr)
+        return 1
+    print(json.dumps(found))
+    return 0
+
+
 def parser():
     top = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="command", required=True)
@@ -115,6 +129,10 @@ def parser():
         command = sub.add_parser(name)
         command.add_argument(arg)
         command.set_defaults(func=func)
+    command = sub.add_parser("groups")
+    command.add_argument("cluster")
+    command.add_argument("role", choices=("worker", "boot_server"))
+    command.set_defaults(func=groups)
     command = sub.add_parser("wait")
     command.add_argument("cluster")
     command.add_argument("count", type=int)

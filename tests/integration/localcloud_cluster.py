@@ -3,6 +3,8 @@ fake credentials), SSH into its hosts, erl_call on its boot server as the servic
 
 Shared by the suites that run clusters (self_join, releases). localcloud is shared too: a suite uses
 the running one (or starts it, and leaves it running) and terminates only the instances it launched.
+localcloud enforces security groups: the instances launched here get the test harness's groups
+(harness_group.py), clusters made by the provision playbook the app port with app_port_rules().
 """
 
 import base64
@@ -27,7 +29,12 @@ from localcloud import cli, config  # noqa: E402
 from plugins.module_utils import cluster as contract  # noqa: E402
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT  # noqa: E402
 
+import harness_group  # noqa: E402
 import playbook_runner  # noqa: E402
+from harness_group import APP_PORT, CONTROLLER_CIDR  # noqa: E402
+
+# harness_group.py stands alone (molecule runs it as a command): its controller address is localcloud's.
+assert CONTROLLER_CIDR == config.NETWORK_GATEWAY + "/32", (CONTROLLER_CIDR, config.NETWORK_GATEWAY)
 
 ERLANG_AMI_NAME = "localcloud-debian-12-erlang"
 SUBNET_AZ = "us-east-1a"
@@ -64,6 +71,9 @@ class Cluster:
         subnets = self.ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]},
                                                      {"Name": "availability-zone", "Values": [SUBNET_AZ]}])["Subnets"]
         self.subnet_id = subnets[0]["SubnetId"]
+        # Of every instance launched here: SSH and the app port from the controller, all traffic from the group's
+        # members (the cluster's hosts talk to each other).
+        self.security_group_ids = harness_group.security_group_ids(self.ec2, subnets[0]["VpcId"])
 
     # ---------------------------------------------------------------- environment
 
@@ -113,11 +123,26 @@ class Cluster:
                 contract.TAG_NODE_NAME: node_name or contract.default_node_name(role), "Name": "%s-%s" % (self.name, role)}
         reply = self.ec2.run_instances(
             ImageId=image_id, MinCount=count, MaxCount=count, InstanceType="t3.small", KeyName="localcloud",
-            SubnetId=self.subnet_id, UserData=user_data, MetadataOptions={"HttpTokens": "required"},
+            SubnetId=self.subnet_id, SecurityGroupIds=self.security_group_ids, UserData=user_data,
+            MetadataOptions={"HttpTokens": "required"},
             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
         instances = reply["Instances"]
         self.launched += [i["InstanceId"] for i in instances]
         return instances
+
+    def bake_image_vars(self):
+        """bake_image's builder in the harness's groups (its SSH from the controller), as -e JSON."""
+        return json.dumps({"bake_image_security_group_ids": self.security_group_ids})
+
+    def join_groups(self, group_ids, instance_ids=None):
+        """Add groups to instances launched here (default: all of them), keeping theirs: for hosts that must meet
+        hosts of a provisioned cluster (whose groups admit their members only)."""
+        reply = self.ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": list(instance_ids or self.launched)},
+                                                     {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+        for instance in (i for r in reply["Reservations"] for i in r["Instances"]):
+            have = [g["GroupId"] for g in instance["SecurityGroups"]]
+            self.ec2.modify_instance_attribute(InstanceId=instance["InstanceId"],
+                                               Groups=have + [g for g in group_ids if g not in have])
 
     def launch_boot_server(self, image_id):
         """The cluster's boot server instance (not waited for); sets boot_id, boot_ip and boot_node."""
@@ -248,10 +273,22 @@ class Cluster:
             time.sleep(1)
 
 
+def app_port_rules(health_gate_group=None):
+    """provision_extra_rules of a test cluster made by the provision playbook: the app port from the controller
+    (worker_status, the pollers); with health_gate_group (the cluster's boot servers' group, by name) also from the boot
+    servers, for the rolling restart's HTTP health gate, which cluster_restart runs there (docs/security.md)."""
+    rules = [{"proto": "tcp", "ports": [str(APP_PORT)], "cidr_ip": CONTROLLER_CIDR,
+              "rule_desc": "the example app's /status, polled from the controller (tests)"}]
+    if health_gate_group:
+        rules.append({"proto": "tcp", "ports": [str(APP_PORT)], "group_name": health_gate_group,
+                      "rule_desc": "the example app's /status, the rolling restart's health gate on the boot servers (tests)"})
+    return rules
+
+
 def worker_status(ip, timeout):
     """A worker's http://IP:8080/status document (the example releases), or None while it does not answer."""
     try:
-        with urllib.request.urlopen("http://%s:8080/status" % ip, timeout=timeout) as answer:  # nosec - the project's own hosts
+        with urllib.request.urlopen("http://%s:%d/status" % (ip, APP_PORT), timeout=timeout) as answer:  # nosec - the project's own hosts
             return json.loads(answer.read().decode("utf-8"))
     except (OSError, ValueError):
         return None

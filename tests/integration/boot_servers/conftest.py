@@ -156,11 +156,16 @@ def pair(tmp_path_factory, releases):
         c.refresh()
         # The one provision made (a kept cluster, BOOT_SERVERS_KEEP, is used as it is).
         c.first = kept[0] if len(kept) >= 2 else c.boot_server_ip
-        group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["erlang-%s" % name]}])["SecurityGroups"][0]
+        # The second one in the groups provision gave the first (localcloud enforces them: same rules, same peers).
+        first = ec2.describe_instances(Filters=[{"Name": "tag:erlang-cluster", "Values": [name]},
+                                                {"Name": "private-ip-address", "Values": [c.first]},
+                                                {"Name": "instance-state-name", "Values": ["running"]}])
+        groups = [g["GroupId"] for r in first["Reservations"] for i in r["Instances"] for g in i["SecurityGroups"]]
+        assert groups, "the first boot server %s has no security group" % c.first
         subnets = sorted(s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"])
         c.run("launch_boot_servers.yml", extra={
             "boot_servers_count": 2, "boot_servers_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"),
-            "boot_servers_subnet_ids": subnets, "boot_servers_security_group_ids": [group["GroupId"]],
+            "boot_servers_subnet_ids": subnets, "boot_servers_security_group_ids": groups,
             "boot_servers_key_name": env.get("LOCALCLOUD_KEY_NAME", "localcloud")})
         ips = boot_servers(ec2, name)
         assert len(ips) == 2, ips

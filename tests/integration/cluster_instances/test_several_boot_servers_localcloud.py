@@ -84,8 +84,9 @@ def test_two_boot_servers_over_two_subnets_and_a_worker_that_names_both(cluster,
     subnets = dict((s["AvailabilityZone"], s["SubnetId"]) for s in c.ec2.describe_subnets(
         Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"])
     subnet_ids = [subnets["us-east-1a"], subnets["us-east-1b"]]
+    # The test harness's groups (SSH from the controller): localcloud enforces security groups.
     common = {"cluster": c.name, "image_id": c.erlang_ami(), "instance_type": "t3.small", "key_name": "localcloud",
-              "subnet_ids": subnet_ids}
+              "subnet_ids": subnet_ids, "security_group_ids": c.security_group_ids}
     boot, worker = run_tasks(c, tmp_path, dict(common, role="boot_server", count=2), dict(common, role="worker", count=1))
 
     # The two boot servers, one per subnet (so one per availability zone).

@@ -113,8 +113,7 @@ def provision(cluster, workdir, workers):
     cluster.ensure_cookie()
     v1 = build_release(workdir, "1.0.0")
     print("bench-rolling: provisioning %s with %d workers ..." % (cluster.name, workers), flush=True)
-    cluster.playbook("provision", extra={"provision_image_id": "ami-0deb120000000e71a", "provision_ssh_cidr": "172.31.0.1/32",
-                                         "provision_key_name": "localcloud", "provision_worker_count": workers})
+    cluster.provision(workers)  # the app port from the controller too: /status is polled
     cluster.playbook("site", extra={"site_initial_release": v1})
 
 

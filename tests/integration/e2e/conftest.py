@@ -15,7 +15,7 @@ import sys
 import pytest
 
 import playbook_runner
-from localcloud_cluster import worker_status
+from localcloud_cluster import app_port_rules, worker_status
 from playbook_runner import ROOT
 
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
@@ -53,6 +53,9 @@ class Cluster:
         self.boot_server_ip = None  # the first boot server, by address
         self.boot_servers = {}  # inventory hostname (instance id) -> private ip, by address
         self.worker_count = WORKERS  # the workers it is provisioned with
+        # The app port open to the boot servers too (provision_extra_rules): the rolling restart's HTTP health
+        # gate, run on the acting boot server (the e2e suite sets it; others poll from the controller only).
+        self.health_gate = False
 
     def playbook(self, name, *args, check=True, extra=None, environ=None):
         """ansible-playbook skunkworks.erlang_ec2.NAME on the project's inventory; the cookie stays in SSM.
@@ -63,11 +66,18 @@ class Cluster:
                                             extra_vars=extra_vars, env=dict(self.env, **(environ or {})), check=check,
                                             log=os.path.join(self.workdir, "ansible.log"))
 
+    def provision_vars(self, workers):
+        """provision's variables as the demo gives them, plus the app port for the tests (every run passes the same
+        rules: the playbook makes the group's rules exactly these)."""
+        gate = "erlang-%s-boot-servers" % self.name if self.health_gate else None
+        return {"provision_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"), "provision_ssh_cidr": "172.31.0.1/32",
+                "provision_key_name": self.env.get("LOCALCLOUD_KEY_NAME", "localcloud"), "provision_worker_count": workers,
+                "provision_extra_rules": app_port_rules(gate)}
+
     def provision(self, workers, boot_servers=None):
         """provision as the demo runs it: keeps `workers` workers in the cluster (adds the missing ones), and
         `boot_servers` boot servers when given (the playbook's default, 1, otherwise)."""
-        extra = {"provision_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"), "provision_ssh_cidr": "172.31.0.1/32",
-                 "provision_key_name": self.env.get("LOCALCLOUD_KEY_NAME", "localcloud"), "provision_worker_count": workers}
+        extra = self.provision_vars(workers)
         if boot_servers is not None:
             extra["provision_boot_server_count"] = boot_servers
         return self.playbook("provision", extra=extra)
@@ -154,6 +164,7 @@ def cluster(tmp_path_factory, releases):
     name = os.environ.get("E2E_CLUSTER") or "e2e-%s" % secrets.token_hex(3)
     workdir = str(tmp_path_factory.mktemp("e2e"))
     c = Cluster(env, name, workdir)
+    c.health_gate = True  # test_rollout's rolling_restart_health_url
     c.ensure_cookie()
     try:
         c.provision(c.worker_count)

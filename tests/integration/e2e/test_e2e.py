@@ -95,19 +95,6 @@ def test_cluster_formed(cluster):
     assert current_release(cluster) == "1.0.0"
 
 
-def test_security_group_opens_only_the_boot_server_ports(cluster):
-    """provision's group, read back: UDP 4368 and TCP 4368 (the boot server's fixed file port) within the group,
-    no longer TCP 1024-65535."""
-    ec2 = cluster.boto3("ec2")
-    group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["erlang-%s" % cluster.name]}])["SecurityGroups"][0]
-    rules = {(p["IpProtocol"], p.get("FromPort"), p.get("ToPort")): p for p in group["IpPermissions"]}
-    assert ("tcp", 1024, 65535) not in rules, rules.keys()
-    for key in (("udp", 4368, 4368), ("tcp", 4368, 4368)):
-        assert [g["GroupId"] for g in rules[key]["UserIdGroupPairs"]] == [group["GroupId"]], rules.get(key)
-        assert not rules[key].get("IpRanges"), rules[key]
-    assert all(p.get("FromPort") in (22, 4368, 4369, 9100) for p in group["IpPermissions"]), group["IpPermissions"]
-
-
 def test_an_unprivileged_user_on_a_worker_cannot_read_the_cookie_through_the_boot_server(cluster):
     """sudo -u nobody erl -loader inet -hosts <boot server> on a worker host: the release tree is served,
     the cookie is not, nor a file reached by `..` or by a symlink inside the served tree."""

@@ -117,9 +117,8 @@ def cluster(tmp_path_factory, ee_image):
         release = e2e.build_release(workdir, "1.0.0")
         shutil.copy(release, os.path.join(c.data_dir, "project"))
         c.jobs = {}
-        c.jobs["provision"] = c.ee_playbook("provision", extra={
-            "provision_image_id": os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"), "provision_ssh_cidr": "172.31.0.1/32",
-            "provision_key_name": env.get("LOCALCLOUD_KEY_NAME", "localcloud"), "provision_worker_count": 1})
+        # The container is on the host's network: SSH and the app port come from the controller's address.
+        c.jobs["provision"] = c.ee_playbook("provision", extra=c.provision_vars(1))
         assert c.jobs["provision"].rc == 0, c.jobs["provision"]
         # The release as the container sees it: the private data dir is /runner.
         c.jobs["site"] = c.ee_playbook("site", extra={"site_initial_release": "/runner/project/" + os.path.basename(release)})

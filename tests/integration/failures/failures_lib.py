@@ -242,10 +242,8 @@ def refresh(cluster):
 
 def provision(cluster, workers=WORKERS):
     extra = {"provision_boot_server_count": BOOT_SERVERS} if BOOT_SERVERS != 1 else {}
-    return cluster.playbook("provision", extra=dict(extra, provision_image_id=os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a"),
-                                                    provision_ssh_cidr="172.31.0.1/32",
-                                                    provision_key_name=cluster.env.get("LOCALCLOUD_KEY_NAME", "localcloud"),
-                                                    provision_worker_count=workers))
+    # The e2e helper's variables (the app port from the controller for the pollers, on every run).
+    return cluster.playbook("provision", extra=dict(extra, **cluster.provision_vars(workers)))
 
 
 def set_state(cluster, instance_ids, state):

@@ -27,6 +27,16 @@ def free_ips(cluster, count):
     return subnet["SubnetId"], out
 
 
+def worker_groups(cluster, ip):
+    """The security groups of the cluster's worker at ip (as provision gave them)."""
+    found = cluster.boto3("ec2").describe_instances(Filters=[{"Name": "tag:erlang-cluster", "Values": [cluster.name]},
+                                                             {"Name": "private-ip-address", "Values": [ip]},
+                                                             {"Name": "instance-state-name", "Values": ["running"]}])
+    groups = [g["GroupId"] for r in found["Reservations"] for i in r["Instances"] for g in i["SecurityGroups"]]
+    assert groups, "worker %s has no security group" % ip
+    return groups
+
+
 def allow(cluster, addresses, state="present"):
     """boot_server_allow_list on every boot server (ad hoc, as an operator would)."""
     return playbook_runner.run_adhoc(
@@ -54,9 +64,10 @@ def test_stale_entries_and_a_recycled_ip(cluster, row):
     allow(cluster, [recycled, gone])
     for boot_ip in cluster.boot_server_ips:
         assert {recycled, gone} <= set(allow_list(cluster, boot_ip)) and {recycled, gone} <= set(running_allow_list(cluster, boot_ip))
-    # EC2 hands one of those IPs to a new instance that is no worker of this cluster.
+    # EC2 hands one of those IPs to a new instance that is no worker of this cluster, launched in the workers'
+    # security groups (localcloud enforces them): the fence lets it through, the allow-list is the gate looked at.
     reply = ec2.run_instances(ImageId=IMAGE, MinCount=1, MaxCount=1, InstanceType="t3.small", KeyName="localcloud",
-                              SubnetId=subnet_id, PrivateIpAddress=recycled,
+                              SubnetId=subnet_id, PrivateIpAddress=recycled, SecurityGroupIds=worker_groups(cluster, workers[0]),
                               TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "%s-stranger" % cluster.name}]}])
     stranger = reply["Instances"][0]["InstanceId"]
     try:

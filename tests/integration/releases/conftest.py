@@ -100,7 +100,7 @@ def node_image(endpoint_url, cookie, tmp_path_factory):
     proc = c.ansible_playbook(
         "skunkworks.erlang_ec2.bake_image", "-e", "bake_image_source_image_id=%s" % c.erlang_ami(),
         "-e", "bake_image_key_name=localcloud", "-e", "bake_image_ssh_private_key_file=%s" % c.ssh_key,
-        "-e", "bake_image_subnet_id=%s" % c.subnet_id, "-e", "bake_image_no_reboot=true", inventory=False)
+        "-e", "bake_image_subnet_id=%s" % c.subnet_id, "-e", "bake_image_no_reboot=true", "-e", c.bake_image_vars(), inventory=False)
     image_id = re.search(r"AMI (ami-[0-9a-f]+)", proc.stdout).group(1)
     yield image_id
     c.ec2.deregister_image(ImageId=image_id)

@@ -76,7 +76,7 @@ def test_autoscaling_worker_launched_after_the_deploy_boots_v2(rebar3_cluster, n
     import base64
 
     c.aws("ec2").create_launch_template(LaunchTemplateName="%s-worker" % c.name, LaunchTemplateData={
-        "ImageId": node_image, "InstanceType": "t3.small", "KeyName": "localcloud",
+        "ImageId": node_image, "InstanceType": "t3.small", "KeyName": "localcloud", "SecurityGroupIds": c.security_group_ids,
         "UserData": base64.b64encode(c.worker_user_data().encode()).decode(),
         "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 2},
         "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}]})

@@ -38,7 +38,8 @@ def release(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cluster(endpoint_url, release, tmp_path_factory):
     """A running boot server (site playbook) and a node image (bake_image playbook) for one test cluster."""
-    c = Cluster(endpoint_url, tmp_path_factory.mktemp("self_join"), "sj" + secrets.token_hex(3), secrets.token_hex(20))
+    name = os.environ.get("SELF_JOIN_CLUSTER") or "sj" + secrets.token_hex(3)
+    c = Cluster(endpoint_url, tmp_path_factory.mktemp("self_join"), name, secrets.token_hex(20))
     c.write_files()
     # The IPs of this session's running workers, in launch order: every test that launches or terminates
     # one updates it, so the files may run in any order.
@@ -50,7 +51,7 @@ def cluster(endpoint_url, release, tmp_path_factory):
         proc = c.ansible_playbook(
             "skunkworks.erlang_ec2.bake_image", "-e", "cluster_name=%s" % c.name, "-e", "bake_image_source_image_id=%s" % c.erlang_ami(),
             "-e", "bake_image_key_name=localcloud", "-e", "bake_image_ssh_private_key_file=%s" % c.ssh_key,
-            "-e", "bake_image_subnet_id=%s" % c.subnet_id, "-e", "bake_image_no_reboot=true", inventory=False)
+            "-e", "bake_image_subnet_id=%s" % c.subnet_id, "-e", "bake_image_no_reboot=true", "-e", c.bake_image_vars(), inventory=False)
         c.bake_seconds = round(time.monotonic() - started, 1)
         c.bake_output = proc.stdout
         match = re.search(r"AMI (ami-[0-9a-f]+)", proc.stdout)

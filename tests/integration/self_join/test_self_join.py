@@ -270,7 +270,8 @@ def test_node_image_role_is_idempotent(cluster):
     bootstrap unit is enabled but was not started (nothing to join on a builder)."""
     builder = cluster.ec2.run_instances(
         ImageId=cluster.erlang_ami(), MinCount=1, MaxCount=1, InstanceType="t3.small", KeyName="localcloud",
-        SubnetId=cluster.subnet_id, TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "self-join-idempotence"}]}],
+        SubnetId=cluster.subnet_id, SecurityGroupIds=cluster.security_group_ids,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "self-join-idempotence"}]}],
     )["Instances"][0]
     cluster.launched.append(builder["InstanceId"])
     ip = builder["PrivateIpAddress"]

@@ -30,6 +30,17 @@ def group_instances(cluster, autoscaling, name):
     return [i for r in reply["Reservations"] for i in r["Instances"] if i["State"]["Name"] in ("pending", "running")]
 
 
+def cluster_groups(cluster, instances):
+    """The security groups provision made for the cluster (tagged with it), and those of its instances."""
+    tagged = cluster.ec2.describe_security_groups(Filters=[{"Name": "tag:%s" % contract.TAG_CLUSTER, "Values": [cluster.name]}])
+    found = [g["GroupId"] for g in tagged["SecurityGroups"]]
+    for group in (g for i in instances for g in i["SecurityGroups"]):
+        if group["GroupId"] not in found:
+            found.append(group["GroupId"])
+    assert found, "provision made no security group for %s" % cluster.name
+    return found
+
+
 def test_provision_autoscaling_workers_join_by_themselves(cluster):
     autoscaling = boto3.client("autoscaling", endpoint_url=cluster.endpoint_url, region_name=config.DEFAULT_REGION,
                                aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -64,6 +75,9 @@ def test_provision_autoscaling_workers_join_by_themselves(cluster):
         assert cluster.cookie not in first.stdout
         instances = group_instances(cluster, autoscaling, group_name)
         assert len(instances) == 2
+        # The session's boot server and workers were launched by the test before provision made the cluster's
+        # security groups, which localcloud enforces: they join them, as the hosts provision launches are in them.
+        cluster.join_groups(cluster_groups(cluster, instances))
         for instance in instances:
             tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
             assert tags[contract.TAG_CLUSTER] == cluster.name and tags[contract.TAG_ROLE] == contract.ROLE_WORKER
