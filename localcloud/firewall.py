@@ -8,7 +8,8 @@ Design (one idea: each host filters its own inbound traffic, in its own network 
     of the instance's groups (protocol tcp/udp/icmp/all, port range or ICMP type/code, source CIDR or source
     group = the private IPs of the live instances of that group in the same network), then DROP.
   Egress is not filtered (EC2's default egress rule allows all; we do not model egress rules).
-  IPv6 ranges and prefix lists are not modelled (the networks are IPv4 only).
+  IPv6 ranges and prefix lists are not modelled (the networks are IPv4 only); inbound IPv6 (the hosts'
+  link-local addresses) is dropped by the same chain with no rule in it (ip6tables), once per namespace.
 - The daemon reads the groups and instances in-process from moto's backends (`from_moto`): no HTTP round trip
   every second, and one consistent snapshot with the states the reconciler sets. `from_api` reads the same
   through the EC2 API (DescribeInstances/DescribeSecurityGroups), for `python -m localcloud.firewall`, which
@@ -101,6 +102,11 @@ def compile_host(host, groups, members):
                     lines.append(line)
     lines += ["-A %s -j DROP" % CHAIN, "COMMIT", ""]
     return "\n".join(lines)
+
+
+# IPv6: no rule opens any (the VPCs have no IPv6 block, IPv6 ranges are not modelled), but every host has a
+# link-local address on its network's bridge: only the host's own traffic (established, loopback) comes in.
+IPV6_TEXT = compile_host(Host("-", None, None, None, ()), {}, {})
 
 
 def _ip_key(ip):
@@ -229,12 +235,18 @@ class Firewall:
         digest = hashlib.sha256(text.encode()).hexdigest()
         if self._applied.get(instance_id) == (path, digest):
             return False
-        proc = subprocess.run(["nsenter", "--net=%s" % path, "iptables-restore", "-w", "5", "--noflush"],
-                              input=text, capture_output=True, text=True, timeout=30)
-        if proc.returncode != 0:
-            raise LocalcloudError("iptables-restore for %s failed: %s" % (instance_id, proc.stderr.strip()))
+        if self._applied.get(instance_id, (None,))[0] != path:  # a namespace new to us: IPv6 closed first
+            self._restore(instance_id, path, "ip6tables-restore", IPV6_TEXT)
+        self._restore(instance_id, path, "iptables-restore", text)
         self._applied[instance_id] = (path, digest)
         return True
+
+    @staticmethod
+    def _restore(instance_id, path, command, text):
+        proc = subprocess.run(["nsenter", "--net=%s" % path, command, "-w", "5", "--noflush"],
+                              input=text, capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            raise LocalcloudError("%s for %s failed: %s" % (command, instance_id, proc.stderr.strip()))
 
     def _chosen(self):
         return self.only() if callable(self.only) else self.only

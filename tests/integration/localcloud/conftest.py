@@ -124,7 +124,8 @@ class Launcher:
         self.ids = []
         self.groups = {}  # VPC id -> the launcher's group there
 
-    def _group(self, subnet_id=None):
+    def ssh_group(self, subnet_id=None):
+        """The launcher's group in the VPC of `subnet_id` (default: the default VPC), made on first use."""
         if subnet_id:
             vpc = self.ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]["VpcId"]
         else:
@@ -144,9 +145,9 @@ class Launcher:
         if nics:
             primary = [n for n in nics if n.get("DeviceIndex", 0) == 0 and "NetworkInterfaceId" not in n]
             if primary and not primary[0].get("Groups"):
-                primary[0]["Groups"] = [self._group(primary[0].get("SubnetId"))]
+                primary[0]["Groups"] = [self.ssh_group(primary[0].get("SubnetId"))]
         elif not kwargs.get("SecurityGroupIds") and not kwargs.get("SecurityGroups"):
-            kwargs["SecurityGroupIds"] = [self._group(kwargs.get("SubnetId"))]
+            kwargs["SecurityGroupIds"] = [self.ssh_group(kwargs.get("SubnetId"))]
 
     def run(self, wait=True, groups=True, **kwargs):
         if groups:

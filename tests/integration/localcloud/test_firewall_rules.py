@@ -125,12 +125,19 @@ def test_the_kernel_takes_the_text_and_a_second_apply_replaces_the_first():
         set -e
         printf '%s' "$1" | iptables-restore -w 5 --noflush
         printf '%s' "$2" | iptables-restore -w 5 --noflush
+        printf '%s' "$3" | ip6tables-restore -w 5 --noflush
+        ip6tables -w -S {chain}
+        echo ---
         iptables -w -S INPUT
         iptables -w -S {chain}
     """).format(chain=CHAIN)
-    proc = subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", first, second], capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", first, second, firewall.IPV6_TEXT],
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    ipv6, ipv4 = proc.stdout.split("---\n")
+    assert ipv6.splitlines() == ["-N %s" % CHAIN, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT" % CHAIN,
+                                 "-A %s -i lo -j ACCEPT" % CHAIN, "-A %s -j DROP" % CHAIN]
+    lines = ipv4.splitlines()
     assert lines[:2] == ["-P INPUT ACCEPT", "-A INPUT -j %s" % CHAIN]  # one jump, not two
     assert lines[-1] == "-A %s -j DROP" % CHAIN
     assert [line for line in lines if "--dport 4369" in line] == ["-A %s -s 172.31.0.10/32 -p tcp -m tcp --dport 4369 -j ACCEPT" % CHAIN]

@@ -104,7 +104,7 @@ def test_instance_outside_the_network_gets_no_host(ec2, launcher):
         ec2.delete_vpc(VpcId=vpc)
 
 
-def test_auto_scaling_group_instances_become_hosts_with_the_template_user_data(cloud, ec2, key_pair):
+def test_auto_scaling_group_instances_become_hosts_with_the_template_user_data(cloud, ec2, key_pair, launcher):
     autoscaling = cloud.client("autoscaling")
     name = "localcloud-test-asg-%d" % time.monotonic_ns()
     user_data = "# erlang-ec2 user-data v1\nERLANG_CLUSTER=asgtest\n"
@@ -117,6 +117,7 @@ def test_auto_scaling_group_instances_become_hosts_with_the_template_user_data(c
             "InstanceType": "t3.micro",
             "KeyName": key_pair.name,
             "UserData": base64.b64encode(user_data.encode()).decode(),
+            "SecurityGroupIds": [launcher.ssh_group()],  # SSH from the controller (security groups are enforced)
         },
     )
     autoscaling.create_auto_scaling_group(

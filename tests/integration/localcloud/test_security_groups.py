@@ -21,6 +21,7 @@ from localcloud import cli, config, firewall
 
 CONTROLLER = config.NETWORK_GATEWAY + "/32"
 EPMD, DIST, BOOT_TCP, BOOT_UDP = 4369, 9100, 4380, 4368
+IPV6_TCP = 4390  # an echo server on IPv6 (link-local addresses: every host has one on its network's bridge)
 CLUSTER_PORTS = ("tcp/%d" % EPMD, "tcp/%d" % DIST, "tcp/%d" % BOOT_TCP, "udp/%d" % BOOT_UDP)
 FOLLOW_SECONDS = 10  # the daemon recomputes on every API call and every second: "within a few seconds"
 TAG = {"Key": "localcloud-test", "Value": "security-groups"}
@@ -50,10 +51,18 @@ def udp(port):
         s.sendto(d, a)
 for p in %r:
     threading.Thread(target=tcp, args=(p,), daemon=True).start()
+def tcp6(port):
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", port))
+    s.listen(16)
+    while True:
+        threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()
 for p in %r:
     threading.Thread(target=udp, args=(p,), daemon=True).start()
+threading.Thread(target=tcp6, args=(%d,), daemon=True).start()
 threading.Event().wait()
-""" % ([EPMD, DIST, BOOT_TCP], [BOOT_UDP])
+""" % ([EPMD, DIST, BOOT_TCP], [BOOT_UDP], IPV6_TCP)
 
 # Probes every "proto/port" at once: {"tcp/4369": "open" | "blocked" | "refused" | "error ..."}.
 PROBE = r"""
@@ -63,7 +72,7 @@ def probe(spec):
     proto, port = spec.split("/")
     try:
         if proto == "tcp":
-            s = socket.create_connection((ip, int(port)), timeout=2)
+            s = socket.create_connection((ip, int(port)), timeout=2)  # an IPv6 address works too (fe80::...%eth0)
             s.sendall(b"ping")
             s.settimeout(2)
             got = s.recv(4)
@@ -277,6 +286,15 @@ def test_a_host_in_the_default_group_runs_though_the_controller_cannot_reach_it(
     assert hosts.launcher.describe([hosts.plain["InstanceId"]])[0]["State"]["Name"] == "running"
     proc = ssh(ip(hosts.plain), hosts.key, "true", check=False, timeout=30)
     assert proc.returncode != 0 and "timed out" in proc.stderr, proc.stderr
+
+
+def test_link_local_ipv6_is_fenced_too(hosts):
+    """No rule opens IPv6 (the VPC has no IPv6 block), yet every host has a link-local address on the bridge."""
+    address = ssh(ip(hosts.member), hosts.key, "ip -6 -o addr show dev eth0 scope link").stdout.split()[3].split("/")[0] + "%eth0"
+    spec = "tcp/%d" % IPV6_TCP
+    assert probe(ip(hosts.member), hosts.key, address, [spec]) == {spec: "open"}  # the listener answers (the host's own traffic)
+    assert probe(ip(hosts.outsider), hosts.key, address, [spec]) == {spec: "blocked"}
+    assert probe(ip(hosts.peer), hosts.key, address, [spec]) == {spec: "blocked"}
 
 
 def test_the_rules_live_in_the_hosts_own_namespace(hosts):
