@@ -208,7 +208,8 @@ def main():
 
     def direct(name):
         return ErlangNode(name, module_runner(module), cookie=params["cookie"], cookie_file=params["cookie_file"],
-                          timeout=params["node_timeout"], erl_call=params["erl_call"])
+                          timeout=params["node_timeout"], erl_call=params["erl_call"],
+                          distribution=params["distribution"], ssl_dist_optfile=params["ssl_dist_optfile"])
 
     try:
         nodes = cluster_status.gather_cluster(via, via.node, workers, params["node_timeout"], direct)

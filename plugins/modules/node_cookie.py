@@ -205,7 +205,8 @@ def old_cookie(module):
 
 def call_with(module, cookie, expression):
     params = module.params
-    node = ErlangNode(params["node"], module_runner(module), cookie=cookie, timeout=params["timeout"], erl_call=params["erl_call"])
+    node = ErlangNode(params["node"], module_runner(module), cookie=cookie, timeout=params["timeout"], erl_call=params["erl_call"],
+                      distribution=params["distribution"], ssl_dist_optfile=params["ssl_dist_optfile"])
     try:
         return node.call(expression)
     finally:
