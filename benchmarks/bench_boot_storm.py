@@ -89,8 +89,7 @@ def provision(cluster, count):
     release = e2e.build_release(cluster.workdir, VERSION)
     print("bench-boot-storm: provisioning %s: 1 boot server + %d workers, site with hello_cluster %s ..." % (cluster.name, count, VERSION), flush=True)
     started = time.monotonic()
-    cluster.playbook("provision", extra={"provision_image_id": "ami-0deb120000000e71a", "provision_ssh_cidr": "172.31.0.1/32",
-                                         "provision_key_name": "localcloud", "provision_worker_count": count})
+    cluster.provision(count)  # as the tests do: the app port open to the controller (localcloud enforces groups)
     cluster.playbook("site", extra={"site_initial_release": release})
     cluster.refresh()
     print("bench-boot-storm: cluster ready in %.0f s" % (time.monotonic() - started), flush=True)

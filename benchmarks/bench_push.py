@@ -52,9 +52,7 @@ def main():
         releases = {"2.0.0": build(workdir, "2.0.0"), "2.0.1": build(workdir, "2.0.1", "one", loop_version=1),
                     "2.0.2": build(workdir, "2.0.2", "two", loop_version=2)}
         print("bench-push: provisioning %s with %d workers ..." % (cluster.name, args.workers), flush=True)
-        cluster.playbook("provision", extra={"provision_image_id": "ami-0deb120000000e71a", "provision_ssh_cidr": "172.31.0.1/32",
-                                             "provision_key_name": env.get("LOCALCLOUD_KEY_NAME", "localcloud"),
-                                             "provision_worker_count": args.workers})
+        cluster.provision(args.workers)  # as the tests do: the app port open to the controller (localcloud enforces groups)
         cluster.playbook("site", extra={"site_initial_release": releases["2.0.0"]})
         cluster.refresh()
         wall, poller = polled(cluster, "push", releases["2.0.1"])
