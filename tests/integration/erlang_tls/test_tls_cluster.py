@@ -32,7 +32,7 @@ TLS_DIR = "/etc/erlang-ec2/tls"  # the erlang role's default erlang_tls_dir
 def build(workdir, vsn):
     out = os.path.join(workdir, "dist")
     subprocess.run(["make", "-s", "-C", e2e.EXAMPLE, "tar", "VSN=" + vsn, "OUT=" + out, "TLS=1"], check=True, capture_output=True,
-                       timeout=120)
+                   timeout=120)
     return os.path.join(out, "hello_cluster-%s.tar.gz" % vsn)
 
 
@@ -50,7 +50,7 @@ def node_info(cluster, distribution):
             "node": "{{ erlang_node }}", "cookie_file": LAYOUT["cookie_file"], "distribution": distribution, "timeout": 20},
          "register": "info", "ignore_errors": True},
         {"name": "Keep the result", "ansible.builtin.copy": {"content": "{{ info | to_json }}", "dest": out + "/{{ erlang_node }}.json",
-                                                              "mode": "0600"},
+                                                             "mode": "0600"},
          "delegate_to": "localhost", "become": False},
     ]}]
     path = playbook_runner.write_play(os.path.join(out, "play.json"), play)
