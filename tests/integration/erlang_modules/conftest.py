@@ -7,7 +7,6 @@ Only one boot server can run per host (UDP 4368): run this suite serially.
 """
 
 import errno
-import fcntl
 import json
 import os
 import secrets
@@ -32,6 +31,7 @@ from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout impor
 # The allow-list file's name, as the layout names it (these boot servers keep theirs in a temporary directory).
 ALLOW_LIST_NAME = os.path.basename(DEFAULT_LAYOUT["allow_list_file"])
 
+import local_erl  # noqa: E402
 import playbook_runner  # noqa: E402
 
 EXAMPLE = os.path.join(ROOT, "examples", "hello_cluster")
@@ -53,7 +53,6 @@ def run_command(argv, data, environ_update):
 
 
 # One boot server per host (UDP 4368): suites that start one take this lock for their session.
-BOOT_SERVER_LOCK = "/tmp/skunkworks-erlang_ec2-udp4368.lock"
 BOOT_SERVER_UDP_PORT = 4368
 
 
@@ -142,13 +141,7 @@ class Env(object):
 
     def __init__(self, base):
         self.base = base
-        self.cookie = "skw" + secrets.token_hex(16)
-        self.home = os.path.join(base, "home")
-        os.mkdir(self.home, 0o700)
-        self.cookie_file = os.path.join(self.home, ".erlang.cookie")
-        fd = os.open(self.cookie_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-        os.write(fd, self.cookie.encode())
-        os.close(fd)
+        self.cookie, self.home, self.cookie_file = local_erl.private_cookie_home(base)
         self.boot_root = os.path.join(base, "srv")
         self.logs = os.path.join(base, "logs")
         os.makedirs(self.logs)
@@ -365,12 +358,8 @@ class Nodes(object):
 @pytest.fixture(scope="session")
 def boot_server_lock():
     """Serialises suites that run a boot server on this host (they use the same lock file)."""
-    with open(BOOT_SERVER_LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with local_erl.boot_server_lock():
+        yield
 
 
 @pytest.fixture(scope="session")

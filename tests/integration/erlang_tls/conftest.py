@@ -3,7 +3,6 @@ tasks (roles/erlang/tasks/tls.yml, run through ansible-playbook), nodes started 
 start them (-proto_dist inet_tls -ssl_dist_optfile), called through module_utils/erlang_node.py."""
 
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -18,6 +17,7 @@ sys.path.insert(0, os.path.join(ROOT, ".collections"))
 
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_node  # noqa: E402
 
+import local_erl  # noqa: E402
 import playbook_runner  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -36,13 +36,7 @@ class Tls(object):
 
     def __init__(self, base):
         self.base = base
-        self.cookie = "skw" + secrets.token_hex(16)
-        self.home = os.path.join(base, "home")
-        os.mkdir(self.home, 0o700)
-        self.cookie_file = os.path.join(self.home, ".erlang.cookie")
-        fd = os.open(self.cookie_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-        os.write(fd, self.cookie.encode())
-        os.close(fd)
+        self.cookie, self.home, self.cookie_file = local_erl.private_cookie_home(base)
         self.outputs = []
 
     def ca_dir(self, ca):

@@ -2,7 +2,6 @@
 server, both on TLS distribution with role-issued certificates. The release must hold ssl (docs/tls.md): one
 with it boots and joins; one without it cannot start distribution at all."""
 
-import fcntl
 import os
 import shutil
 import subprocess
@@ -12,11 +11,11 @@ import pytest
 
 from conftest import HOST, ROOT
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_node
+import local_erl
 import playbook_runner
 
 EXAMPLE = os.path.join(ROOT, "examples", "hello_cluster")
 BOOT_SERVER_MODULES = ("erlang_ec2_boot_server", "erlang_ec2_loader_server", "erlang_ec2_local_files")
-BOOT_SERVER_LOCK = "/tmp/skunkworks-erlang_ec2-udp4368.lock"   # shared with the erlang_modules suite
 TLS_APPS = ("crypto", "asn1", "public_key", "ssl")
 BOOT = "boot@%s" % HOST
 
@@ -61,12 +60,8 @@ def build(tls, name, with_ssl):
 
 @pytest.fixture(scope="module")
 def boot_lock():
-    with open(BOOT_SERVER_LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with local_erl.boot_server_lock():
+        yield
 
 
 @pytest.fixture(scope="module")
