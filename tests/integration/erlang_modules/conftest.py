@@ -9,7 +9,6 @@ Only one boot server can run per host (UDP 4368): run this suite serially.
 import errno
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
