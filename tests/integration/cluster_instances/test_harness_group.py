@@ -59,4 +59,4 @@ def test_a_missing_rule_is_added_back_and_nothing_else(clean_aws):
 
 def test_refuses_an_endpoint_that_is_not_local():
     with pytest.raises(ValueError, match="not a local endpoint"):
-        harness_group.ec2_client("https://ec2.us-east-1.amazonaws.com", "us-east-1")
+        harness_group.ec2_client("https://ec2.example.invalid", "us-east-1")
