@@ -88,7 +88,7 @@ def test_cluster_instances_grows_the_cluster_from_the_image(cluster):
     count = len(cluster.workers) + 5
     args = json.dumps({"cluster": cluster.name, "role": "worker", "count": count, "join": "self", "image_id": cluster.image_id,
                        "instance_type": "t3.small", "subnet_ids": [cluster.subnet_id], "key_name": "localcloud",
-                       "endpoint_url": cluster.endpoint_url, "region": "us-east-1", "wait": True})
+                       "security_group_ids": cluster.security_group_ids, "endpoint_url": cluster.endpoint_url, "region": "us-east-1", "wait": True})
     t0 = time.monotonic()
     proc = cluster.ansible("skunkworks.erlang_ec2.cluster_instances", args)
     result = json.loads(proc.stdout.split(" => ", 1)[1])
