@@ -23,7 +23,7 @@ export AWS_SHARED_CREDENTIALS_FILE := /dev/null
 TEST_TARGETS :=
 -include mk/*.mk
 
-.PHONY: help bootstrap debs venv collection test test-units test-sanity test-lint clean distclean build
+.PHONY: help bootstrap debs venv collection test test-lists test-units test-sanity test-lint clean distclean build
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -55,8 +55,33 @@ build: bootstrap ## build the Galaxy tarball into build/
 	@mkdir -p build
 	ansible-galaxy collection build --force --output-path build .
 
-test: bootstrap test-units test-sanity test-lint $(TEST_TARGETS) ## run every suite (what CI runs)
+# `make test`: ansible-test and lint, then localcloud's own suite alone (its up/down tests need localcloud to
+# themselves), then every other suite in parallel streams (scripts/test-streams; TEST_STREAMS=1 runs them one
+# after another). Every suite of TEST_TARGETS is in exactly one of these lists, else `make test` stops first.
+TEST_ALONE    := test-localcloud
+TEST_STREAM_1 := test-failures test-releases test-examples test-push test-tls-cluster test-tls test-erlang-modules \
+                 test-inventory test-awx-objects
+TEST_STREAM_2 := test-self-join test-cluster-instances test-e2e test-molecule test-boot-servers test-awx-run test-ee \
+                 test-status test-matrix
+TEST_STREAMS  ?= 2
+TEST_LISTED   := $(TEST_ALONE) $(TEST_STREAM_1) $(TEST_STREAM_2)
+
+test: test-lists bootstrap test-units test-sanity test-lint ## run every suite (what CI runs)
+	$(MAKE) --no-print-directory $(TEST_ALONE)
+	$(PYTHON) -m localcloud up
+	$(PYTHON) -m localcloud images build
+ifeq ($(TEST_STREAMS),1)
+	scripts/test-streams "$(TEST_STREAM_1) $(TEST_STREAM_2)"
+else
+	scripts/test-streams "$(TEST_STREAM_1)" "$(TEST_STREAM_2)"
+endif
 	@echo "make test: all suites passed"
+
+test-lists: ## check that every suite is in exactly one of make test's lists
+	@for t in $(TEST_TARGETS); do n=0; for l in $(TEST_LISTED); do [ "$$t" = "$$l" ] && n=$$((n+1)); done; \
+	  [ $$n = 1 ] || { echo "make test: suite $$t is in $$n of TEST_ALONE/TEST_STREAM_1/TEST_STREAM_2 (Makefile), not 1"; exit 1; }; done
+	@for l in $(TEST_LISTED); do case " $(TEST_TARGETS) " in *" $$l "*) ;; \
+	  *) echo "make test: $$l is listed in the Makefile but no mk/*.mk adds it to TEST_TARGETS"; exit 1;; esac; done
 
 # ansible-test needs the collection under ansible_collections/<ns>/<name> as a real
 # directory; copy what is shipped in the Galaxy build (localcloud/ and examples/ are not).

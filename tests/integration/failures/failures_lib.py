@@ -56,7 +56,9 @@ class Poller(StatusPoller):
 
     def poll_one(self, ip):
         while not self._halt.is_set() and ip in self.ips:
-            status = worker_status(ip, timeout=1.0)
+            # A worker that refuses fails both at once; one slow answer on a loaded machine (a tick of the poller
+            # waiting on the CPU) is not a restart: down means no answer within 1 s and then none within 3 s.
+            status = worker_status(ip, timeout=1.0) or worker_status(ip, timeout=3.0)
             with self._lock:
                 self.samples.append((time.monotonic(), ip, status.get("version") if status else None))
             time.sleep(self.interval)
