@@ -306,7 +306,9 @@ class StatusPoller(threading.Thread):
 
     def poll_one(self, ip):
         while not self._halt.is_set():
-            status = worker_status(ip, timeout=1.0)
+            # 3 s, a patient client's wait: a restarted worker refuses at once; on a loaded test machine an answer
+            # can take over 1 s, and that is slow, not failed.
+            status = worker_status(ip, timeout=3.0)
             self.polls += 1
             if status is None:
                 self.failed.append((time.monotonic(), ip))
