@@ -133,7 +133,8 @@ def diagnose_connect_failure(node, timeout=2.0):
     return ErlangNodeError(
         KIND_AUTH,
         "node %s is running but refused the connection: the cookie does not match the node's "
-        "(check cookie/cookie_file)" % node,
+        "(check cookie/cookie_file), or the node runs TLS distribution, which refuses a plain TCP client "
+        "(then set distribution: tls)" % node,
     )
 
 

@@ -153,8 +153,10 @@ def test_a_plain_tcp_node_is_refused(nodes, issued):
         assert client.call("net_adm:ping('%s')" % plain, timeout=20) == "pang"
     # erl_call (TCP distribution) cannot reach a TLS node either.
     with erlang_node.ErlangNode(a, run_command, cookie_file=issued.cookie_file, timeout=3) as client:
-        with pytest.raises(erlang_node.ErlangNodeError):
+        with pytest.raises(erlang_node.ErlangNodeError) as raised:
             client.call("ok")
+    # The right cookie: the message names TLS as the other cause, so the user is not sent after the cookie.
+    assert raised.value.kind == erlang_node.KIND_AUTH and "distribution: tls" in raised.value.message, raised.value.message
 
 
 def test_a_wrong_cookie_is_refused_over_tls(nodes, issued):
