@@ -13,6 +13,7 @@ http://<ip>:8080/status (examples/hello_cluster).
 
 import argparse
 import json
+import os
 import secrets
 import sys
 import time
@@ -20,13 +21,17 @@ import urllib.request
 
 import boto3
 
+# The collection's own address order (module_utils/cluster.py), from the checkout's collection path (make bootstrap).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".collections"))
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.cluster import sort_by_address  # noqa: E402
+
 
 def role_ips(cluster, role, states=("pending", "running")):
     reply = boto3.client("ec2").describe_instances(Filters=[
         {"Name": "tag:erlang-cluster", "Values": [cluster]}, {"Name": "tag:erlang-role", "Values": [role]},
         {"Name": "instance-state-name", "Values": list(states)}])
     ips = [i["PrivateIpAddress"] for r in reply["Reservations"] for i in r["Instances"] if i.get("PrivateIpAddress")]
-    return sorted(ips, key=lambda ip: tuple(int(part) for part in ip.split(".")))
+    return sort_by_address(ips)
 
 
 def worker_ips(cluster, states=("pending", "running")):

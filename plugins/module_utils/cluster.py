@@ -144,6 +144,13 @@ def ipv4_sort_key(ip):
     return (0, tuple(int(part) for part in ip.split(".")), "")
 
 
+def sort_by_address(items, address_of=None):
+    """`items` in the order of their addresses (`address_of[item]`, else the item itself), as ipv4_sort_key; the
+    order of every boot server list (docs/design.md). Ties keep the items' own order."""
+    address_of = address_of or {}
+    return sorted(items, key=lambda item: ipv4_sort_key(str(address_of.get(item, item))))
+
+
 def sort_ipv4(ips):
     """Addresses sorted numerically; ClusterContractError on one that is not a dotted quad."""
     for ip in ips:

@@ -110,7 +110,7 @@ persisted:
   sample: true
 """
 
-from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.cluster import is_ipv4
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.cluster import ipv4_sort_key, is_ipv4
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_module import ErlangNodeModule
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import ErlangNodeError, ip_tuple
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_terms import literal
@@ -137,7 +137,8 @@ RESULT = "{SkwDone, erl_boot_server:which_slaves()}"
 
 
 def ip_key(address):
-    return tuple(int(part) for part in address.split("/")[0].split(".")) + (address,)
+    """An entry (an address, or address/prefix) in the order of its address (cluster.py's), then its text."""
+    return ipv4_sort_key(address.split("/")[0]) + (address,)
 
 
 def mask_prefix(mask):

@@ -123,6 +123,7 @@ import os
 import re
 import shutil
 
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.cluster import ipv4_sort_key
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import to_text
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_module import ErlangNodeModule
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_node import ErlangNodeError
@@ -136,16 +137,12 @@ def none_if_undefined(value):
     return None if value in (None, "undefined") else value
 
 
-def ip_key(address):
-    return tuple(int(part) for part in address.split("."))
-
-
 def describe(state):
     """The boot server's state as diff text."""
     lines = ["current: %s" % (none_if_undefined(state.get("current")) or "-"),
              "previous: %s" % (none_if_undefined(state.get("previous")) or "-"),
              "releases: %s" % ", ".join(sorted(state.get("releases") or []))]
-    lines += ["allow: %s" % address for address in sorted(state.get("allow_list") or [], key=ip_key)]
+    lines += ["allow: %s" % address for address in sorted(state.get("allow_list") or [], key=ipv4_sort_key)]
     return "".join(line + "\n" for line in lines)
 
 
@@ -224,8 +221,8 @@ def main():
         allow_list_from=report["allow_list_from"],
         copied=sorted(report["copied"]),
         links=links,
-        allow_list_added=sorted(allow_after - allow_before, key=ip_key),
-        allow_list_removed=sorted(allow_before - allow_after, key=ip_key),
+        allow_list_added=sorted(allow_after - allow_before, key=ipv4_sort_key),
+        allow_list_removed=sorted(allow_before - allow_after, key=ipv4_sort_key),
         peers=dict((peer, status if status == "ok" else repr(status)) for peer, status in report.get("peers") or []),
         removed_releases=[],
         owner_fixed=[],

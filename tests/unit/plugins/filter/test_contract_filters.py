@@ -38,3 +38,17 @@ def test_user_data_format_is_the_contract():
 def test_user_data_format_refuses_an_unknown_version():
     with pytest.raises(AnsibleFilterError, match="unknown format"):
         FILTERS["user_data_format"]("v2")
+
+
+def test_by_address_orders_hosts_numerically_by_their_address():
+    hosts = ["a", "b", "c", "d"]
+    addresses = {"a": "172.31.0.10", "b": "172.31.0.9", "c": "10.0.0.1"}  # d: no address, its name comes last
+    assert FILTERS["by_address"](hosts, addresses) == ["c", "b", "a", "d"]
+    assert FILTERS["by_address"](["172.31.1.2", "172.31.0.200", "172.31.0.3"]) == ["172.31.0.3", "172.31.0.200", "172.31.1.2"]
+    assert FILTERS["by_address"](hosts, addresses) == contract.sort_by_address(hosts, addresses)
+
+
+@pytest.mark.parametrize("items, addresses", [("172.31.0.1", None), (["a"], ["172.31.0.1"])])
+def test_by_address_refuses_what_is_not_a_list_and_a_dict(items, addresses):
+    with pytest.raises(AnsibleFilterError, match="by_address"):
+        FILTERS["by_address"](items, addresses)
