@@ -11,6 +11,9 @@
 - A VPC's default security group allows all inbound traffic from its own members, as on EC2 (moto gives it
   no inbound rule); instances launched without a group are in it, and DescribeInstances says so (moto: no
   group). firewall.py enforces the groups.
+- An IAM instance profile named in RunInstances is associated with every instance it launches (moto: only the
+  first), and one named by the launch template (RunInstances or Auto Scaling) too (moto: none); a template naming
+  a profile that does not exist fails the launch, as on EC2. IMDS serves the role's credentials (credentials.py).
 - CreateImage commits the instance's container to a new image mapped to the new AMI id; DeregisterImage
   removes that image again.
 """
@@ -25,6 +28,7 @@ from moto.core.types import Base64EncodedString
 from moto.ec2.models import EC2Backend, ec2_backends
 from moto.ec2.models.amis import Ami
 from moto.ec2 import utils as ec2_utils
+from moto.ec2.utils import filter_iam_instance_profiles
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.instances import Instance, StateReason
 from moto.ec2.models.security_groups import SecurityGroupRule
@@ -120,6 +124,25 @@ def add_default_group_rules():
                             _add_default_group_rule(backend, group)
 
 
+def _profile_to_associate(backend, kwargs):
+    """({"Name"|"Arn": ...}, first): the launch's instance profile, and whether moto associates it with the first
+    instance itself (its RunInstances response does, after the backend's run_instances); (None, False) if none."""
+    if kwargs.get("iam_instance_profile_name") or kwargs.get("iam_instance_profile_arn"):
+        return {"Name": kwargs.get("iam_instance_profile_name"), "Arn": kwargs.get("iam_instance_profile_arn")}, True
+    if kwargs.get("launch_template"):
+        spec = backend._get_template_from_args(kwargs["launch_template"]).data.get("IamInstanceProfile") or {}
+        if spec.get("Name") or spec.get("Arn"):
+            try:
+                found = filter_iam_instance_profiles(backend.account_id, backend.partition, spec.get("Arn"), spec.get("Name"))
+            except Exception:  # moto's IAM: NoSuchEntity
+                found = None
+            if found is None:
+                raise EC2ClientError("InvalidParameterValue", "Value (%s) for parameter iamInstanceProfile is invalid: no such instance profile"
+                                     % (spec.get("Arn") or spec.get("Name")))
+            return spec, False
+    return None, False
+
+
 def install(reconciler, default_public_key=None):
     """Patch moto's EC2 backend; `reconciler.wake()` is called after every change of instance state."""
     if _installed:
@@ -189,7 +212,12 @@ def install(reconciler, default_public_key=None):
                 kwargs["subnet_id"] = subnet.id
                 if kwargs.get("associate_public_ip") is False:
                     kwargs["associate_public_ip"] = None  # the subnet's map-public-ip-on-launch decides, as on EC2
+        profile, first_by_moto = _profile_to_associate(self, kwargs)
         reservation = original_run(self, image_id, count, user_data, security_group_names, **kwargs)
+        if profile is not None:
+            for instance in reservation.instances[1 if first_by_moto else 0:]:
+                self.associate_iam_instance_profile(instance_id=instance.id, iam_instance_profile_name=profile.get("Name"),
+                                                    iam_instance_profile_arn=profile.get("Arn"))
         for instance in reservation.instances:
             key = self.key_pairs.get(instance.key_name) if instance.key_name else None
             # EC2 copies the public key at launch: deleting the key pair later does not change the instance.

@@ -11,7 +11,7 @@ import secrets
 import threading
 import time
 
-from localcloud import config, ec2, netns
+from localcloud import config, credentials, ec2, netns
 
 log = logging.getLogger("localcloud.imds")
 
@@ -51,6 +51,12 @@ def metadata_tree(instance):
     key = getattr(instance, "localcloud_public_key", None)
     if key:
         tree["public-keys"] = {"0=%s" % instance.key_name: {"openssh-key": key}}
+    profile = credentials.profile_of(instance)
+    if profile is not None:  # EC2: iam/ only on an instance with an instance profile
+        tree["iam"] = {"info": lambda: credentials.iam_info(profile)}
+        role = credentials.role_of(profile)
+        if role is not None:  # a value called when asked for: assuming the role is not free
+            tree["iam"]["security-credentials"] = {role.name: lambda: credentials.security_credentials(instance, role)}
     return tree
 
 
@@ -271,6 +277,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._error(404)
         if isinstance(node, dict):
             return self._send(200, _listing(node))
-        return self._send(200, node)
+        return self._send(200, node() if callable(node) else node)
 
     do_HEAD = do_GET
