@@ -248,6 +248,7 @@ def cmd_status(args, paths):
     print("daemon:   %s" % ("running, pid %d, %s%s" % (pid, info.get("endpoint_url"), "" if answers else " (API NOT ANSWERING)") if pid else "not running"))
     print("network:  %s" % ("%s %s" % (config.NETWORK_NAME, config.NETWORK_SUBNET) if podman.network_exists(config.NETWORK_NAME) else "absent"))
     print("imds:     %s" % ("%s on %s" % (config.IMDS_ADDRESS, config.IMDS_INTERFACE) if network.imds_address_present() else "absent"))
+    print("host API: %s" % (info.get("host_endpoint_url") or "none (a daemon older than it)" if pid else "not running"))
     regions = network.region_networks()
     print("regions:  %s" % (" ".join(regions) if regions else "none (no instance outside %s yet)" % config.DEFAULT_REGION))
     print("security groups: %s" % (info.get("security_groups", "off (a daemon older than their enforcement)") if pid else "not running (`up` would: %s)" % _security_groups_mode()))
@@ -295,6 +296,8 @@ def env_lines(paths):
     region = config.region()
     values = [
         ("AWS_ENDPOINT_URL", info.get("endpoint_url") or config.endpoint_url()),
+        # The same API as the hosts reach it (from a host, not from here); a daemon older than it has none.
+        ("LOCALCLOUD_HOST_ENDPOINT_URL", info.get("host_endpoint_url", "") if info else config.host_endpoint_url()),
         ("AWS_REGION", region),
         ("AWS_DEFAULT_REGION", region),
         ("AWS_ACCESS_KEY_ID", "testing"),

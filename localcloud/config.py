@@ -15,6 +15,10 @@ NETWORK_GATEWAY = "172.31.0.1"  # the VPC router's address on EC2; moto never as
 IMDS_INTERFACE = "localcloud-imds"
 IMDS_ADDRESS = "169.254.169.254"
 IMDS_PORT = 80
+# The AWS API as hosts reach it (localcloud's stand-in for VPC interface endpoints): the same moto as on
+# loopback, on the IMDS address of every network (the default one and each region's), so a host needs no route
+# to this machine's loopback. Fixed, whatever LOCALCLOUD_PORT is: hosts' scripts name it.
+HOST_API_PORT = 5050
 
 LABEL = "io.localcloud"  # every container and network localcloud makes carries this label
 LABEL_INSTANCE_ID = "io.localcloud.instance-id"
@@ -81,6 +85,10 @@ def max_hosts():
 
 def endpoint_url(port_number=None):
     return "http://127.0.0.1:%d" % (port_number or port())
+
+
+def host_endpoint_url():
+    return "http://%s:%d" % (IMDS_ADDRESS, HOST_API_PORT)
 
 
 class Paths:

@@ -13,7 +13,7 @@ import threading
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from localcloud import autoscaling, config, ec2, images, network
+from localcloud import autoscaling, config, credentials, ec2, images, netns, network
 from localcloud.errors import LocalcloudError
 from localcloud.imds import Imds
 from localcloud.podman import Podman
@@ -133,6 +133,24 @@ def restore_state(path, listeners):
     return sum(len(list(b.reservations)) for accounts in state["services"].get("ec2", {}).values() for b in accounts.values())
 
 
+class HostApi:
+    """The API `app` on IMDS_ADDRESS:HOST_API_PORT in `network` (the socket lives in that network's namespace),
+    for the hosts: localcloud's stand-in for VPC interface endpoints (hosts do not reach this machine's loopback)."""
+
+    def __init__(self, app, network=config.NETWORK_NAME, address=config.IMDS_ADDRESS, port=config.HOST_API_PORT):
+        with netns.entered(None if network == config.NETWORK_NAME else network):
+            self.server = make_server(address, port, app, threaded=True, request_handler=_QuietHandler)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="host-api-%s" % network, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def serve(paths, port, restore=False):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     podman = Podman(paths.containers_conf)
@@ -144,6 +162,7 @@ def serve(paths, port, restore=False):
     public_key = paths.ssh_key.with_suffix(".pub").read_text().strip() if paths.ssh_key.with_suffix(".pub").exists() else None
     ec2.install(reconciler, default_public_key=public_key)
     autoscaling.install()
+    credentials.install()
 
     moto_app = DomainDispatcherApplication(create_backend_app)
     gate = _Gate()
@@ -161,15 +180,18 @@ def serve(paths, port, restore=False):
 
     api = make_server("127.0.0.1", port, app, threaded=True, request_handler=_QuietHandler)
     listeners = {config.NETWORK_NAME: Imds(reconciler)}  # network name -> its IMDS
+    host_apis = {config.NETWORK_NAME: HostApi(app)}  # network name -> the API as its hosts reach it
     listeners_lock = threading.Lock()
 
     def serve_imds(name, made):  # a region network exists: answer its hosts' IMDS requests, inside it
         with listeners_lock:
             if name in listeners and made:  # its namespace was removed (by hand) and made again: so is the listener
                 listeners.pop(name).stop()
+                host_apis.pop(name).stop()
             if name not in listeners:
                 listeners[name] = Imds(reconciler, network=name).start()
-                log.info("serving IMDS in network %s", name)
+                host_apis[name] = HostApi(app, network=name).start()
+                log.info("serving IMDS and the API (port %d) in network %s", config.HOST_API_PORT, name)
 
     reconciler.on_region_network = serve_imds
     for name in network.region_networks():  # left by the previous daemon (restart) or a crashed one: adopt them
@@ -181,17 +203,20 @@ def serve(paths, port, restore=False):
         log.info("restored %d reservation(s) from %s", restore_state(paths.saved_state, listeners), paths.saved_state)
     ec2.add_default_group_rules()  # default groups saved by a daemon that did not give them EC2's rule
     listeners[config.NETWORK_NAME].start()
+    host_apis[config.NETWORK_NAME].start()
     threading.Thread(target=reconciler.run, name="reconciler", daemon=True).start()
     threading.Thread(target=reconciler.firewall.run, name="security-groups", daemon=True).start()
     log.info("security groups: %s (LOCALCLOUD_SECURITY_GROUPS)", "enforce" if reconciler.firewall.enforce else "off")
     api_thread = threading.Thread(target=api.serve_forever, name="api", daemon=True)
     api_thread.start()
 
-    paths.info.write_text(json.dumps({"pid": os.getpid(), "port": port, "endpoint_url": config.endpoint_url(port), "images": image_refs,
+    paths.info.write_text(json.dumps({"pid": os.getpid(), "port": port, "endpoint_url": config.endpoint_url(port),
+                                      "host_endpoint_url": config.host_endpoint_url(), "images": image_refs,
                                       "max_hosts": config.max_hosts(),
                                       "security_groups": "enforce" if reconciler.firewall.enforce else "off"}) + "\n")
     paths.pid.write_text("%d\n" % os.getpid())
-    log.info("serving EC2 API on %s, IMDS on %s:%d", config.endpoint_url(port), config.IMDS_ADDRESS, config.IMDS_PORT)
+    log.info("serving EC2 API on %s (hosts: %s), IMDS on %s:%d", config.endpoint_url(port), config.host_endpoint_url(),
+             config.IMDS_ADDRESS, config.IMDS_PORT)
 
     wakeup = threading.Event()
     requests = []
@@ -224,6 +249,8 @@ def serve(paths, port, restore=False):
     with listeners_lock:
         for imds in listeners.values():
             imds.stop()
+        for host_api in host_apis.values():
+            host_api.stop()
     api.server_close()
     return 0
 
