@@ -5,10 +5,10 @@
 
 Used by the cluster_status module (read-only). API::
 
-    nodes = gather_cluster(via, via_node, workers, node_timeout, direct)   # {node: facts or {"down": reason}}
+    nodes = gather_cluster(via, via_node, others, node_timeout, direct, current_link)  # {node: facts or {"down": ..}}
     records, bad_lines = read_rollout_log(path)                     # oldest first
     line = append_rollout(path, record, group)                       # the one writer of the log's lines
-    rows = status_rows(via, via_role, workers, nodes, records)      # last restart: newest record naming the node
+    rows = status_rows(via, via_role, workers, nodes, records, boot_servers)  # last restart: newest record naming it
     lines = render(cluster, rows, records[-count:])
 
 One erl_call, to the boot server: it reads its own facts first (so that the query does not hide
@@ -50,7 +50,24 @@ SkwFacts = fun() ->
       connected_nodes => lists:sort(nodes()),
       uptime_ms => element(1, erlang:statistics(wall_clock)),
       init_status => SkwStatus,
-      applications_not_running => case SkwStatus of started -> SkwNotRunning(); _ -> [] end}
+      applications_not_running => case SkwStatus of started -> SkwNotRunning(); _ -> [] end,
+      served => SkwServed()}
+end,
+"""
+
+# On a boot server, the release its `current` link (SkwCurrentLink, the same path on every boot server) points at;
+# undefined elsewhere (a worker has no such link) or without one.
+SERVED_FUN = r"""
+SkwServed = fun() when SkwCurrentLink =:= "" -> undefined;
+               () ->
+    case file:read_link_all(SkwCurrentLink) of
+        {ok, SkwTarget0} ->
+            SkwTarget = filename:absname(SkwTarget0, filename:dirname(SkwCurrentLink)),
+            #{version => unicode:characters_to_binary(filename:basename(SkwTarget)),
+              names => [unicode:characters_to_binary(filename:rootname(SkwF))
+                        || SkwF <- lists:sort(filelib:wildcard("*.rel", SkwTarget))]};
+        _ -> undefined
+    end
 end,
 """
 
@@ -68,15 +85,19 @@ SkwResults = erpc:multicall(SkwOthers, SkwFacts, SkwTimeout),
 """
 
 
-def cluster_expression(others, node_timeout):
+def link_binding(current_link):
+    return "SkwCurrentLink = unicode:characters_to_list(%s),\n" % literal(current_link or "")
+
+
+def cluster_expression(others, node_timeout, current_link=None):
     """The Erlang expression that returns #{self => Facts, others => [...]} (others: node names)."""
     bindings = "SkwOthers = %s,\nSkwTimeout = %d,\n" % (literal([Atom(node) for node in others]), int(node_timeout * 1000))
-    return bindings + FACTS_FUN + MULTICALL
+    return bindings + link_binding(current_link) + SERVED_FUN + FACTS_FUN + MULTICALL
 
 
-def node_expression():
+def node_expression(current_link=None):
     """The Erlang expression that returns one node's own facts."""
-    return FACTS_FUN + "SkwFacts()"
+    return link_binding(current_link) + SERVED_FUN + FACTS_FUN + "SkwFacts()"
 
 
 def down_reason(node, kind, reason):
@@ -88,20 +109,21 @@ def down_reason(node, kind, reason):
     return "node %s answered with %s: %s" % (node, kind, reason)
 
 
-def gather_cluster(via, via_node, workers, node_timeout, direct):
-    """{node: facts} for via (an ErlangNode) and the worker names; a node that does not answer: {"down": reason}.
+def gather_cluster(via, via_node, workers, node_timeout, direct, current_link=None):
+    """{node: facts} for via (an ErlangNode) and the other nodes' names (`workers`: the other boot servers and the
+    workers); a node that does not answer: {"down": reason}. With current_link, a boot server's facts hold `served`.
 
     direct(node_name) -> ErlangNode for a worker, used only when via itself does not answer.
     Raises ErlangNodeError for failures that are not about availability (cookie, erl_call).
     """
     try:
-        answer = to_text(via.call(cluster_expression(workers, node_timeout), timeout=node_timeout + 5))
+        answer = to_text(via.call(cluster_expression(workers, node_timeout, current_link), timeout=node_timeout + 5))
     except ErlangNodeError as exc:
         if exc.kind not in UNAVAILABLE_KINDS:
             raise
         nodes = {via_node: {"down": exc.message}}
         for worker in workers:
-            nodes[worker] = call_directly(direct(worker), worker)
+            nodes[worker] = call_directly(direct(worker), worker, current_link)
         return nodes
     nodes = {via_node: answer["self"]}
     for other in answer["others"]:
@@ -112,9 +134,9 @@ def gather_cluster(via, via_node, workers, node_timeout, direct):
     return nodes
 
 
-def call_directly(node, name):
+def call_directly(node, name, current_link=None):
     try:
-        return to_text(node.call(node_expression()))
+        return to_text(node.call(node_expression(current_link)))
     except ErlangNodeError as exc:
         if exc.kind not in UNAVAILABLE_KINDS:
             raise
@@ -187,6 +209,15 @@ def served_release(current_link):
     return (names[0] if names else None), os.path.basename(target)
 
 
+def remote_served_release(facts):
+    """(release name, version) that a boot server's facts say its `current` points at, or None."""
+    served = facts.get("served")
+    if not isinstance(served, dict):
+        return None
+    names = served.get("names") or []
+    return (names[0] if names else None), served.get("version")
+
+
 def with_served_release(facts, served):
     """The boot server's facts with the release it serves (its own VM runs plain OTP, not the release)."""
     if served is None or "down" in facts:
@@ -225,9 +256,10 @@ def node_row(node, role, facts, peers, records):
     return row
 
 
-def status_rows(via_node, via_role, workers, nodes, records):
-    """Rows for the boot server (via) then each worker, in the order given."""
-    members = [(via_node, via_role)] + [(worker, "worker") for worker in workers]
+def status_rows(via_node, via_role, workers, nodes, records, boot_servers=()):
+    """Rows for the boot server (via), the other boot servers, then each worker, in the order given."""
+    members = ([(via_node, via_role)] + [(node, "boot_server") for node in boot_servers if node != via_node]
+               + [(worker, "worker") for worker in workers])
     everyone = [name for name, _role in members]
     rows = []
     for name, role in members:

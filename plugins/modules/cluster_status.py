@@ -13,12 +13,12 @@ module: cluster_status
 short_description: One Erlang cluster at a glance, as rows and as a text table
 version_added: 0.2.0
 description:
-  - Runs on the boot server. Calls the boot server's node once; it reads its own state, then every worker's
-    with C(erpc:multicall/3) (one round trip for the whole cluster). If the boot server's node does not answer,
-    each worker is called on its own.
+  - Runs on the boot server. Calls the boot server's node once; it reads its own state, then every other boot
+    server's and worker's with C(erpc:multicall/3) (one round trip for the whole cluster). If the boot server's node
+    does not answer, each other node is called on its own.
   - For each node, returns its role, state (C(up), C(starting), C(failing) when an application of its release is
     not running, or C(down)), release name and version (C(init:script_id/0)), connected peers and the missing ones
-    (every other node of O(workers) and the boot server), uptime, and the unavailability of its last restart read
+    (every other node of O(workers), O(boot_servers) and the boot server), uptime, and the unavailability of its last restart read
     from the boot server's rollout log.
   - A node that does not answer is a row in state C(down) with the reason, not a failure.
   - Also returns the last O(rollouts) records of the rollout log (C(erlang_layout.rollout_log), one JSON object a
@@ -38,6 +38,17 @@ options:
     type: list
     elements: str
     default: []
+  boot_servers:
+    description:
+      - The node names of the cluster's other boot servers (O(node) may be among them; it is not listed twice).
+        Each is a row of role C(boot_server), read in the same round trip as the workers, with the release its own
+        C(current) link points at (O(current_link), the same path on every boot server), so a boot server that is
+        not level with the others shows.
+      - Every node's missing peers count them too.
+    type: list
+    elements: str
+    default: []
+    version_added: 1.1.0
   cluster:
     description: The cluster's name, for the table's heading.
     type: str
@@ -82,7 +93,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 nodes:
-  description: One row per node, the boot server first, then the workers in the order of O(workers).
+  description: One row per node, the boot server first, then the other boot servers in the order of O(boot_servers), then the workers in the order of O(workers).
   returned: always
   type: list
   elements: dict
@@ -187,6 +198,7 @@ def main():
     module = ErlangNodeModule(
         argument_spec=dict(
             workers=dict(type="list", elements="str", default=[]),
+            boot_servers=dict(type="list", elements="str", default=[]),
             cluster=dict(type="str", required=True),
             rollout_log=dict(type="path"),
             current_link=dict(type="path"),
@@ -200,11 +212,13 @@ def main():
         module.fail_json(msg="rollouts must be >= 0 and node_timeout >= 1")
     via = module.node
     workers = [worker for worker in params["workers"] if worker != via.node]
-    try:
-        for worker in workers:
-            validate_node(worker)
-    except ErlangNodeError as exc:
-        module.fail_json_node(exc, msg="workers: %s" % exc.message)
+    boot_servers = [node for node in params["boot_servers"] if node != via.node and node not in workers]
+    for option, names in (("workers", workers), ("boot_servers", boot_servers)):
+        try:
+            for name in names:
+                validate_node(name)
+        except ErlangNodeError as exc:
+            module.fail_json_node(exc, msg="%s: %s" % (option, exc.message))
 
     def direct(name):
         return ErlangNode(name, module_runner(module), cookie=params["cookie"], cookie_file=params["cookie_file"],
@@ -212,13 +226,16 @@ def main():
                           distribution=params["distribution"], ssl_dist_optfile=params["ssl_dist_optfile"])
 
     try:
-        nodes = cluster_status.gather_cluster(via, via.node, workers, params["node_timeout"], direct)
+        nodes = cluster_status.gather_cluster(via, via.node, boot_servers + workers, params["node_timeout"], direct,
+                                              params["current_link"])
     except ErlangNodeError as exc:
         module.fail_json_node(exc)
     nodes[via.node] = cluster_status.with_served_release(nodes[via.node], cluster_status.served_release(params["current_link"]))
+    for node in boot_servers:
+        nodes[node] = cluster_status.with_served_release(nodes[node], cluster_status.remote_served_release(nodes[node]))
     records = read_log(module)
     shown = records[-params["rollouts"]:] if params["rollouts"] else []
-    rows = cluster_status.status_rows(via.node, "boot_server", workers, nodes, records)
+    rows = cluster_status.status_rows(via.node, "boot_server", workers, nodes, records, boot_servers)
     up = all(row["state"] == "up" and not row["missing_nodes"] for row in rows)
     module.exit_json(changed=False, nodes=rows, rollouts=shown, up=up,
                      table=cluster_status.render(params["cluster"], rows, shown))

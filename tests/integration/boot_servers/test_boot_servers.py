@@ -2,10 +2,12 @@
 membership keeper. Real containers on localcloud, real erl; see conftest.py for the session's cluster."""
 
 import json
+import os
+import re
 import time
 
 import playbook_runner
-from conftest import INTERVAL, LOADER_OPEN, line_index, wait_for
+from conftest import INTERVAL, LOADER_OPEN, e2e, line_index, wait_for
 
 
 def other_than(pair, ip):
@@ -192,3 +194,27 @@ def test_role_second_run_changes_nothing(pair):
     recap = playbook_runner.parse_recap(second.out)
     assert recap and all(host["changed"] == 0 and host["failed"] == 0 for host in recap.values()), second.tail()
     assert pair.state(pair.first) == pair.state(pair.second)
+
+
+def status_lines(out):
+    """The status playbook's table: the debug task's msg lines, without JSON quoting."""
+    return [json.loads('"%s"' % m.group(1)) for m in (re.match(r'^\s+"(.*)",?$', raw) for raw in out.splitlines()) if m]
+
+
+def test_status_lists_every_boot_server_with_the_release_it_serves(pair):
+    """The status playbook reads the cluster from the acting boot server: the other boot server is a row too, with
+    the release its own `current` points at, and every node counts it among its peers."""
+    result = playbook_runner.run_playbook(
+        os.path.join(e2e.ROOT, "playbooks", "status.yml"), inventory=os.path.join(e2e.ROOT, "inventory"),
+        extra_vars={"cluster_name": pair.name}, env=pair.env, log=os.path.join(pair.workdir, "ansible.log"))
+    assert result.rc == 0, result.tail()
+    lines = status_lines(result.out)
+    workers = len([line for line in lines if line.startswith("worker@")])
+    total = len(pair.boot_ips) + workers
+    assert any("%d node(s), %d up, 0 not up" % (total, total) in line for line in lines), "\n".join(lines)
+    for ip in pair.boot_ips:
+        found = [line.split() for line in lines if line.startswith("boot@%s " % ip)]
+        assert len(found) == 1, "\n".join(lines)
+        served = pair.state(ip)["current"]
+        assert found[0][1:6] == ["boot", "server", "up", "hello_cluster", served], "\n".join(lines)
+        assert found[0][6] == "all", "\n".join(lines)  # no MISSING: every listed node, the other boot server too

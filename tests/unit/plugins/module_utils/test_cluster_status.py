@@ -161,3 +161,29 @@ def test_served_release_is_what_current_points_at(tmp_path):
     boot = cs.with_served_release(cs.to_text(facts(BOOT, [])), ("hello_cluster", "2.0.0"))
     assert (boot["release_name"], boot["release_version"]) == ("hello_cluster", "2.0.0")
     assert cs.with_served_release({"down": "x"}, ("hello_cluster", "2.0.0")) == {"down": "x"}
+
+
+def test_other_boot_servers_are_rows_with_the_release_they_serve_and_count_as_peers():
+    boot2 = "boot@10.0.0.7"
+    served = dict(cs.to_text(facts(boot2, [BOOT, W1, W2])), served={"version": "2.0.0", "names": ["hello_cluster"]})
+    nodes = {BOOT: cs.to_text(facts(BOOT, [W1, W2])), W1: cs.to_text(facts(W1, [BOOT, W2])),
+             W2: cs.to_text(facts(W2, [BOOT, W1, boot2])),
+             boot2: cs.with_served_release(served, cs.remote_served_release(served))}
+    table = cs.status_rows(BOOT, "boot_server", [W1, W2], nodes, [], boot_servers=[BOOT, boot2])
+    assert [(r["node"], r["role"]) for r in table] == [(BOOT, "boot_server"), (boot2, "boot_server"), (W1, "worker"), (W2, "worker")]
+    second = table[1]
+    assert (second["release_name"], second["release_version"], second["missing_nodes"]) == ("hello_cluster", "2.0.0", [])
+    # The acting boot server and W1 do not see boot2: it is missing from their peers.
+    assert table[0]["missing_nodes"] == [boot2] and table[2]["missing_nodes"] == [boot2]
+
+
+def test_remote_served_release_without_a_link_is_none():
+    assert cs.remote_served_release({"served": None}) is None
+    assert cs.remote_served_release({"served": {"version": "1.0.0", "names": []}}) == (None, "1.0.0")
+
+
+def test_the_expression_binds_the_current_link_for_every_node():
+    expression = cs.cluster_expression([W1], 5, "/srv/erlang-ec2/current")
+    assert 'SkwCurrentLink = unicode:characters_to_list(<<"/srv/erlang-ec2/current"/utf8>>)' in expression
+    assert "served => SkwServed()" in expression
+    assert 'SkwCurrentLink = unicode:characters_to_list(<<""/utf8>>)' in cs.node_expression()
