@@ -48,8 +48,9 @@ class Tls(object):
     def optfile(self, name):
         return os.path.join(self.node_dir(name), "ssl_dist.conf")
 
-    def issue(self, name, ca="cluster", extra_vars=None, check=False):
-        """The role's tls tasks for node name@127.0.0.1, its files in node_dir(name), the CA in ca_dir(ca)."""
+    def issue(self, name, ca="cluster", extra_vars=None, check=False, env=None, verbosity=0):
+        """The role's tls tasks for node name@127.0.0.1, its files in node_dir(name), the CA in ca_dir(ca);
+        `env` adds to ansible-playbook's environment (an AWS endpoint)."""
         play_vars = {
             "erlang_distribution": "tls",
             "erlang_cluster": "tls-test",
@@ -66,9 +67,9 @@ class Tls(object):
         workdir = tempfile.mkdtemp(dir=self.base, prefix="play-")
         playbook = playbook_runner.write_play(os.path.join(workdir, "play.yml"), play)
         env = playbook_runner.ansible_env(ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_LOCALHOST_WARNING="False",
-                                          ANSIBLE_INVENTORY_UNPARSED_WARNING="False")
+                                          ANSIBLE_INVENTORY_UNPARSED_WARNING="False", **(env or {}))
         proc = playbook_runner.run_playbook(playbook, "-c", "local", inventory="localhost,", extra_vars=INTERPRETER,
-                                            check_mode=check, env=env, timeout=300, merge_stderr=True)
+                                            check_mode=check, env=env, timeout=300, merge_stderr=True, verbosity=verbosity)
         shutil.rmtree(workdir, ignore_errors=True)
         self.outputs.append(proc.stdout)
         return proc
