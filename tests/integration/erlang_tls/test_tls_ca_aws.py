@@ -88,8 +88,11 @@ def test_ca_from_aws_signs_nodes_that_connect_over_tls(issued, aws, nodes, name,
     # The node signed from AWS and node a (signed from the same CA's files) connect over TLS.
     a = nodes.start("a")
     node = nodes.start(name)
-    assert nodes.call(node, "net_adm:ping('%s')" % a, issued.optfile(name)) == "pong"
-    assert nodes.call(a, "lists:member('%s@%s', nodes())" % (name, HOST), issued.optfile("a")) is True
+    # Generous timeouts: a call starts a hidden node and makes two TLS handshakes, slow on a loaded machine.
+    with nodes.client(node, issued.optfile(name)) as client:
+        assert client.call("net_adm:ping('%s')" % a, timeout=30) == "pong"
+    with nodes.client(a, issued.optfile("a")) as client:
+        assert client.call("lists:member('%s@%s', nodes())" % (name, HOST), timeout=30) is True
     # A second run keeps the certificate.
     proc = issued.issue(name, ca="unused-" + name, extra_vars=source, env=env)
     assert proc.rc == 0 and proc.changed == 0, proc.tail()
