@@ -2,8 +2,15 @@
 figures measured in one run.
 
 Starts two local nodes (one inet_tcp_dist, one inet_tls_dist with a throw-away CA made here with `openssl`),
-then times N calls of the same body through module_utils/erlang_node.py: `distribution=tcp` (erl_call) and
-`distribution=tls` (the short-lived hidden erl node), alternating, and prints median, p90 and the ratio.
+then times calls of the same body through module_utils/erlang_node.py, in one run:
+
+- `tcp`: erl_call, one process per call (N calls);
+- `tls` first call: a new ErlangNode, one call, close(): the hidden client node starts (VM boot, `ssl` loading,
+  TLS handshake) and stops each time (--first calls);
+- `tls` later calls: N calls on one ErlangNode, whose client node is already running and connected;
+
+tcp and tls calls alternating, so that both see the same machine load. Prints median, p90, the ratios and the
+client node's resident memory.
 """
 
 import argparse
@@ -64,15 +71,64 @@ def start(name, home, extra):
                             env=dict(os.environ, HOME=home, ERL_CRASH_DUMP_SECONDS="0"))
 
 
-def timed(client):
+def timed(call):
     started = time.monotonic()
-    client.call(BODY)
+    call()
     return time.monotonic() - started
+
+
+def rss_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as handle:
+            return int([line.split()[1] for line in handle if line.startswith("VmRSS:")][0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def first_call(node, cookie_file, optfile):
+    with erlang_node.ErlangNode(node, run_command, cookie_file=cookie_file, timeout=10, distribution="tls",
+                                ssl_dist_optfile=optfile) as client:
+        client.call(BODY)
+
+
+def wait_up(tcp, tls_node, cookie_file, optfile):
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            tcp.call("ok")
+            first_call(tls_node, cookie_file, optfile)
+            return
+        except erlang_node.ErlangNodeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def measure(args, home, cookie_file, optfile, suffix):
+    """{kind: [seconds]} and the client node's RSS in kB."""
+    tcp_node, tls_node = "bench-tcp-%s@%s" % (suffix, HOST), "bench-tls-%s@%s" % (suffix, HOST)
+    tcp = erlang_node.ErlangNode(tcp_node, run_command, cookie_file=cookie_file, timeout=10)
+    wait_up(tcp, tls_node, cookie_file, optfile)
+    times = {"tcp": [], "first": [], "later": []}
+    for dummy in range(args.first):
+        times["tcp"].append(timed(lambda: tcp.call(BODY)))
+        times["first"].append(timed(lambda: first_call(tls_node, cookie_file, optfile)))
+    with erlang_node.ErlangNode(tls_node, run_command, cookie_file=cookie_file, timeout=10, distribution="tls",
+                                ssl_dist_optfile=optfile) as tls:
+        tls.call("ok")
+        for dummy in range(args.calls):
+            times["tcp"].append(timed(lambda: tcp.call(BODY)))
+            times["later"].append(timed(lambda: tls.call(BODY)))
+        key = erlang_node.erlang_tls_client.client_key(tls.erl, optfile, tls._cookie, HOST)  # pylint: disable=protected-access
+        rss = rss_kb(erlang_node.erlang_tls_client.client(key).pid())
+    tcp.close()
+    return times, rss
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=20, help="calls of each kind (default 20)")
+    parser.add_argument("--calls", type=int, default=50, help="erl_call calls and later TLS calls (default 50)")
+    parser.add_argument("--first", type=int, default=10, help="TLS first calls, each with a new client node (default 10)")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="bench-tls-")
     os.chmod(base, 0o700)
@@ -89,40 +145,31 @@ def main():
         optfile = make_tls(base)
         procs.append(start("bench-tcp-" + suffix, home, []))
         procs.append(start("bench-tls-" + suffix, home, ["-proto_dist", "inet_tls", "-ssl_dist_optfile", optfile]))
-        tcp = erlang_node.ErlangNode("bench-tcp-%s@%s" % (suffix, HOST), run_command, cookie_file=cookie_file, timeout=10)
-        tls = erlang_node.ErlangNode("bench-tls-%s@%s" % (suffix, HOST), run_command, cookie_file=cookie_file, timeout=10,
-                                     distribution="tls", ssl_dist_optfile=optfile)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                tcp.call("ok")
-                tls.call("ok")
-                break
-            except erlang_node.ErlangNodeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        times = {"tcp": [], "tls": []}
-        for dummy in range(args.calls):       # alternating: both kinds see the same machine load
-            times["tcp"].append(timed(tcp))
-            times["tls"].append(timed(tls))
-        tcp.close()
-        tls.close()
+        times, rss = measure(args, home, cookie_file, optfile, suffix)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
         shutil.rmtree(base, ignore_errors=True)
+    report(args, times, rss)
+    return 0
 
+
+def report(args, times, rss):
     def p90(values):
         return sorted(values)[max(0, int(round(0.9 * len(values))) - 1)]
 
-    print("calls of each kind: %d (body: %s)" % (args.calls, BODY))
-    print("%-28s %10s %10s" % ("", "median ms", "p90 ms"))
-    for kind, label in (("tcp", "tcp (erl_call)"), ("tls", "tls (hidden erl node)")):
-        print("%-28s %10.0f %10.0f" % (label, 1000 * statistics.median(times[kind]), 1000 * p90(times[kind])))
-    print("ratio tls/tcp (median): %.1fx" % (statistics.median(times["tls"]) / statistics.median(times["tcp"])))
-    return 0
+    median = dict((kind, statistics.median(values)) for kind, values in times.items())
+    print("tcp calls: %d, tls first calls: %d, tls later calls: %d (body: %s)" % (
+        len(times["tcp"]), args.first, args.calls, BODY))
+    print("%-40s %10s %10s" % ("", "median ms", "p90 ms"))
+    for kind, label in (("tcp", "tcp (erl_call)"), ("first", "tls first call (client node starts)"),
+                        ("later", "tls later calls (client node running)")):
+        print("%-40s %10.1f %10.1f" % (label, 1000 * median[kind], 1000 * p90(times[kind])))
+    print("ratio tls first call / tcp (median): %.1fx" % (median["first"] / median["tcp"]))
+    print("ratio tls later call / tcp (median): %.2fx" % (median["later"] / median["tcp"]))
+    print("ratio tls first call / later call (median): %.0fx" % (median["first"] / median["later"]))
+    print("client node resident memory: %s" % ("%d MB" % (rss // 1024) if rss else "unknown"))
 
 
 if __name__ == "__main__":

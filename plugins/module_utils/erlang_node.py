@@ -10,9 +10,10 @@
   erl_call's printed terms.
 - Every Erlang literal put into an expression is built by ``erlang_terms.literal()``.
 - erl_call failures become ``ErlangNodeError`` with a ``kind`` and a clear message.
-- TLS distribution (``distribution="tls"``, docs/tls.md): erl_call speaks only inet_tcp_dist, so a short-lived
-  hidden ``erl`` node with the given ``-ssl_dist_optfile`` evaluates the same wrapper on the node over erpc and
-  prints what ``erl_call -e`` prints; the rest of this layer, and every module, is the same.
+- TLS distribution (``distribution="tls"``, docs/tls.md): erl_call speaks only inet_tcp_dist, so a hidden ``erl``
+  node with the given ``-ssl_dist_optfile``, one per module process and kept for its ErlangNode objects'
+  lifetime (erlang_tls_client.py), evaluates the same wrapper on the node over erpc and answers what
+  ``erl_call -e`` prints; the rest of this layer, and every module, is the same.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,6 +21,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
+import math
 import os
 import re
 import shutil
@@ -27,8 +29,8 @@ import socket
 import struct
 import tempfile
 import time
-import uuid
 
+from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_tls_client
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.erlang_etf import EtfError, decode_etf, to_text
 
 # What erl_call accepts as a node name: name@host (host: DNS name or IPv4 address).
@@ -37,7 +39,6 @@ EPMD_PORT = 4369
 COOKIE_FILE_NAME = ".erlang.cookie"
 DISTRIBUTIONS = ("tcp", "tls")
 DEFAULT_SSL_DIST_OPTFILE = "/etc/erlang-ec2/tls/ssl_dist.conf"   # roles/erlang: erlang_tls_dir/ssl_dist.conf
-EXPRESSION_FILE_NAME = "expression.erl"
 
 # Failure kinds, one per cause a caller may act on.
 KIND_BAD_ARGUMENT = "bad_argument"
@@ -235,6 +236,7 @@ class ErlangNode(object):
         else:
             self._cookie = read_cookie_file(cookie_file or default_cookie_file())
         self._home = None
+        self._tls = None
 
     def __enter__(self):
         return self
@@ -263,6 +265,10 @@ class ErlangNode(object):
         if getattr(self, "_home", None) is not None:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
+        if getattr(self, "_tls", None) is not None:
+            # The shared TLS client stops with its last user.
+            erlang_tls_client.release(self._tls)
+            self._tls = None
 
     def run_erl_call(self, expression, timeout=None):
         """Run erl_call -e with expression on stdin (tls: the hidden client node): (returncode, stdout, stderr, seconds)."""
@@ -276,20 +282,14 @@ class ErlangNode(object):
         return returncode, stdout, stderr, time.monotonic() - started
 
     def run_tls_client(self, expression, timeout):
-        """The TLS stand-in for erl_call -e: same output, same failure texts (see _TLS_CLIENT)."""
-        home = self._private_home()
-        path = os.path.join(home, EXPRESSION_FILE_NAME)
-        with open(path, "w") as handle:
-            handle.write(expression)
-        host = validate_node(self.node)[1]
-        longnames = "." in host
-        own = "erlang-ec2-ctl-%d-%s@%s" % (os.getpid(), uuid.uuid4().hex[:8], host if longnames else socket.gethostname().split(".")[0])
-        # logger_level warning: ssl's handshake notices would mix with the printed result.
-        argv = [self.erl, "-noshell", "-noinput", "-hidden", "-kernel", "logger_level", "warning",
-                "-proto_dist", "inet_tls", "-ssl_dist_optfile", self.ssl_dist_optfile,
-                "-eval", _TLS_CLIENT, "-extra", own, "longnames" if longnames else "shortnames", self.node, str(timeout), path]
+        """The TLS stand-in for erl_call -e: the process's shared hidden client node (erlang_tls_client.py)."""
+        if self._tls is None:
+            self._tls = erlang_tls_client.acquire(self.erl, self.ssl_dist_optfile, self._cookie, validate_node(self.node)[1])
         started = time.monotonic()
-        returncode, stdout, stderr = self.runner(argv, b"", {"HOME": home, "ERL_CRASH_DUMP_SECONDS": "0"})
+        try:
+            returncode, stdout, stderr = erlang_tls_client.client(self._tls).request(self.node, expression, max(1, int(math.ceil(timeout))))
+        except OSError as exc:
+            raise ErlangNodeError(KIND_ERL_CALL, "cannot run the TLS client node %s: %s" % (self.erl, exc.strerror or exc))
         return returncode, stdout, stderr, time.monotonic() - started
 
     def call(self, body, timeout=None):
@@ -323,45 +323,6 @@ class ErlangNode(object):
                 "and ssl_dist_optfile %s)" % (self.node, self.ssl_dist_optfile),
             )
         return error
-
-
-# The hidden client node of a TLS call (plain arguments: OWN_NAME NAMES NODE TIMEOUT EXPRESSION_FILE). It prints
-# {ok, "<base64>"} like erl_call -e, and on failure erl_call's own words, so map_erl_call_failure applies.
-_TLS_CLIENT = r"""
-[OwnName, Names, NodeName, TimeoutText, ExprFile] = init:get_plain_arguments(),
-Node = list_to_atom(NodeName),
-TimeoutMs = list_to_integer(TimeoutText) * 1000,
-Quit = fun(Status, Format, Args) -> io:format(standard_error, Format, Args), erlang:halt(Status) end,
-spawn(fun() -> receive after TimeoutMs -> Quit(142, "Alarm clock~n", []) end end),
-{ok, Source} = file:read_file(ExprFile),
-Exprs = case erl_scan:string(unicode:characters_to_list(Source)) of
-            {ok, Tokens, _} ->
-                case erl_parse:parse_exprs(Tokens) of
-                    {ok, Parsed} -> Parsed;
-                    {error, {_, PMod, PDesc}} ->
-                        io:format("{error, ~p}~n", [lists:flatten(["syntax error: ", PMod:format_error(PDesc)])]),
-                        erlang:halt(0)
-                end;
-            {error, {_, SMod, SDesc}, _} ->
-                io:format("{error, ~p}~n", [lists:flatten(["illegal token: ", SMod:format_error(SDesc)])]),
-                erlang:halt(0)
-        end,
-case net_kernel:start([list_to_atom(OwnName), list_to_atom(Names)]) of
-    {ok, _} -> ok;
-    {error, StartError} -> Quit(1, "erl_call: cannot start the TLS client node: ~tp~n", [StartError])
-end,
-case net_kernel:connect_node(Node) of
-    true -> ok;
-    _ -> Quit(1, "erl_call: failed to connect to node ~s~n", [NodeName])
-end,
-try erpc:call(Node, erl_eval, exprs, [Exprs, erl_eval:new_bindings()], TimeoutMs) of
-    {value, Value, _} -> io:put_chars(["{ok, ", $", Value, $", "}\n"]), erlang:halt(0)
-catch
-    error:{erpc, timeout} -> Quit(142, "Alarm clock~n", []);
-    error:{erpc, noconnection} -> Quit(1, "erl_call: failed to receive the answer of ~s~n", [NodeName]);
-    Class:Reason -> io:format("{error, ~p}~n", [lists:flatten(io_lib:format("~p: ~tp", [Class, Reason]))]), erlang:halt(0)
-end.
-"""
 
 
 def map_erl_call_failure(node, returncode, stdout, stderr, timeout):
