@@ -119,8 +119,7 @@ def measure(args, home, cookie_file, optfile, suffix):
         for dummy in range(args.calls):
             times["tcp"].append(timed(lambda: tcp.call(BODY)))
             times["later"].append(timed(lambda: tls.call(BODY)))
-        key = erlang_node.erlang_tls_client.client_key(tls.erl, optfile, tls._cookie, HOST)  # pylint: disable=protected-access
-        rss = rss_kb(erlang_node.erlang_tls_client.client(key).pid())
+        rss = rss_kb(tls.tls_client().pid())
     tcp.close()
     return times, rss
 

@@ -211,7 +211,8 @@ def parse_erl_call_output(stdout):
 class ErlangNode(object):
     """One node to call; ``with ErlangNode(...) as node: node.call(body)``.
 
-    The private HOME holding the cookie copy lives as long as the object (until close()).
+    The private HOME holding the cookie copy lives as long as the object (until close()). With TLS the object
+    holds the process's shared client node (erlang_tls_client.py) until close(); the last user stops it.
     """
 
     def __init__(self, node, runner, cookie=None, cookie_file=None, timeout=10, erl_call=None,
@@ -291,6 +292,10 @@ class ErlangNode(object):
         except OSError as exc:
             raise ErlangNodeError(KIND_ERL_CALL, "cannot run the TLS client node %s: %s" % (self.erl, exc.strerror or exc))
         return returncode, stdout, stderr, time.monotonic() - started
+
+    def tls_client(self):
+        """The TLS client this object uses (erlang_tls_client.TlsClient), None before its first TLS call."""
+        return erlang_tls_client.client(self._tls) if self._tls is not None else None
 
     def call(self, body, timeout=None):
         """Evaluate the Erlang expression sequence body on the node; returns the decoded result.

@@ -11,10 +11,12 @@ have printed, so that erlang_node.py maps results and failures exactly as for er
   that use it and stopped when the last of them closes (``acquire``/``release``), or at exit. A module that
   talks to N nodes (cluster_restart) runs one VM, not N, and pays the VM start and ``ssl`` loading once.
 - The cookie is in ``.erlang.cookie`` of a private HOME (0700, file 0400), as for erl_call: never on argv/env.
-- Framing, one line each way (``encode_request``/``parse_reply``):
+- Framing, one line per message (``encode_request``, ``parse_ack``, ``parse_reply``):
   request ``<id> <timeout s> <node> <base64 of the UTF-8 expression>``;
-  reply ``<tag> <id> <exit status> <base64 of stdout> <base64 of stderr>``, where tag is random per client
-  and anything else the VM prints on stdout (logger, output of the evaluated code) is skipped.
+  acknowledgement ``<tag> <id> ack`` as soon as the client has read it (a client that dies before that did not
+  run the request, which is then sent again to a new client; after it, the call fails as erl_call's would);
+  reply ``<tag> <id> <exit status> <base64 of stdout> <base64 of stderr>``. The tag is random per client and
+  every other line the VM prints on stdout (logger, output of the evaluated code) is skipped.
 - Timeouts: the client kills a call at its timeout and answers ``Alarm clock`` (as erl_call's alarm()), then
   drops that connection, so the next call starts clean; if the client itself does not answer within the
   timeout plus GRACE seconds it is killed. A dead client is started again on the next call.
@@ -83,6 +85,7 @@ Eval = fun(NodeName, Source, TimeoutMs) ->
 end,
 Answer = fun(Line) ->
     [Id, TimeoutText, NodeName, Encoded] = binary:split(string:trim(Line), <<" ">>, [global]),
+    ok = io:put_chars(standard_io, ["\n", Tag, " ", Id, " ack\n"]),
     TimeoutMs = binary_to_integer(TimeoutText) * 1000,
     {Pid, Ref} = spawn_monitor(fun() -> exit({answer, Eval(NodeName, base64:decode(Encoded), TimeoutMs)}) end),
     {Status, Out, Err} =
@@ -132,6 +135,14 @@ def encode_request(request_id, node, timeout, expression):
         raise ValueError("node name must be non-empty and without spaces")
     encoded = base64.b64encode(expression.encode("utf-8")).decode("ascii")
     return ("%d %d %s %s\n" % (request_id, timeout, node, encoded)).encode("ascii")
+
+
+def parse_ack(line, tag):
+    """The id of an acknowledgement line ('<tag> <id> ack': the client has read that request), else None."""
+    fields = line.rstrip(b"\r\n").split(b" ")
+    if len(fields) != 3 or fields[0] != tag.encode("ascii") or fields[2] != b"ack" or not fields[1].isdigit():
+        return None
+    return int(fields[1])
 
 
 def parse_reply(line, tag):
@@ -236,38 +247,51 @@ class TlsClient(object):
         self.starts += 1
 
     def send(self, node, expression, timeout):
-        """Send one request (starting the client if it is not running): its id."""
-        for attempt in (1, 2):
-            if not self.alive():
-                self.start()
-            self.last_id += 1
-            try:
-                write_all(self.proc.stdin.fileno(), encode_request(self.last_id, node, timeout, expression))
-                return self.last_id
-            except OSError:
-                # Died before reading the request (it cannot have run): once more with a new client.
-                if attempt == 2:
-                    raise
-                self.stop()
-        return None
+        """Send one request, starting the client if it is not running: (id, whether the client is new)."""
+        fresh = not self.alive()
+        if fresh:
+            self.start()
+        self.last_id += 1
+        try:
+            write_all(self.proc.stdin.fileno(), encode_request(self.last_id, node, timeout, expression))
+        except OSError:
+            pass            # it died: wait_reply sees the end of its stdout
+        return self.last_id, fresh
 
     def request(self, node, expression, timeout):
         """(exit status, stdout, stderr) as erl_call -e's for expression evaluated on node within timeout."""
-        request_id = self.send(node, expression, timeout)
-        deadline = time.monotonic() + timeout + GRACE
+        while True:
+            request_id, fresh = self.send(node, expression, timeout)
+            answer, acknowledged = self.wait_reply(request_id, time.monotonic() + timeout + GRACE)
+            if answer is not None:
+                return answer
+            if acknowledged or fresh:
+                return self.died()
+            # A client that died before it read the request (killed between calls; SIGKILL takes a moment to
+            # close its pipes) did not run it: once more with a new client.
+            self.stop()
+
+    def wait_reply(self, request_id, deadline):
+        """(answer, acknowledged): answer None if the client exits first; a timeout's if it does not answer."""
+        acknowledged = False
         while True:
             line = self.reader.readline(deadline)
             if line is None:
-                self.stop()
-                return 142, "", "Alarm clock (the TLS client node did not answer; stopped)"
+                self.stop(kill=True)
+                return (142, "", "Alarm clock (the TLS client node did not answer; stopped)"), acknowledged
             if line == b"":
-                status = self.proc.wait()
-                errors = self.errors()
-                self.stop()
-                return status or 1, "", "the TLS client node (erl) exited during the call: %s" % (errors or "no output")
+                return None, acknowledged
+            acknowledged = acknowledged or parse_ack(line, self.tag) == request_id
             reply = parse_reply(line, self.tag)
             if reply is not None and reply[0] == request_id:
-                return reply[1:]
+                return reply[1:], True
+
+    def died(self):
+        """The answer for a client that exited during a call (it is stopped; the next call starts another)."""
+        status = self.proc.wait()
+        errors = self.errors()
+        self.stop()
+        return status or 1, "", "the TLS client node (erl) exited during the call: %s" % (errors or "no output")
 
     def errors(self):
         try:
@@ -276,10 +300,12 @@ class TlsClient(object):
         except (IOError, OSError, TypeError):
             return ""
 
-    def stop(self):
-        """Close stdin (the client halts by itself), SIGKILL after STOP_WAIT, remove the private HOME."""
+    def stop(self, kill=False):
+        """Close stdin (the client halts by itself), SIGKILL at once (kill) or after STOP_WAIT, remove the HOME."""
         proc, self.proc, self.reader = self.proc, None, None
         if proc is not None:
+            if kill and proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
             for stream in (proc.stdin, proc.stdout):
                 try:
                     stream.close()
