@@ -45,9 +45,11 @@ options:
     description:
       - The cluster's distribution protocol (role variable C(erlang_distribution)).
       - V(tcp) calls the node with C(erl_call).
-      - V(tls) (C(inet_tls_dist)) starts a short-lived hidden C(erl) node with O(ssl_dist_optfile), which
-        evaluates the same expression on the node over C(erpc) (C(erl_call) cannot speak TLS distribution);
-        it needs C(erl) and the OTP C(ssl) application (Debian C(erlang-ssl)) where the module runs. See docs/tls.md.
+      - V(tls) (C(inet_tls_dist)) starts a hidden C(erl) node with O(ssl_dist_optfile), which evaluates the same
+        expression on the node over C(erpc) (C(erl_call) cannot speak TLS distribution). One such node serves
+        every call of the module run and stops with it, so only the first call pays its start (about 0.3 s;
+        later calls about 1 ms). It needs C(erl) and the OTP C(ssl) application (Debian C(erlang-ssl)) where
+        the module runs. See docs/tls.md.
     type: str
     choices: [tcp, tls]
     default: tcp
