@@ -267,7 +267,7 @@ class TlsClient(object):
             if answer is not None:
                 return answer
             if acknowledged or fresh:
-                return self.died()
+                return self.died(acknowledged)
             # A client that died before it read the request (killed between calls; SIGKILL takes a moment to
             # close its pipes) did not run it: once more with a new client.
             self.stop()
@@ -287,17 +287,22 @@ class TlsClient(object):
             if reply is not None and reply[0] == request_id:
                 return reply[1:], True
 
-    def died(self):
-        """The answer for a client that exited during a call (it is stopped; the next call starts another)."""
-        status = self.proc.wait()
+    def died(self, acknowledged):
+        """The answer for a client that exited (it is stopped; the next call starts another)."""
+        try:
+            status = self.proc.wait(STOP_WAIT)
+        except subprocess.TimeoutExpired:       # its stdout closed, yet it runs: make sure it is gone
+            self.proc.send_signal(signal.SIGKILL)
+            status = self.proc.wait()
         errors = self.errors()
         self.stop()
-        return status or 1, "", "the TLS client node (erl) exited during the call: %s" % (errors or "no output")
+        when = "during the call" if acknowledged else "before it read the call"
+        return status or 1, "", "the TLS client node (erl) exited %s: %s" % (when, errors or "no output")
 
     def errors(self):
         try:
             with open(os.path.join(self.home, ERROR_FILE_NAME), "rb") as handle:
-                return handle.read()[-2000:].decode("utf-8", "replace").strip()
+                return handle.read(2000).decode("utf-8", "replace").strip()
         except (IOError, OSError, TypeError):
             return ""
 

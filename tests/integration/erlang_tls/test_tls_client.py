@@ -320,3 +320,19 @@ def test_a_module_leaves_no_erl_behind(nodes, issued):
     result = json.loads(proc.out[proc.out.find("{"):])["plays"][0]["tasks"][0]["hosts"]["localhost"]
     assert result["reachable"] is True and result["node"] == a, result
     assert processes_with(optfile) == []
+
+
+def test_a_client_that_cannot_start_is_an_erl_call_failure(issued):
+    """An optfile that is not Erlang terms: the client node stops at its start (as the per-call node did)."""
+    bad = os.path.join(issued.base, "not-terms-%d.conf" % os.getpid())
+    with open(bad, "w") as handle:
+        handle.write("this is not [ erlang terms\n")
+    with erlang_node.ErlangNode("a@%s" % HOST, None, cookie_file=issued.cookie_file, distribution="tls", ssl_dist_optfile=bad) as client:
+        for dummy in range(2):          # and again: each call tries a new client once, then fails
+            started = time.monotonic()
+            error = raises(client, "ok")
+            assert error.kind == erlang_node.KIND_ERL_CALL and time.monotonic() - started < 10
+            assert "exited before it read the call: erl_call: cannot start the TLS client node" in error.message
+            assert "bad_ssl_dist_optfile" in error.message
+            assert client.tls_client().home is None and not client.tls_client().alive()
+    assert processes_with(bad) == []
