@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 import pytest
 
@@ -21,6 +22,18 @@ import local_erl  # noqa: E402
 import playbook_runner  # noqa: E402
 
 HOST = "127.0.0.1"
+# Every node name carries this run's tag: epmd on 127.0.0.1 is shared by every run on the machine, and a fixed
+# name ('a') let one run's calls reach another run's (or a leftover) node, with another CA and cookie.
+RUN = uuid.uuid4().hex[:8]
+
+
+def name_of(name):
+    """The node name (before '@') this run uses for the test's short name."""
+    return "%s-%s" % (name, RUN)
+
+
+def node_of(name):
+    return "%s@%s" % (name_of(name), HOST)
 INTERPRETER = {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}
 
 
@@ -57,7 +70,7 @@ class Tls(object):
             "erlang_tls_ca_dir": self.ca_dir(ca),
             "erlang_tls_dir": self.node_dir(name),
             "erlang_tls_node_ip": HOST,
-            "erlang_node": "%s@%s" % (name, HOST),
+            "erlang_node": node_of(name),
             "erlang_layout": {"user": "root", "group": "root"},
         }
         play_vars.update(extra_vars or {})
@@ -81,7 +94,13 @@ class Nodes(object):
         self.procs = {}
 
     def start(self, name, optfile=None, tls=True):
-        node = "%s@%s" % (name, HOST)
+        node = node_of(name)
+        # The same name killed by the previous test: epmd drops it once it sees the connection close.
+        deadline = time.monotonic() + 5
+        while self.registered(name):
+            if time.monotonic() > deadline:
+                raise AssertionError("node %s is already registered with epmd (left over by this run?)" % node)
+            time.sleep(0.1)
         argv = ["erl", "-name", node, "-noshell", "-noinput"]
         if tls:
             argv += ["-proto_dist", "inet_tls", "-ssl_dist_optfile", optfile or self.tls.optfile(name)]
@@ -90,14 +109,20 @@ class Nodes(object):
         self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         log.close()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if erlang_node.epmd_lookup(HOST, name):
-                    return node
-            except OSError:
-                pass
+        while time.monotonic() < deadline and self.procs[name].poll() is None:
+            if self.registered(name):
+                return node
             time.sleep(0.1)
-        raise AssertionError("node %s did not register with epmd" % node)
+        with open(os.path.join(self.tls.base, name + ".log"), "rb") as handle:
+            raise AssertionError("node %s did not register with epmd (exit %s): %s"
+                                 % (node, self.procs[name].poll(), handle.read()[-2000:].decode("utf-8", "replace")))
+
+    @staticmethod
+    def registered(name):
+        try:
+            return erlang_node.epmd_lookup(HOST, name_of(name))
+        except OSError:         # no epmd yet: the first node starts it
+            return False
 
     def client(self, node, optfile, **extra):
         return erlang_node.ErlangNode(node, run_command, cookie_file=self.tls.cookie_file, timeout=5,

@@ -17,7 +17,7 @@ import time
 import playbook_runner
 import pytest
 
-from conftest import HOST, ROOT
+from conftest import HOST, ROOT, name_of, node_of
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_node, erlang_tls_client
 
 ErlangNodeError = erlang_node.ErlangNodeError
@@ -195,11 +195,11 @@ def test_a_node_restarted_between_calls_answers_the_same_object(nodes, issued):
         assert result is None and (error.kind, error.message) == (
             erlang_node.KIND_CONNECTION_LOST, "the connection to node %s broke during the call (the node stopped or restarted)" % a)
         deadline = time.monotonic() + 10
-        while erlang_node.epmd_lookup(HOST, "a") and time.monotonic() < deadline:
+        while erlang_node.epmd_lookup(HOST, name_of("a")) and time.monotonic() < deadline:
             time.sleep(0.1)
         error = raises(client, "ok")
         assert (error.kind, error.message) == (
-            erlang_node.KIND_NOT_RUNNING, "node %s is not running: epmd on %s has no node named 'a'" % (a, HOST))
+            erlang_node.KIND_NOT_RUNNING, "node %s is not running: epmd on %s has no node named '%s'" % (a, HOST, name_of("a")))
         nodes.start("a")
         assert client.call("node()") == a and client.call("os:getpid()") != first
         assert client.tls_client().starts == 1
@@ -223,16 +223,16 @@ def test_every_failure_kind_leaves_the_client_usable(nodes, issued, monkeypatch)
         error = raises(client, "\"unterminated")
         assert error.kind == erlang_node.KIND_SYNTAX
         # Another object with the same settings shares the client node.
-        with nodes.client("nobody@%s" % HOST, issued.optfile("b")) as nobody:
+        with nodes.client(node_of("nobody"), issued.optfile("b")) as nobody:
             error = raises(nobody, "ok")
             assert (error.kind, error.message) == (
-                erlang_node.KIND_NOT_RUNNING, "node nobody@%s is not running: epmd on %s has no node named 'nobody'" % (HOST, HOST))
+                erlang_node.KIND_NOT_RUNNING, "node %s is not running: epmd on %s has no node named '%s'" % (node_of("nobody"), HOST, name_of("nobody")))
             # epmd does not answer the diagnosis (the client node keeps the epmd it started with).
             monkeypatch.setenv("ERL_EPMD_PORT", str(free_port()))
             error = raises(nobody, "ok")
             monkeypatch.delenv("ERL_EPMD_PORT")
             assert error.kind == erlang_node.KIND_UNREACHABLE
-            assert error.message.startswith("node nobody@%s is not reachable: epmd on %s does not answer" % (HOST, HOST))
+            assert error.message.startswith("node %s is not reachable: epmd on %s does not answer" % (node_of("nobody"), HOST))
             assert nobody.tls_client() is tls
         # Another cookie or another CA: another client node, refused.
         for other in (erlang_node.ErlangNode(a, None, cookie="not-the-cookie", distribution="tls", ssl_dist_optfile=issued.optfile("b")),
@@ -327,7 +327,7 @@ def test_a_client_that_cannot_start_is_an_erl_call_failure(issued):
     bad = os.path.join(issued.base, "not-terms-%d.conf" % os.getpid())
     with open(bad, "w") as handle:
         handle.write("this is not [ erlang terms\n")
-    with erlang_node.ErlangNode("a@%s" % HOST, None, cookie_file=issued.cookie_file, distribution="tls", ssl_dist_optfile=bad) as client:
+    with erlang_node.ErlangNode(node_of("a"), None, cookie_file=issued.cookie_file, distribution="tls", ssl_dist_optfile=bad) as client:
         for dummy in range(2):          # and again: each call tries a new client once, then fails
             started = time.monotonic()
             error = raises(client, "ok")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import HOST, ROOT
+from conftest import HOST, ROOT, name_of, node_of
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_node
 import local_erl
 import playbook_runner
@@ -17,7 +17,7 @@ import playbook_runner
 EXAMPLE = os.path.join(ROOT, "examples", "hello_cluster")
 BOOT_SERVER_MODULES = ("erlang_ec2_boot_server", "erlang_ec2_loader_server", "erlang_ec2_local_files")
 TLS_APPS = ("crypto", "asn1", "public_key", "ssl")
-BOOT = "boot@%s" % HOST
+BOOT = node_of("boot")
 
 
 def otp_lib():
@@ -102,13 +102,13 @@ def ssl_dist_opts(directory):
 def start_worker(nodes, tls, name, root):
     current = os.path.join(root, "current")
     # As worker.service starts it, plus the TLS flags.
-    argv = ["erl", "-name", "%s@%s" % (name, HOST), "-noshell", "-noinput", "-loader", "inet", "-hosts", HOST, "-mode", "embedded",
+    argv = ["erl", "-name", node_of(name), "-noshell", "-noinput", "-loader", "inet", "-hosts", HOST, "-mode", "embedded",
             "-boot", os.path.join(current, "hello_cluster"), "-config", os.path.join(current, "sys"),
             "-proto_dist", "inet_tls", "-ssl_dist_opt"] + ssl_dist_opts(tls.node_dir(name)) + ["-hello_cluster", "http_port", "0"]
     log = os.path.join(tls.base, name + ".log")
     nodes.procs[name] = subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=dict(os.environ, HOME=tls.home, ERL_CRASH_DUMP_SECONDS="0"))
-    return "%s@%s" % (name, HOST), log
+    return node_of(name), log
 
 
 def wait_true(nodes, node, body, optfile, seconds):
@@ -151,4 +151,4 @@ def test_diskless_worker_without_ssl_in_its_release_cannot_start_tls(nodes, issu
     with open(log, "rb") as handle:
         text = handle.read().decode("utf-8", "replace")
     assert "inet_tls" in text and "not supported" in text, text[-2000:]
-    assert not erlang_node.epmd_lookup(HOST, "w1")
+    assert not erlang_node.epmd_lookup(HOST, name_of("w1"))

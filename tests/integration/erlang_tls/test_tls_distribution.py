@@ -9,7 +9,7 @@ import subprocess
 import playbook_runner
 import pytest
 
-from conftest import HOST, run_command
+from conftest import HOST, node_of, run_command
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_node
 
 
@@ -108,7 +108,7 @@ def test_control_layer_failure_kinds_over_tls(nodes, issued):
         with pytest.raises(erlang_node.ErlangNodeError) as raised:
             client.call("receive after 10000 -> ok end", timeout=1)
         assert raised.value.kind == erlang_node.KIND_TIMEOUT
-    with nodes.client("nobody@%s" % HOST, issued.optfile("b")) as client:
+    with nodes.client(node_of("nobody"), issued.optfile("b")) as client:
         with pytest.raises(erlang_node.ErlangNodeError) as raised:
             client.call("ok")
         assert raised.value.kind == erlang_node.KIND_NOT_RUNNING
@@ -132,7 +132,7 @@ def test_a_node_with_a_certificate_from_another_ca_is_refused(nodes, issued):
     with open(trusting, "w") as handle:
         handle.write(text.replace(os.path.join(issued.node_dir("x"), "ca.pem"), os.path.join(issued.node_dir("a"), "ca.pem")))
     nodes.start("y", optfile=trusting)
-    assert nodes.call(a, "lists:member('y@%s', nodes())" % HOST, issued.optfile("b")) is False
+    assert nodes.call(a, "lists:member('%s', nodes())" % node_of("y"), issued.optfile("b")) is False
     # A control call presenting the other CA's certificate is refused as well.
     with nodes.client(a, trusting) as client:
         with pytest.raises(erlang_node.ErlangNodeError) as raised:

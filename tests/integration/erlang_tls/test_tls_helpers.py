@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 import playbook_runner
-from conftest import HOST, INTERPRETER
+from conftest import INTERPRETER, node_of
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_wait_node_script_checks_a_tls_node(nodes, issued, helpers):
     assert proc.returncode == 0, proc.stderr
     # A node that does not run: it keeps polling (the unit's start timeout is the deadline).
     with pytest.raises(subprocess.TimeoutExpired):
-        run([helpers["wait_node_script"], "nobody@%s" % HOST], issued, 4)
+        run([helpers["wait_node_script"], node_of("nobody")], issued, 4)
 
 
 def test_node_command_over_tls(nodes, issued, helpers):
