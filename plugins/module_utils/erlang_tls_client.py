@@ -21,6 +21,9 @@ have printed, so that erlang_node.py maps results and failures exactly as for er
   drops that connection, so the next call starts clean; if the client itself does not answer within the
   timeout plus GRACE seconds it is killed. A dead client is started again on the next call.
 - The client halts when its stdin closes, so it cannot outlive this process, even one killed with SIGKILL.
+- One request at a time per VM. A call made while another thread's call is in flight (cluster_restart's plan
+  calls its nodes at once) goes to a spare VM, started on first need and kept until the client stops: serial
+  callers run one VM, N concurrent callers N.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -37,6 +40,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 
@@ -221,13 +225,16 @@ class TlsClient(object):
         self.tag = None
         self.last_id = 0
         self.starts = 0
+        self._busy = threading.Lock()       # held for the whole of a call on this VM
+        self._spares = []                   # more clients with the same settings, for concurrent calls
+        self._spares_lock = threading.Lock()
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
     def start(self):
         """A new client VM (the previous one, if any, stopped first). Raises OSError if erl cannot run."""
-        self.stop()
+        self.stop_vm()
         self.home = private_home(self._cookie)
         self.tag = "skw-tls-" + uuid.uuid4().hex
         own = "erlang-ec2-ctl-%d-%s@%s" % (os.getpid(), uuid.uuid4().hex[:8], self.own_host)
@@ -242,7 +249,7 @@ class TlsClient(object):
                 self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # pylint: disable=ansible-bad-function
                                              stderr=errors, env=environ, close_fds=True, bufsize=0)
             except OSError:
-                self.stop()
+                self.stop_vm()
                 raise
         self.reader = LineReader(self.proc.stdout.fileno())
         self.starts += 1
@@ -260,7 +267,34 @@ class TlsClient(object):
         return self.last_id, fresh
 
     def request(self, node, expression, timeout):
-        """(exit status, stdout, stderr) as erl_call -e's for expression evaluated on node within timeout."""
+        """(exit status, stdout, stderr) as erl_call -e's for expression evaluated on node within timeout.
+
+        Thread-safe: this VM if no call is in flight on it, else an idle spare, else a new spare.
+        """
+        client = self.claim()
+        try:
+            return client.request_here(node, expression, timeout)
+        finally:
+            client._busy.release()
+
+    def claim(self):
+        """This client or a spare, its lock held by the caller."""
+        if self._busy.acquire(False):
+            return self
+        with self._spares_lock:
+            for spare in self._spares:
+                if spare._busy.acquire(False):
+                    return spare
+            spare = TlsClient(self.erl, self.optfile, self._cookie, self.names, self.own_host)
+            spare._busy.acquire()
+            self._spares.append(spare)
+            return spare
+
+    def spares(self):
+        return list(self._spares)
+
+    def request_here(self, node, expression, timeout):
+        """request() on this VM; the caller holds its lock."""
         while True:
             request_id, fresh = self.send(node, expression, timeout)
             answer, acknowledged = self.wait_reply(request_id, time.monotonic() + timeout + GRACE)
@@ -270,7 +304,7 @@ class TlsClient(object):
                 return self.died(acknowledged)
             # A client that died before it read the request (killed between calls; SIGKILL takes a moment to
             # close its pipes) did not run it: once more with a new client.
-            self.stop()
+            self.stop_vm()
 
     def wait_reply(self, request_id, deadline):
         """(answer, acknowledged): answer None if the client exits first; a timeout's if it does not answer."""
@@ -278,7 +312,7 @@ class TlsClient(object):
         while True:
             line = self.reader.readline(deadline)
             if line is None:
-                self.stop(kill=True)
+                self.stop_vm(kill=True)
                 return (142, "", "Alarm clock (the TLS client node did not answer; stopped)"), acknowledged
             if line == b"":
                 return None, acknowledged
@@ -295,7 +329,7 @@ class TlsClient(object):
             self.proc.send_signal(signal.SIGKILL)
             status = self.proc.wait()
         errors = self.errors()
-        self.stop()
+        self.stop_vm()
         when = "during the call" if acknowledged else "before it read the call"
         return status or 1, "", "the TLS client node (erl) exited %s: %s" % (when, errors or "no output")
 
@@ -306,7 +340,14 @@ class TlsClient(object):
         except (IOError, OSError, TypeError):
             return ""
 
-    def stop(self, kill=False):
+    def stop(self):
+        """This VM and every spare (the client's last user is done)."""
+        with self._spares_lock:
+            spares, self._spares = self._spares, []
+        for client in [self] + spares:
+            client.stop_vm()
+
+    def stop_vm(self, kill=False):
         """Close stdin (the client halts by itself), SIGKILL at once (kill) or after STOP_WAIT, remove the HOME."""
         proc, self.proc, self.reader = self.proc, None, None
         if proc is not None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import playbook_runner
 import pytest
@@ -118,6 +119,32 @@ def test_many_calls_on_one_object_start_one_client_node(nodes, issued):
         assert (tls.pid(), tls.starts) == (pid, 1)
     # A node per call took ~0.45 s; 200 calls on a running client take a few ms each.
     assert elapsed < 200 * 0.1, elapsed
+
+
+def test_concurrent_calls_from_threads_each_get_their_answer(nodes, issued):
+    """cluster_restart's plan calls all its nodes at once from a thread pool, one ErlangNode per node, sharing
+    the client: each concurrent call goes to its own VM (spares), each answer to its caller; serial calls after
+    that reuse them; close() stops every one."""
+    a, b = nodes.start("a"), nodes.start("b")
+    clients = [nodes.client(a if n % 2 == 0 else b, issued.optfile("b")) for n in range(4)]
+    targets = [a if n % 2 == 0 else b for n in range(4)]
+    try:
+        for dummy in range(2):
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                answers = list(pool.map(lambda n: clients[n].call("timer:sleep(300), {node(), %d}" % n), range(4)))
+            assert answers == [(targets[n], n) for n in range(4)]
+        tls = clients[0].tls_client()
+        assert all(client.tls_client() is tls for client in clients)
+        vms = [tls] + tls.spares()
+        assert 2 <= len(vms) <= 4 and all(vm.starts == 1 for vm in vms), [vm.starts for vm in vms]
+        pids, tags = [vm.pid() for vm in vms], [vm.tag for vm in vms]
+        members = [member for pid in pids for member in family(pid)]
+        assert [clients[n].call("{node(), %d}" % n) for n in range(4)] == [(targets[n], n) for n in range(4)]
+        assert [vm.pid() for vm in [tls] + tls.spares()] == pids
+    finally:
+        for client in clients:
+            client.close()
+    assert wait_gone(members) and [tag for tag in tags if processes_with(tag)] == []
 
 
 def test_a_timeout_does_not_wedge_the_next_call(nodes, issued):

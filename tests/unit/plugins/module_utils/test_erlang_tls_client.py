@@ -183,3 +183,24 @@ def test_a_missing_erl_is_an_os_error_and_leaves_no_home(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         client.request("a@10.0.0.5", "ok.", 5)
     assert client.home is None and os.listdir(str(tmp_path)) == [] and not client.alive()
+
+
+def test_a_call_while_another_is_in_flight_gets_a_spare_client(monkeypatch):
+    """One request at a time per VM: a concurrent caller claims an idle spare, else a new one; stop() stops all."""
+    client = tc.TlsClient("/usr/bin/erl", "/etc/tls/ssl_dist.conf", "cookie-1", "longnames", "10.0.0.5")
+    assert client.claim() is client
+    spare = client.claim()
+    assert spare is not client and client.spares() == [spare]
+    assert (spare.erl, spare.optfile, spare.names, spare.own_host) == (client.erl, client.optfile, client.names, client.own_host)
+    third = client.claim()
+    assert third not in (client, spare) and client.spares() == [spare, third]
+    spare._busy.release()
+    assert client.claim() is spare and len(client.spares()) == 2    # an idle spare is reused
+    for claimed in (client, spare, third):
+        claimed._busy.release()
+    assert client.claim() is client
+    client._busy.release()
+    stopped = []
+    monkeypatch.setattr(tc.TlsClient, "stop_vm", lambda self, kill=False: stopped.append(self))
+    client.stop()
+    assert stopped == [client, spare, third] and client.spares() == []
