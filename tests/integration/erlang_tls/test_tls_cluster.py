@@ -171,3 +171,37 @@ def test_a_node_with_a_certificate_from_another_ca_is_refused(cluster):
     assert answer == "pang", output  # (ssl may also log the worker's alert: "Unknown CA")
     info = node_info(cluster, "tls")
     assert sorted(info[worker]["connected_nodes"]) == sorted(set(all_nodes(cluster)) - {worker}), info[worker]
+
+
+CLIENT_MARK = "erlang-ec2-ctl-"     # the TLS client node's own name (module_utils/erlang_tls_client.py)
+
+
+def client_nodes_on_controller(ips):
+    """Live processes on this machine (the hosts' containers included) that are TLS client nodes of this cluster's
+    hosts: their own name is erlang-ec2-ctl-<pid>-<hex>@<the host's address>."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                    argv = handle.read().split(b"\0")
+                with open("/proc/%s/stat" % entry) as handle:
+                    if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue
+            except OSError:
+                continue
+            if any(arg.startswith(CLIENT_MARK.encode()) and arg.split(b"@")[-1].decode() in ips for arg in argv):
+                found.append((int(entry), b" ".join(argv)[:200]))
+    return found
+
+
+def test_no_tls_client_node_is_left_after_a_playbook(cluster):
+    """status calls every node through the TLS client node (one per module process): none outlives its module,
+    neither on the hosts nor on the controller."""
+    result = cluster.playbook("status", extra=cluster.tls)
+    assert "3 up, 0 not up" in result.out, result.tail()
+    ips = [cluster.boot_server_ip] + list(cluster.workers.values())
+    for ip in ips:
+        proc = cluster.ssh(ip, "ps -eo pid,args | grep -F %s | grep -v grep || true" % CLIENT_MARK)
+        assert proc.returncode == 0 and proc.stdout.strip() == "", (ip, proc.stdout, proc.stderr)
+    assert client_nodes_on_controller(set(ips)) == []
