@@ -34,6 +34,8 @@ def name_of(name):
 
 def node_of(name):
     return "%s@%s" % (name_of(name), HOST)
+
+
 INTERPRETER = {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}
 
 
