@@ -231,3 +231,16 @@ def test_the_cookie_never_reaches_a_command_line_over_tls(nodes, issued):
         stop.set()
         watcher.join(5)
     assert scans[0] > 3 and hits == []
+
+
+def test_check_mode_before_the_ca_exists_reports_and_creates_nothing(issued):
+    """--check on a cluster whose CA is not made yet: the run succeeds, says what it would create (the CA, the node's
+    key and certificate) and writes nothing, neither the CA on the controller nor the node's files."""
+    proc = issued.issue("fresh", ca="not-yet", check=True)
+    assert proc.rc == 0, proc.tail()
+    assert proc.changed > 0, proc.tail()
+    assert not os.path.exists(issued.ca_dir("not-yet")) and not os.path.exists(issued.node_dir("fresh"))
+    # With the CA made (a real run), check mode on a second node previews it with the real CA, and still writes nothing.
+    assert issued.issue("fresh", ca="not-yet").rc == 0
+    again = issued.issue("fresh2", ca="not-yet", check=True)
+    assert again.rc == 0 and again.changed > 0 and not os.path.exists(issued.node_dir("fresh2")), again.tail()
