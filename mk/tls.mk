@@ -6,7 +6,7 @@ TEST_TARGETS += test-tls test-tls-cluster
 test-tls: bootstrap ## TLS distribution: role-made CA and node certificates, TLS nodes, control layer over TLS (its client node), other-CA and TCP nodes refused; CA from SSM/Secrets Manager (moto)
 	$(PYTHON) -m pytest -v -p no:cacheprovider -p no:xdist tests/integration/erlang_tls --ignore=tests/integration/erlang_tls/test_tls_cluster.py
 
-test-tls-cluster: bootstrap ## TLS cluster on localcloud: 1 boot server + 2 workers, site v1 and deploy v2 with erlang_distribution=tls, other-CA node refused
+test-tls-cluster: bootstrap ## TLS cluster on localcloud: 1 boot server + 2 workers, site v1, deploy v2, push, rotate_cookie with erlang_distribution=tls, other-CA node refused
 	$(PYTHON) -m pytest -v -p no:cacheprovider -p no:xdist tests/integration/erlang_tls/test_tls_cluster.py
 
 bench-tls-call: bootstrap ## benchmark: control-layer calls over TLS (first call: client node starts; later calls) vs erl_call, same run

@@ -19,20 +19,25 @@ import subprocess
 import pytest
 
 import playbook_runner
+from localcloud_cluster import StatusPoller, worker_status
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils.layout import DEFAULT_LAYOUT as LAYOUT
 
 _E2E = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e", "conftest.py")
 _spec = importlib.util.spec_from_file_location("e2e_cluster_helpers_tls", _E2E)
 e2e = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(e2e)
+_ROTATE = os.path.join(os.path.dirname(_E2E), "rotate_lib.py")
+_rspec = importlib.util.spec_from_file_location("rotate_lib_tls", _ROTATE)
+rotate_lib = importlib.util.module_from_spec(_rspec)
+_rspec.loader.exec_module(rotate_lib)
 
 TLS_DIR = "/etc/erlang-ec2/tls"  # the erlang role's default erlang_tls_dir
 
 
-def build(workdir, vsn):
+def build(workdir, vsn, build_tag=""):
     out = os.path.join(workdir, "dist")
-    subprocess.run(["make", "-s", "-C", e2e.EXAMPLE, "tar", "VSN=" + vsn, "OUT=" + out, "TLS=1"], check=True, capture_output=True,
-                   timeout=120)
+    subprocess.run(["make", "-s", "-C", e2e.EXAMPLE, "tar", "VSN=" + vsn, "OUT=" + out, "TLS=1"] + (["BUILD=" + build_tag] if build_tag else []),
+                   check=True, capture_output=True, timeout=120)
     return os.path.join(out, "hello_cluster-%s.tar.gz" % vsn)
 
 
@@ -205,3 +210,54 @@ def test_no_tls_client_node_is_left_after_a_playbook(cluster):
         proc = cluster.ssh(ip, "ps -eo pid,args | grep -F %s | grep -v grep || true" % CLIENT_MARK)
         assert proc.returncode == 0 and proc.stdout.strip() == "", (ip, proc.stdout, proc.stderr)
     assert client_nodes_on_controller(set(ips)) == []
+
+
+def main_pids(cluster):
+    """{ip: its unit's OS pid}: a restart of the node (a new VM) changes it."""
+    units = {cluster.boot_server_ip: LAYOUT["boot_server_unit"]}
+    units.update({ip: LAYOUT["worker_unit"] for ip in cluster.workers.values()})
+    return {ip: cluster.ssh(ip, "systemctl show -p MainPID --value %s" % unit).stdout.strip() for ip, unit in units.items()}
+
+
+def test_push_over_tls_loads_the_new_code_on_every_worker_with_no_restart(cluster):
+    """push (code_push over TLS distribution) of a code-only change: every worker serves the new build, none
+    restarted, and no request of a poller failed meanwhile."""
+    tag = "pushed-over-tls-%s" % secrets.token_hex(3)
+    release = build(cluster.workdir, "2.0.1", tag)
+    before = main_pids(cluster)
+    poller = StatusPoller(cluster.workers.values(), interval=0.05)
+    poller.start()
+    try:
+        result = cluster.playbook("push", extra=dict(cluster.tls, push_release=release))
+    finally:
+        poller.stop()
+    assert result.rc == 0, result.tail()
+    assert main_pids(cluster) == before
+    assert poller.polls > 0 and poller.failed == [], (poller.polls, poller.failed[:5])
+    for ip in cluster.workers.values():
+        assert (worker_status(ip, timeout=5) or {}).get("build") == tag, ip
+
+
+def test_rotate_cookie_over_tls_moves_every_node_with_no_restart(cluster, tmp_path):
+    """rotate_cookie on a TLS cluster: node_cookie's calls go over TLS; afterwards every node answers node_info over
+    TLS with the new cookie (its cookie file) and refuses the old one, and no node restarted."""
+    old = rotate_lib.ssm_cookie(cluster)
+    before = main_pids(cluster)
+    result = rotate_lib.rotate(cluster, str(tmp_path), extra=cluster.tls)
+    assert result.rc == 0, result.tail(60)
+    new = rotate_lib.ssm_cookie(cluster)
+    assert new != old and main_pids(cluster) == before
+    answers = node_info(cluster, "tls")
+    assert all(info.get("reachable") for info in answers.values()), answers
+    assert old not in result.stdout and new not in result.stdout
+    # The old cookie is refused over TLS (node_info from each host, the cookie in a 0600 play file).
+    play = [{"hosts": group(cluster), "gather_facts": False, "become": True, "tasks": [
+        {"name": "old cookie", "skunkworks.erlang_ec2.node_info": {
+            "node": "{{ erlang_node }}", "cookie": old, "distribution": "tls",
+            "ssl_dist_optfile": TLS_DIR + "/ssl_dist.conf", "timeout": 20},
+         "register": "with_old", "no_log": True,
+         "failed_when": "(with_old.error | default({})).kind | default('') != 'auth'"}]}]
+    path = playbook_runner.write_play(os.path.join(str(tmp_path), "old-cookie.json"), play)
+    refused = playbook_runner.run_playbook(path, inventory=os.path.join(playbook_runner.ROOT, "inventory"), env=cluster.env,
+                                           log=os.path.join(cluster.workdir, "ansible.log"))
+    assert refused.rc == 0 and len(refused.recap) == 3, refused.tail()
