@@ -1,0 +1,230 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The pure parts of the self-join TLS script: SSM paths, CSR subject, the issuer's decision table, SigV4,
+the DescribeInstances XML reader, the worker's check of a certificate (docs/tls.md, design B)."""
+import datetime
+
+import pytest
+
+IID = "i-0123456789abcdef0"
+OTHER = "i-0fedcba9876543210"
+WRITER = "arn:aws:sts::123456789012:assumed-role/erlang-worker/" + IID
+
+
+def csr(subject="CN=worker@10.0.1.5", verified=True, key="ec-prime256v1"):
+    return {"verified": verified, "subject": subject, "key": key}
+
+
+def inst(state="running", ip="10.0.1.5", cluster="c1", role="worker", iid=IID, **extra_tags):
+    tags = [{"Key": "erlang-cluster", "Value": cluster}, {"Key": "erlang-role", "Value": role}]
+    tags += [{"Key": k.replace("_", "-"), "Value": v} for k, v in extra_tags.items()]
+    return {"InstanceId": iid, "State": {"Name": state}, "PrivateIpAddress": ip, "Tags": tags}
+
+
+# ------------------------------------------------------------ paths
+
+def test_path_building(tj):
+    assert tj.ssm_path("/erlang-ec2", "c1", "csr", IID) == "/erlang-ec2/c1/tls/csr/" + IID
+    assert tj.ssm_path("/erlang-ec2", "c1", "cert") == "/erlang-ec2/c1/tls/cert"
+    assert tj.ssm_path("/a/b", "c-1_x", "refused", IID) == "/a/b/c-1_x/tls/refused/" + IID
+
+
+@pytest.mark.parametrize("prefix, cluster, kind, iid, what", [
+    ("erlang-ec2", "c1", "csr", IID, "prefix"),
+    ("/erlang-ec2/", "c1", "csr", IID, "prefix"),
+    ("/x y", "c1", "csr", IID, "prefix"),
+    ("/erlang-ec2", "C1", "csr", IID, "cluster"),
+    ("/erlang-ec2", "../c1", "csr", IID, "cluster"),
+    ("/erlang-ec2", "", "csr", IID, "cluster"),
+    ("/erlang-ec2", "c1", "key", IID, "kind"),
+    ("/erlang-ec2", "c1", "csr", "i-XYZ", "instance id"),
+    ("/erlang-ec2", "c1", "csr", "i-0123456789abcdef0/../x", "instance id"),
+    ("/erlang-ec2", "c1", "csr", "", "instance id"),
+])
+def test_bad_path_parts_are_refused(tj, prefix, cluster, kind, iid, what):
+    with pytest.raises(ValueError, match=what):
+        tj.ssm_path(prefix, cluster, kind, iid)
+
+
+def test_instance_id_of(tj):
+    assert tj.instance_id_of("/erlang-ec2/c1/tls/csr/" + IID, "/erlang-ec2", "c1", "csr") == IID
+    assert tj.instance_id_of("/erlang-ec2/c2/tls/csr/" + IID, "/erlang-ec2", "c1", "csr") is None
+    assert tj.instance_id_of("/erlang-ec2/c1/tls/cert/" + IID, "/erlang-ec2", "c1", "csr") is None
+    assert tj.instance_id_of("/erlang-ec2/c1/tls/csr/junk", "/erlang-ec2", "c1", "csr") is None
+    assert tj.instance_id_of("/erlang-ec2/c1/tls/csr/%s/x" % IID, "/erlang-ec2", "c1", "csr") is None
+
+
+# ------------------------------------------------------------ CSR subject, writer
+
+@pytest.mark.parametrize("subject, expected", [
+    ("CN=worker@10.0.1.5", ("worker", "10.0.1.5")),
+    ("subject=CN=w-1_a@192.168.0.254", ("w-1_a", "192.168.0.254")),
+    ("CN=worker@10.0.1.5,O=x", None),
+    ("O=x,CN=worker@10.0.1.5", None),
+    ("CN=worker", None),
+    ("CN=1worker@10.0.1.5", None),
+    ("CN=worker@10.0.1.256", None),
+    ("CN=worker@host.example", None),
+    ("CN=worker@10.0.1.5+OU=y", None),
+    ("", None),
+    (None, None),
+])
+def test_parse_subject(tj, subject, expected):
+    assert tj.parse_subject(subject) == expected
+
+
+@pytest.mark.parametrize("arn, expected", [
+    (WRITER, IID),
+    ("arn:aws-us-gov:sts::123456789012:assumed-role/r/" + IID, IID),
+    ("arn:aws:iam::123456789012:user/alice", None),
+    ("arn:aws:sts::123456789012:assumed-role/r/alice", None),
+    ("N/A", None),
+    (None, None),
+])
+def test_writer_instance(tj, arn, expected):
+    assert tj.writer_instance(arn) == expected
+
+
+# ------------------------------------------------------------ the decision table
+
+ISSUE_OK = ("issue", {"name": "worker", "ip": "10.0.1.5"})
+
+
+@pytest.mark.parametrize("case, args, decision, reason", [
+    ("all good", dict(), "issue", None),
+    ("signature fails", dict(csr=csr(verified=False)), "refuse", "does not verify"),
+    ("RSA key", dict(csr=csr(key="rsa-2048")), "refuse", "EC P-256"),
+    ("extra subject field", dict(csr=csr(subject="CN=worker@10.0.1.5,O=evil")), "refuse", "exactly CN="),
+    ("no @ip", dict(csr=csr(subject="CN=worker")), "refuse", "exactly CN="),
+    ("unknown, young", dict(instance=None, age=10), "wait", "does not know"),
+    ("unknown, old", dict(instance=None, age=61), "refuse", "no such instance"),
+    ("pending", dict(instance=inst(state="pending")), "wait", "pending"),
+    ("stopped", dict(instance=inst(state="stopped")), "refuse", "stopped, not running"),
+    ("terminated", dict(instance=inst(state="terminated")), "refuse", "terminated, not running"),
+    ("shutting-down", dict(instance=inst(state="shutting-down")), "refuse", "shutting-down"),
+    ("other cluster", dict(instance=inst(cluster="c2")), "refuse", "erlang-cluster='c2', not 'c1'"),
+    ("no cluster tag", dict(instance={"InstanceId": IID, "State": {"Name": "running"},
+                                      "PrivateIpAddress": "10.0.1.5", "Tags": []}), "refuse", "erlang-cluster=None"),
+    ("boot server", dict(instance=inst(role="boot_server")), "refuse", "erlang-role='boot_server'"),
+    ("other address", dict(instance=inst(ip="10.0.1.6")), "refuse", "names 10.0.1.5 but EC2 gives"),
+    ("EC2 answers another id", dict(instance=inst(iid=OTHER)), "refuse", "EC2 answered for"),
+    ("node-name tag differs", dict(instance=inst(erlang_node_name="api")), "refuse", "erlang-node-name='api'"),
+    ("node-name tag same", dict(instance=inst(erlang_node_name="worker")), "issue", None),
+    ("written by another instance",
+     dict(writer="arn:aws:sts::123456789012:assumed-role/erlang-worker/" + OTHER), "refuse", "another instance"),
+    ("writer unknown, checked", dict(writer="N/A"), "refuse", "cannot tell which instance"),
+    ("writer unknown, not checked", dict(writer="N/A", check_writer=False), "issue", None),
+    ("other writer, even unchecked",
+     dict(writer="arn:aws:sts::1:assumed-role/r/" + OTHER, check_writer=False), "refuse", "another instance"),
+])
+def test_decision_table(tj, case, args, decision, reason):
+    got = tj.decide(args.get("csr", csr()), args.get("instance", inst()), "c1", IID, args.get("age", 5),
+                    args.get("writer", WRITER), args.get("check_writer", True))
+    assert got[0] == decision, (case, got)
+    if decision == "issue":
+        assert got == ISSUE_OK
+    else:
+        assert reason in got[1], (case, got)
+
+
+def test_checks_run_before_the_instance_is_looked_at(tj):
+    # A bad CSR is refused even for an unknown instance (no wait on garbage).
+    assert tj.decide(csr(verified=False), None, "c1", IID, 0, WRITER)[0] == "refuse"
+
+
+# ------------------------------------------------------------ refusals
+
+def test_refusal_concerns_only_its_csr(tj):
+    text = tj.refusal_text("-----BEGIN CERTIFICATE REQUEST-----\nAAA\n-----END CERTIFICATE REQUEST-----\n", "bad tag")
+    assert tj.refusal_for(text, "-----BEGIN CERTIFICATE REQUEST-----\nAAA\n-----END CERTIFICATE REQUEST-----") == "bad tag"
+    assert tj.refusal_for(text, "-----BEGIN CERTIFICATE REQUEST-----\nBBB\n-----END CERTIFICATE REQUEST-----") is None
+    assert tj.refusal_for("", "x") is None
+
+
+def test_extensions_name_the_address_both_ways(tj):
+    ext = tj.extensions_text("10.0.1.5")
+    assert "subjectAltName = IP:10.0.1.5, DNS:10.0.1.5" in ext
+    assert "CA:FALSE" in ext and "serverAuth, clientAuth" in ext
+
+
+# ------------------------------------------------------------ the worker's check of a certificate
+
+@pytest.mark.parametrize("cert, ok, why", [
+    ({"pubkey": "K", "san": ["IP:10.0.1.5", "DNS:10.0.1.5"], "chain_ok": True}, True, ""),
+    ({"pubkey": "K2", "san": ["IP:10.0.1.5", "DNS:10.0.1.5"], "chain_ok": True}, False, "another key"),
+    ({"pubkey": "K", "san": ["IP:10.0.1.6", "DNS:10.0.1.6"], "chain_ok": True}, False, "not 10.0.1.5"),
+    ({"pubkey": "K", "san": ["IP:10.0.1.5"], "chain_ok": True}, False, "not 10.0.1.5"),
+    ({"pubkey": "K", "san": ["IP:10.0.1.5", "DNS:10.0.1.5"], "chain_ok": False}, False, "chain"),
+])
+def test_cert_acceptable(tj, cert, ok, why):
+    got = tj.cert_acceptable(cert, "K\n", "10.0.1.5")
+    assert got[0] is ok and why in got[1]
+
+
+# ------------------------------------------------------------ EC2 XML
+
+XML = """<?xml version="1.0" encoding="UTF-8"?>
+<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+ <requestId>r</requestId>
+ <reservationSet><item><reservationId>r-1</reservationId>
+  <instancesSet><item>
+   <instanceId>i-0123456789abcdef0</instanceId>
+   <instanceState><code>16</code><name>running</name></instanceState>
+   <privateIpAddress>10.0.1.5</privateIpAddress>
+   <networkInterfaceSet><item><privateIpAddress>10.9.9.9</privateIpAddress></item></networkInterfaceSet>
+   <tagSet><item><key>erlang-cluster</key><value>c1</value></item>
+           <item><key>erlang-role</key><value>worker</value></item></tagSet>
+  </item></instancesSet></item></reservationSet>
+</DescribeInstancesResponse>"""
+
+
+def test_parse_describe_instances(tj):
+    assert tj.parse_describe_instances(XML) == [{
+        "InstanceId": IID, "State": {"Name": "running"}, "PrivateIpAddress": "10.0.1.5",
+        "Tags": [{"Key": "erlang-cluster", "Value": "c1"}, {"Key": "erlang-role", "Value": "worker"}]}]
+    assert tj.parse_describe_instances(
+        '<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><reservationSet/>'
+        '</DescribeInstancesResponse>') == []
+
+
+def test_ec2_error_code(tj):
+    assert tj.ec2_error_code("<Response><Errors><Error><Code>InvalidInstanceID.NotFound</Code>"
+                             "</Error></Errors></Response>") == "InvalidInstanceID.NotFound"
+    assert tj.ec2_error_code("not xml") is None
+
+
+# ------------------------------------------------------------ SigV4 against botocore's signer
+
+@pytest.mark.parametrize("service, url, body, headers, token", [
+    ("ssm", "https://ssm.eu-west-1.amazonaws.com/", b'{"Name": "/erlang-ec2/c1/tls/csr/x"}',
+     {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "AmazonSSM.GetParameter"}, "tok/en+="),
+    ("ec2", "https://ec2.eu-west-1.amazonaws.com/", b"Action=DescribeInstances&Version=2016-11-15&InstanceId.1=i-1",
+     {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}, None),
+    ("ssm", "http://127.0.0.1:5000/", b"{}", {"X-Amz-Target": "AmazonSSM.PutParameter"}, None),
+])
+def test_sigv4_matches_botocore(tj, service, url, body, headers, token):
+    botocore = pytest.importorskip("botocore")
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from unittest import mock
+    when = datetime.datetime(2026, 11, 30, 21, 0, 5)
+    amz_date = when.strftime("%Y%m%dT%H%M%SZ")
+    req = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=when):
+        SigV4Auth(creds, service, "eu-west-1").add_auth(req)
+    assert req.headers["X-Amz-Date"] == amz_date, botocore.__version__
+    ours = tj.sigv4_headers("POST", url, body, {"access_key": "AKIDEXAMPLE",
+                                                "secret_key": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                                                "token": token},
+                            "eu-west-1", service, amz_date, headers)
+    assert ours["authorization"] == req.headers["Authorization"]
+
+
+def test_sigv4_changes_with_every_input(tj):
+    creds = {"access_key": "A", "secret_key": "S", "token": None}
+    base = tj.sigv4_headers("POST", "https://h/", b"x", creds, "r", "ssm", "20261130T000000Z")["authorization"]
+    assert tj.sigv4_headers("POST", "https://h/", b"y", creds, "r", "ssm", "20261130T000000Z")["authorization"] != base
+    assert tj.sigv4_headers("POST", "https://h/", b"x", dict(creds, secret_key="T"), "r", "ssm",
+                            "20261130T000000Z")["authorization"] != base
+    assert tj.sigv4_headers("POST", "https://h/", b"x", creds, "r2", "ssm", "20261130T000000Z")["authorization"] != base
