@@ -15,7 +15,6 @@ import argparse
 import datetime
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import re
@@ -247,3 +246,492 @@ def cert_acceptable(cert, own_pubkey_pem, ip):
     if not cert.get("chain_ok"):
         return False, "it does not chain to the cluster CA"
     return True, ""
+
+
+# ------------------------------------------------------------------ logging
+
+def log(priority, msg):
+    """One journal line (sd-daemon priority prefix), never a key."""
+    sys.stderr.write("<%d>%s: %s\n" % (priority, PROG, " ".join(str(msg).split())))
+    sys.stderr.flush()
+
+
+# ------------------------------------------------------------------ IMDSv2 and credentials
+
+class Imds:
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+        self.token = None
+
+    def _token(self):
+        if self.token is None:
+            req = urllib.request.Request(self.url + "/latest/api/token", method="PUT",
+                                         headers={"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
+            with urllib.request.urlopen(req, timeout=3) as resp:
+                self.token = resp.read().decode()
+        return self.token
+
+    def get(self, path):
+        """The text at path, or None on 404."""
+        for _ in range(2):
+            req = urllib.request.Request(self.url + path, headers={"X-aws-ec2-metadata-token": self._token()})
+            try:
+                with urllib.request.urlopen(req, timeout=3) as resp:
+                    return resp.read().decode()
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return None
+                if exc.code != 401:
+                    raise Failure("IMDS answered %d for %s" % (exc.code, path))
+                self.token = None
+        raise Failure("IMDS refused the token twice for %s" % path)
+
+
+class Credentials:
+    """The environment's AWS credentials, else the instance role's (IMDSv2), refreshed before they end."""
+
+    def __init__(self, imds):
+        self.imds = imds
+        self.cached = None
+        self.expires = 0
+
+    def get(self):
+        if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+            return {"access_key": os.environ["AWS_ACCESS_KEY_ID"], "secret_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+                    "token": os.environ.get("AWS_SESSION_TOKEN") or None}
+        if self.cached is None or time.time() > self.expires - 300:
+            base = "/latest/meta-data/iam/security-credentials/"
+            roles = (self.imds.get(base) or "").split()
+            if not roles:
+                raise Failure("this instance has no instance role (IMDS %s is empty): launch it with the instance "
+                              "profile whose role may use SSM and EC2 as docs/tls.md says" % base)
+            doc = json.loads(self.imds.get(base + roles[0]) or "{}")
+            self.cached = {"access_key": doc["AccessKeyId"], "secret_key": doc["SecretAccessKey"],
+                           "token": doc.get("Token")}
+            exp = doc.get("Expiration")
+            self.expires = (datetime.datetime.strptime(exp, "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=datetime.timezone.utc).timestamp() if exp else time.time() + 3600)
+        return self.cached
+
+
+# ------------------------------------------------------------------ AWS (SigV4, SSM JSON and EC2 Query)
+
+class AwsError(Exception):
+    def __init__(self, code, message):
+        super().__init__("%s: %s" % (code, message))
+        self.code = code
+
+
+class Aws:
+    def __init__(self, region, endpoint_url, creds):
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.creds = creds
+
+    def _url(self, service):
+        return self.endpoint_url or "https://%s.%s.amazonaws.com/" % (service, self.region)
+
+    def _post(self, service, body, headers):
+        url = self._url(service)
+        amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        signed = sigv4_headers("POST", url, body, self.creds.get(), self.region, service, amz_date, headers)
+        signed.pop("host", None)
+        req = urllib.request.Request(url, data=body, method="POST", headers=signed)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError) as exc:
+            raise AwsError("Unreachable", "%s: %s" % (url, getattr(exc, "reason", exc)))
+
+    def ssm(self, action, payload):
+        out = self._post("ssm", json.dumps(payload).encode(), {
+            "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "AmazonSSM." + action})
+        if isinstance(out, tuple):
+            try:
+                err = json.loads(out[1])
+            except ValueError:
+                err = {}
+            code = (err.get("__type") or "HTTP%d" % out[0]).split("#")[-1]
+            raise AwsError(code, err.get("message") or err.get("Message") or out[1][:200])
+        return json.loads(out or "{}")
+
+    def ec2(self, params):
+        body = urllib.parse.urlencode(dict(params, Version="2016-11-15")).encode()
+        out = self._post("ec2", body, {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+        if isinstance(out, tuple):
+            raise AwsError(ec2_error_code(out[1]) or "HTTP%d" % out[0], out[1][:200])
+        return out
+
+    def get_parameter(self, name):
+        """The value, or None when the parameter does not exist."""
+        try:
+            return self.ssm("GetParameter", {"Name": name})["Parameter"]["Value"]
+        except AwsError as exc:
+            if exc.code == "ParameterNotFound":
+                return None
+            raise
+
+    def put_parameter(self, name, value):
+        self.ssm("PutParameter", {"Name": name, "Value": value, "Type": "String", "Overwrite": True})
+
+    def delete_parameter(self, name):
+        try:
+            self.ssm("DeleteParameter", {"Name": name})
+        except AwsError as exc:
+            if exc.code != "ParameterNotFound":
+                raise
+
+    def parameters_under(self, path):
+        """[{Name, LastModifiedUser, LastModifiedDate}] one level under path."""
+        out, token = [], None
+        while True:
+            payload = {"ParameterFilters": [{"Key": "Path", "Option": "OneLevel", "Values": [path]}], "MaxResults": 50}
+            if token:
+                payload["NextToken"] = token
+            page = self.ssm("DescribeParameters", payload)
+            out.extend(page.get("Parameters") or [])
+            token = page.get("NextToken")
+            if not token:
+                return out
+
+    def instances(self, instance_ids):
+        """{instance id: DescribeInstances dict} of those EC2 knows (a filter: unknown ids are simply absent)."""
+        if not instance_ids:
+            return {}
+        params = {"Filter.1.Name": "instance-id"}
+        for n, iid in enumerate(sorted(instance_ids), 1):
+            params["Filter.1.Value.%d" % n] = iid
+        return {i["InstanceId"]: i for i in parse_describe_instances(self.ec2(dict(params, Action="DescribeInstances")))}
+
+
+# ------------------------------------------------------------------ openssl
+
+def openssl(args, data=None):
+    """openssl's stdout; a non-zero exit raises Failure with its stderr (never a key: keys are files)."""
+    proc = subprocess.run(["openssl"] + args, input=data.encode() if data is not None else None,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    if proc.returncode != 0:
+        raise Failure("openssl %s failed: %s" % (args[0], proc.stderr.decode(errors="replace").strip()[:300]))
+    return proc.stdout.decode()
+
+
+def split_pem(text):
+    return re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?", text or "", re.S)
+
+
+def csr_facts(csr_pem):
+    """openssl's view of a CSR, for decide(): verified, subject (RFC 2253), key."""
+    try:
+        openssl(["req", "-noout", "-verify"], csr_pem)
+        subject = openssl(["req", "-noout", "-subject", "-nameopt", "RFC2253"], csr_pem).strip()
+        text = openssl(["req", "-noout", "-text"], csr_pem)
+    except Failure:
+        return {"verified": False, "subject": None, "key": None}
+    if "id-ecPublicKey" in text and re.search(r"ASN1 OID: prime256v1", text):
+        key = "ec-prime256v1"
+    else:
+        m = re.search(r"Public Key Algorithm: (\S+)", text)
+        key = m.group(1) if m else "unknown"
+    return {"verified": True, "subject": subject, "key": key}
+
+
+def cert_facts(chain_pem, ca_file):
+    """The leaf's public key and SAN, and whether leaf + the rest chain to ca_file."""
+    certs = split_pem(chain_pem)
+    if not certs:
+        return {"pubkey": "", "san": [], "chain_ok": False}
+    leaf = certs[0]
+    pubkey = openssl(["x509", "-noout", "-pubkey"], leaf)
+    ext = openssl(["x509", "-noout", "-ext", "subjectAltName"], leaf)
+    san = [s.strip().replace("IP Address:", "IP:") for s in ext.split("\n", 1)[-1].split(",") if s.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        untrusted = os.path.join(tmp, "chain.pem")
+        with open(untrusted, "w") as f:
+            f.write("".join(certs[1:]) or leaf)
+        proc = subprocess.run(["openssl", "verify", "-CAfile", ca_file, "-untrusted", untrusted, "-purpose", "sslclient"],
+                              input=leaf.encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    return {"pubkey": pubkey, "san": san, "chain_ok": proc.returncode == 0}
+
+
+def write_file(path, data, mode, owner=None, group=None):
+    """Written beside path, mode set before the content, then renamed into place."""
+    d = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tls-join-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+        chown(tmp, owner, group)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def chown(path, owner, group):
+    if owner or group:
+        import grp
+        import pwd
+        os.chown(path, pwd.getpwnam(owner).pw_uid if owner else -1, grp.getgrnam(group).gr_gid if group else -1)
+
+
+def generate_key(path, owner, group):
+    """EC P-256 key in path, 0400 from its first byte (umask), owned by owner; never on a command line."""
+    d = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tls-join-key-")
+    os.close(fd)
+    try:
+        old = os.umask(0o077)
+        try:
+            openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", tmp])
+        finally:
+            os.umask(old)
+        chown(tmp, owner, group)
+        os.chmod(tmp, 0o400)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ------------------------------------------------------------------ the issuer (boot servers)
+
+def issuer_days(issuer_cert_file, days):
+    """The leaf's lifetime: days, cut to the whole days the intermediate has left (never past its end)."""
+    end = openssl(["x509", "-noout", "-enddate", "-in", issuer_cert_file]).strip().split("=", 1)[1]
+    end_ts = datetime.datetime.strptime(end, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.timezone.utc).timestamp()
+    left = int((end_ts - time.time()) // 86400)
+    if left < 1:
+        raise Failure("the intermediate %s ends within a day (%s): run the boot_server role to renew it" % (
+            issuer_cert_file, end))
+    return min(days, left)
+
+
+def sign(csr_pem, ip, args):
+    """leaf + intermediate (PEM); the extensions are the issuer's, the subject was checked by decide()."""
+    days = issuer_days(args.issuer_cert, args.days)
+    with tempfile.TemporaryDirectory() as tmp:
+        ext, csr = os.path.join(tmp, "leaf.ext"), os.path.join(tmp, "req.csr")
+        with open(ext, "w") as f:
+            f.write(extensions_text(ip))
+        with open(csr, "w") as f:
+            f.write(csr_pem)
+        leaf = openssl(["x509", "-req", "-in", csr, "-CA", args.issuer_cert, "-CAkey", args.issuer_key,
+                        "-set_serial", "0x" + secrets.token_hex(16), "-days", str(days), "-sha256",
+                        "-extfile", ext, "-extensions", "leaf"])
+    with open(args.issuer_cert) as f:
+        intermediate = split_pem(f.read())[0]
+    return leaf.strip() + "\n" + intermediate
+
+
+def age_of(param, now):
+    when = param.get("LastModifiedDate")
+    try:
+        return max(0.0, now - float(when))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def issue_once(aws, args, now=None):
+    """One round over the CSRs in SSM: {instance id: (decision, detail)}."""
+    now = time.time() if now is None else now
+    base = ssm_path(args.prefix, args.cluster, "csr")
+    params = {p["Name"]: p for p in aws.parameters_under(base)}
+    ids = {}
+    for name in sorted(params):
+        iid = instance_id_of(name, args.prefix, args.cluster, "csr")
+        if iid is None:
+            log(4, "ignoring %s: not <csr path>/<instance id>" % name)
+        else:
+            ids[iid] = name
+    known = aws.instances(set(ids))
+    results = {}
+    for iid, name in sorted(ids.items()):
+        csr_pem = aws.get_parameter(name)
+        if csr_pem is None:
+            continue  # deleted meanwhile (another boot server decided)
+        decision, detail = decide(csr_facts(csr_pem), known.get(iid), args.cluster, iid,
+                                  age_of(params[name], now), params[name].get("LastModifiedUser"), args.check_writer)
+        results[iid] = (decision, detail)
+        if decision == ISSUE:
+            aws.put_parameter(ssm_path(args.prefix, args.cluster, "cert", iid), sign(csr_pem, detail["ip"], args))
+            aws.delete_parameter(name)
+            log(6, "issued a certificate to %s (%s@%s)" % (iid, detail["name"], detail["ip"]))
+        elif decision == REFUSE:
+            aws.put_parameter(ssm_path(args.prefix, args.cluster, "refused", iid), refusal_text(csr_pem, detail))
+            aws.delete_parameter(name)
+            log(4, "refused %s: %s" % (iid, detail))
+        else:
+            log(6, "waiting on %s: %s" % (iid, detail))
+    return results
+
+
+def cmd_issue(args):
+    aws = Aws(args.region or region_from(Imds(args.imds_url)), args.endpoint_url, Credentials(Imds(args.imds_url)))
+    for path in (args.issuer_cert, args.issuer_key):
+        if not os.access(path, os.R_OK):
+            raise Failure("cannot read %s (the boot_server role installs the intermediate with tls self-join)" % path)
+    end = time.time() + args.loop
+    while True:
+        try:
+            issue_once(aws, args)
+        except AwsError as exc:
+            raise Failure("SSM/EC2: %s" % exc)
+        if time.time() + args.interval > end:
+            return 0
+        time.sleep(args.interval)
+
+
+def region_from(imds):
+    region = imds.get("/latest/meta-data/placement/region")
+    if not region:
+        raise Failure("no region: give --region or AWS_REGION (IMDS has no placement/region)")
+    return region.strip()
+
+
+# ------------------------------------------------------------------ the worker's request
+
+def user_data_settings(text):
+    """KEY=value lines of erlang-ec2 user data (the bootstrap checks the rest of it)."""
+    lines = (text or "").splitlines()
+    if not lines or lines[0].strip() != "# erlang-ec2 user-data v1":
+        raise Failure("the user data is not erlang-ec2 user data: refusing to ask for a certificate")
+    return dict(line.strip().split("=", 1) for line in lines[1:] if "=" in line and not line.strip().startswith("#"))
+
+
+def identity(args, imds):
+    """(cluster, node name, instance id, ip, region) from the options, else from IMDS and the user data."""
+    settings = {}
+    if not (args.cluster and args.node_name):
+        settings = user_data_settings(imds.get("/latest/user-data"))
+    cluster = args.cluster or settings.get("ERLANG_CLUSTER")
+    name = args.node_name or settings.get("ERLANG_NODE_NAME")
+    iid = args.instance_id or (imds.get("/latest/meta-data/instance-id") or "").strip()
+    ip = args.ip or (imds.get("/latest/meta-data/local-ipv4") or "").strip()
+    region = args.region or region_from(imds)
+    ssm_path(args.prefix, cluster or "", "csr", iid)  # checks cluster and instance id
+    if not NODE_NAME_RE.match(name or "") or not IPV4_RE.match(ip):
+        raise Failure("node name %r / address %r are not a node name and an IPv4 address" % (name, ip))
+    return cluster, name, iid, ip, region
+
+
+def current_ok(args, ip):
+    """True when node.key and node.pem are a pair for ip that lasts more than --renew-before seconds."""
+    key, pem = os.path.join(args.tls_dir, "node.key"), os.path.join(args.tls_dir, "node.pem")
+    if not (os.path.exists(key) and os.path.exists(pem)):
+        return False
+    with open(pem) as f:
+        chain = f.read()
+    ok, _ = cert_acceptable(cert_facts(chain, args.ca_file), openssl(["pkey", "-in", key, "-pubout"]), ip)
+    if not ok:
+        return False
+    proc = subprocess.run(["openssl", "x509", "-noout", "-checkend", str(args.renew_before)],
+                          input=split_pem(chain)[0].encode(), stdout=subprocess.PIPE, check=False)
+    return proc.returncode == 0
+
+
+def wait_for_cert(aws, args, paths, csr_pem, pubkey, ip):
+    """The chain once the issuer wrote an acceptable one; Failure on refusal or at the deadline."""
+    deadline = time.time() + args.deadline
+    last_put = time.time()
+    while True:
+        refusal = aws.get_parameter(paths["refused"])
+        reason = refusal_for(refusal, csr_pem) if refusal else None
+        if reason is not None:
+            raise Failure("the issuer refused this instance's certificate: %s" % reason)
+        chain = aws.get_parameter(paths["cert"])
+        if chain:
+            ok, why = cert_acceptable(cert_facts(chain, args.ca_file), pubkey, ip)
+            if ok:
+                return chain
+            log(6, "the certificate in %s is not for this request yet: %s" % (paths["cert"], why))
+        if time.time() > deadline:
+            raise Failure("no certificate in %s within %d s: is the issuer running on the boot servers? "
+                          "(systemctl status erlang-ec2-tls-issuer.timer; journalctl -u erlang-ec2-tls-issuer)"
+                          % (paths["cert"], args.deadline))
+        if time.time() - last_put > 30 and aws.get_parameter(paths["csr"]) is None:
+            aws.put_parameter(paths["csr"], csr_pem)  # lost (e.g. deleted in a race): ask again
+            last_put = time.time()
+        time.sleep(args.interval)
+
+
+def cmd_request(args):
+    imds = Imds(args.imds_url)
+    cluster, name, iid, ip, region = identity(args, imds)
+    if current_ok(args, ip):
+        log(6, "node.key and node.pem are valid for %s beyond %d s: nothing to ask" % (ip, args.renew_before))
+        return 0
+    aws = Aws(region, args.endpoint_url, Credentials(imds))
+    paths = {k: ssm_path(args.prefix, cluster, k, iid) for k in KINDS}
+    new_key = os.path.join(args.tls_dir, "node.key.new")
+    generate_key(new_key, args.owner, args.group)
+    csr_pem = openssl(["req", "-new", "-key", new_key, "-subj", "/CN=%s@%s" % (name, ip), "-sha256"])
+    pubkey = openssl(["pkey", "-in", new_key, "-pubout"])
+    try:
+        aws.put_parameter(paths["csr"], csr_pem)
+        log(6, "asked for a certificate for %s@%s in %s" % (name, ip, paths["csr"]))
+        chain = wait_for_cert(aws, args, paths, csr_pem, pubkey, ip)
+    except AwsError as exc:
+        os.unlink(new_key)
+        raise Failure("SSM: %s" % exc)
+    except BaseException:
+        os.unlink(new_key)  # a key no certificate will ever match
+        raise
+    # The certificate first, then the key: the pair is complete once both are renamed in place.
+    write_file(os.path.join(args.tls_dir, "node.pem"), chain, 0o444, None, args.group)
+    os.replace(new_key, os.path.join(args.tls_dir, "node.key"))
+    log(6, "certificate for %s@%s installed in %s" % (name, ip, args.tls_dir))
+    return 0
+
+
+# ------------------------------------------------------------------ command line
+
+def parser():
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prefix", default="/erlang-ec2", help="SSM prefix (default /erlang-ec2)")
+    p.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    p.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"), help="SSM and EC2 endpoint")
+    p.add_argument("--imds-url", default="http://169.254.169.254")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("request", help="worker: key, CSR, wait for the certificate")
+    r.add_argument("--cluster", help="default: the user data's ERLANG_CLUSTER")
+    r.add_argument("--tls-dir", required=True)
+    r.add_argument("--ca-file", required=True, help="the cluster CA (the certificate must chain to it)")
+    r.add_argument("--node-name", help="default: the user data's ERLANG_NODE_NAME")
+    r.add_argument("--instance-id", help="default: IMDS")
+    r.add_argument("--ip", help="default: IMDS local-ipv4")
+    r.add_argument("--owner", help="owner of node.key (the service user)")
+    r.add_argument("--group", help="group of node.key and node.pem")
+    r.add_argument("--deadline", type=int, default=300, help="seconds to wait for the certificate")
+    r.add_argument("--renew-before", type=int, default=172800, help="keep a certificate valid beyond this (s)")
+    i = sub.add_parser("issue", help="boot server: decide every CSR in SSM")
+    i.add_argument("--cluster", dest="cluster", required=True)
+    i.add_argument("--issuer-cert", required=True)
+    i.add_argument("--issuer-key", required=True)
+    i.add_argument("--days", type=int, default=7)
+    i.add_argument("--loop", type=float, default=0, help="keep deciding for this many seconds (0: one round)")
+    i.add_argument("--no-check-writer", dest="check_writer", action="store_false",
+                   help="issue even when SSM does not say which instance wrote the CSR (moto, localcloud)")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "issue":
+            ssm_path(args.prefix, args.cluster, "csr")
+            return cmd_issue(args)
+        return cmd_request(args)
+    except (Failure, ValueError) as exc:
+        log(3, "FAILED: %s" % exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

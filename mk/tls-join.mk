@@ -1,0 +1,9 @@
+# TLS for self-joined workers (issue 14, docs/tls.md design B): the worker's request and the boot servers' issuer
+# against a moto SSM + EC2 server on loopback, real openssl and erl nodes. No localcloud.
+TEST_TARGETS += test-tls-join
+
+.PHONY: test-tls-join
+
+test-tls-join: bootstrap ## TLS self-join: key + CSR in SSM, issuer checks EC2 and signs or refuses, the chain in inet_tls_dist (moto on loopback)
+	PYTHONPATH=$(COLLECTIONS) $(PYTHON) -m pytest -q -p no:cacheprovider tests/unit/tls_join
+	$(PYTHON) -m pytest -v -p no:cacheprovider -p no:xdist tests/integration/tls_join
