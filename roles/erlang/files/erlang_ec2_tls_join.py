@@ -639,6 +639,7 @@ def wait_for_cert(aws, args, paths, csr_pem, pubkey, ip):
     """The chain once the issuer wrote an acceptable one; Failure on refusal or at the deadline."""
     deadline = time.time() + args.deadline
     last_put = time.time()
+    said = None
     while True:
         refusal = aws.get_parameter(paths["refused"])
         reason = refusal_for(refusal, csr_pem) if refusal else None
@@ -649,7 +650,9 @@ def wait_for_cert(aws, args, paths, csr_pem, pubkey, ip):
             ok, why = cert_acceptable(cert_facts(chain, args.ca_file), pubkey, ip)
             if ok:
                 return chain
-            log(6, "the certificate in %s is not for this request yet: %s" % (paths["cert"], why))
+            if why != said:  # once per reason, not once per poll
+                log(6, "the certificate in %s is not for this request yet: %s" % (paths["cert"], why))
+                said = why
         if time.time() > deadline:
             raise Failure("no certificate in %s within %d s: is the issuer running on the boot servers? "
                           "(systemctl status erlang-ec2-tls-issuer.timer; journalctl -u erlang-ec2-tls-issuer)"

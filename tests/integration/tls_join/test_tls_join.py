@@ -13,7 +13,6 @@ import sys
 import tempfile
 import time
 
-import boto3
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -21,11 +20,10 @@ SCRIPT = os.path.join(ROOT, "roles", "erlang", "files", "erlang_ec2_tls_join.py"
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import local_erl  # noqa: E402
-from aws_endpoint import FAKE_CREDENTIALS  # noqa: E402
 
-REGION = "eu-west-1"
-CLUSTER = "tj1"
-PREFIX = "/erlang-ec2"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from tls_join_env import CLUSTER, PREFIX, REGION  # noqa: E402
 
 
 def openssl(*args, cwd):
@@ -70,37 +68,6 @@ def pki():
     os.chmod(os.path.join(d, "issuer.key"), 0o400)
     yield d
     shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def aws(clean_aws):
-    env = dict(FAKE_CREDENTIALS, AWS_DEFAULT_REGION=REGION)
-    session = boto3.session.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                                    aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                                    aws_session_token=env["AWS_SESSION_TOKEN"], region_name=REGION)
-    ec2 = session.client("ec2", endpoint_url=clean_aws.url)
-    ssm = session.client("ssm", endpoint_url=clean_aws.url)
-    vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="127.0.0.0/24")["Subnet"]["SubnetId"]
-    image = ec2.describe_images()["Images"][0]["ImageId"]
-
-    def launch(cluster=CLUSTER, role="worker", ip=None):
-        kwargs = dict(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet, TagSpecifications=[{
-            "ResourceType": "instance", "Tags": [{"Key": "erlang-cluster", "Value": cluster},
-                                                 {"Key": "erlang-role", "Value": role}]}])
-        if ip:
-            kwargs["PrivateIpAddress"] = ip
-        inst = ec2.run_instances(**kwargs)["Instances"][0]
-        return inst["InstanceId"], inst["PrivateIpAddress"]
-
-    class Aws:
-        pass
-
-    a = Aws()
-    a.url, a.ec2, a.ssm, a.launch = clean_aws.url, ec2, ssm, launch
-    a.env = dict(os.environ, **env)
-    a.env.pop("AWS_CONFIG_FILE", None)
-    return a
 
 
 def script(aws, *args):
