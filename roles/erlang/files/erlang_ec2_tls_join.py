@@ -635,17 +635,39 @@ def current_ok(args, ip):
     return proc.returncode == 0
 
 
+TRANSIENT = ("Unreachable", "ThrottlingException", "Throttling", "RequestLimitExceeded", "InternalServerError")
+
+
+def transient(exc):
+    return exc.code in TRANSIENT or exc.code.startswith("HTTP5")
+
+
+def until(deadline, interval, call):
+    """call() again after a transient AWS error (network, throttling, 5xx) until the deadline."""
+    said = None
+    while True:
+        try:
+            return call()
+        except AwsError as exc:
+            if not transient(exc) or time.time() > deadline:
+                raise
+            if str(exc) != said:
+                log(4, "AWS: %s; retrying" % exc)
+                said = str(exc)
+            time.sleep(interval)
+
+
 def wait_for_cert(aws, args, paths, csr_pem, pubkey, ip):
     """The chain once the issuer wrote an acceptable one; Failure on refusal or at the deadline."""
     deadline = time.time() + args.deadline
     last_put = time.time()
     said = None
     while True:
-        refusal = aws.get_parameter(paths["refused"])
+        refusal = until(deadline, args.interval, lambda: aws.get_parameter(paths["refused"]))
         reason = refusal_for(refusal, csr_pem) if refusal else None
         if reason is not None:
             raise Failure("the issuer refused this instance's certificate: %s" % reason)
-        chain = aws.get_parameter(paths["cert"])
+        chain = until(deadline, args.interval, lambda: aws.get_parameter(paths["cert"]))
         if chain:
             ok, why = cert_acceptable(cert_facts(chain, args.ca_file), pubkey, ip)
             if ok:
@@ -676,7 +698,7 @@ def cmd_request(args):
     csr_pem = openssl(["req", "-new", "-key", new_key, "-subj", "/CN=%s@%s" % (name, ip), "-sha256"])
     pubkey = openssl(["pkey", "-in", new_key, "-pubout"])
     try:
-        aws.put_parameter(paths["csr"], csr_pem)
+        until(time.time() + args.deadline, args.interval, lambda: aws.put_parameter(paths["csr"], csr_pem))
         log(6, "asked for a certificate for %s@%s in %s" % (name, ip, paths["csr"]))
         chain = wait_for_cert(aws, args, paths, csr_pem, pubkey, ip)
     except AwsError as exc:

@@ -228,3 +228,29 @@ def test_sigv4_changes_with_every_input(tj):
     assert tj.sigv4_headers("POST", "https://h/", b"x", dict(creds, secret_key="T"), "r", "ssm",
                             "20261130T000000Z")["authorization"] != base
     assert tj.sigv4_headers("POST", "https://h/", b"x", creds, "r2", "ssm", "20261130T000000Z")["authorization"] != base
+
+
+# ------------------------------------------------------------ transient AWS errors
+
+def test_until_retries_transient_errors_only(tj):
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise tj.AwsError("ThrottlingException", "slow down")
+        return "ok"
+
+    assert tj.until(float("inf"), 0, flaky) == "ok" and len(calls) == 3
+
+    def denied():
+        raise tj.AwsError("AccessDeniedException", "no")
+
+    with pytest.raises(tj.AwsError, match="AccessDenied"):
+        tj.until(float("inf"), 0, denied)
+
+    def down():
+        raise tj.AwsError("Unreachable", "http://x: refused")
+
+    with pytest.raises(tj.AwsError, match="Unreachable"):
+        tj.until(0, 0, down)  # past the deadline: the error, not a hang
