@@ -158,7 +158,7 @@ def csr_digest(csr_pem):
 
 def refusal_for(text, csr_pem):
     """The reason when a refusal parameter concerns this CSR, else None (a refusal of an earlier one)."""
-    digest, _, reason = (text or "").partition(" ")
+    digest, dummy, reason = (text or "").partition(" ")
     return reason if digest == "sha256=" + csr_digest(csr_pem) else None
 
 
@@ -273,7 +273,7 @@ class Imds:
 
     def get(self, path):
         """The text at path, or None on 404."""
-        for _ in range(2):
+        for dummy in range(2):
             req = urllib.request.Request(self.url + path, headers={"X-aws-ec2-metadata-token": self._token()})
             try:
                 with urllib.request.urlopen(req, timeout=3) as resp:
@@ -627,7 +627,7 @@ def current_ok(args, ip):
         return False
     with open(pem) as f:
         chain = f.read()
-    ok, _ = cert_acceptable(cert_facts(chain, args.ca_file), openssl(["pkey", "-in", key, "-pubout"]), ip)
+    ok, dummy = cert_acceptable(cert_facts(chain, args.ca_file), openssl(["pkey", "-in", key, "-pubout"]), ip)
     if not ok:
         return False
     proc = subprocess.run(["openssl", "x509", "-noout", "-checkend", str(args.renew_before)],

@@ -86,7 +86,7 @@ def request(aws, pki, tls_dir, iid, ip, deadline=20, name="worker"):
 def issue(aws, pki, *extra, loop=0):
     return subprocess.run(script(aws, "issue", "--cluster", CLUSTER, "--issuer-cert", os.path.join(pki, "issuer.pem"),
                                  "--issuer-key", os.path.join(pki, "issuer.key"), "--loop", str(loop)) + list(extra),
-                          env=aws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+                          env=aws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
 
 
 def wait_for_parameter(aws, name, seconds=15):
@@ -146,7 +146,7 @@ def test_a_worker_gets_a_certificate_for_its_ec2_address(aws, pki, tmp_path):
     subprocess.run(["openssl", "verify", "-CAfile", os.path.join(pki, "root.pem"), "-untrusted", inter],
                    input=certs[0], text=True, check=True, stdout=subprocess.PIPE)
     assert subprocess.run(["openssl", "verify", "-CAfile", os.path.join(pki, "otherroot.pem"), "-untrusted", inter],
-                          input=certs[0], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE).returncode != 0
+                          input=certs[0], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False).returncode != 0
     # The key is the worker's: the certificate's public key is the one of node.key.
     assert text("x509", "-noout", "-pubkey", data=certs[0]) == text("pkey", "-in", key, "-pubout")
     # The CSR was consumed; no SSM parameter holds the key; the key is in no output.
@@ -160,7 +160,7 @@ def test_a_worker_gets_a_certificate_for_its_ec2_address(aws, pki, tmp_path):
 
     # A second run keeps the pair (valid for this address beyond the renewal window): no new request.
     again = request(aws, pki, tls_dir, iid, ip, deadline=3)
-    _, err2 = again.communicate(timeout=30)
+    dummy, err2 = again.communicate(timeout=30)
     assert again.returncode == 0 and "nothing to ask" in err2, err2
     with pytest.raises(aws.ssm.exceptions.ParameterNotFound):
         aws.ssm.get_parameter(Name=path("csr", iid))
@@ -176,7 +176,7 @@ def test_the_issuer_refuses_and_the_worker_fails_with_the_reason(aws, pki, tmp_p
     extra = [] if case == "writer unknown" else ["--no-check-writer"]
     result = issue(aws, pki, *extra)
     assert result.returncode == 0, result.stderr
-    _, err = worker.communicate(timeout=30)
+    dummy, err = worker.communicate(timeout=30)
     assert worker.returncode == 1
     expected = {"other cluster": "erlang-cluster='tj2', not 'tj1'",
                 "boot server role": "erlang-role='boot_server'",
@@ -198,7 +198,7 @@ def test_an_unknown_young_instance_waits_and_a_missing_issuer_fails_the_worker_i
     result = issue(aws, pki, "--no-check-writer")
     assert "waiting on %s: EC2 does not know %s yet" % (iid, iid) in result.stderr
     assert aws.ssm.get_parameter(Name=path("csr", iid))  # left for a later round
-    _, err = worker.communicate(timeout=30)
+    dummy, err = worker.communicate(timeout=30)
     elapsed = time.monotonic() - started
     assert worker.returncode == 1
     assert "no certificate in %s within 4 s: is the issuer running" % path("cert", iid) in err
@@ -209,7 +209,7 @@ def test_bad_input_changes_nothing(aws, pki, tmp_path):
     proc = subprocess.run(script(aws, "request", "--cluster", "Bad/Name", "--tls-dir", str(tmp_path), "--ca-file",
                                  os.path.join(pki, "root.pem"), "--node-name", "worker", "--instance-id",
                                  "i-0123456789abcdef0", "--ip", "127.0.0.5"),
-                          env=aws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+                          env=aws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30, check=False)
     assert proc.returncode == 1 and "cluster name 'Bad/Name' does not match" in proc.stderr
     assert os.listdir(str(tmp_path)) == []
     assert aws.ssm.describe_parameters()["Parameters"] == []
@@ -232,7 +232,7 @@ def ping(home, name, conf, target):
                            "-ssl_dist_optfile", conf, "-eval",
                            "io:format(\"~s~n\", [net_adm:ping('%s')]), halt()." % target],
                           env=dict(os.environ, HOME=home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
     return "pong" in proc.stdout.split()
 
 
@@ -240,7 +240,7 @@ def test_the_issued_certificate_works_in_tls_distribution(aws, pki, tmp_path):
     """A self-joined worker's chain (leaf + intermediate) and a boot server's root-signed certificate, both ways;
     a worker holding another root's intermediate chain is refused."""
     base = str(tmp_path)
-    _, home, _ = local_erl.private_cookie_home(base)
+    dummy, home, dummy = local_erl.private_cookie_home(base)
     iid, ip = aws.launch(ip="127.0.0.1")
     wdir = os.path.join(base, "w")
     worker = request(aws, pki, wdir, iid, ip, name="tjworker")
