@@ -739,7 +739,7 @@ def parser():
     i.add_argument("--cluster", dest="cluster", required=True)
     i.add_argument("--issuer-cert", required=True)
     i.add_argument("--issuer-key", required=True)
-    i.add_argument("--days", type=int, default=7)
+    i.add_argument("--days", type=int, default=7, help="certificate lifetime (never past the issuer's end)")
     i.add_argument("--loop", type=float, default=0, help="keep deciding for this many seconds (0: one round)")
     i.add_argument("--no-check-writer", dest="check_writer", action="store_false",
                    help="issue even when SSM does not say which instance wrote the CSR (moto, localcloud)")

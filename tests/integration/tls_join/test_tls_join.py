@@ -272,3 +272,28 @@ def test_the_issued_certificate_works_in_tls_distribution(aws, pki, tmp_path):
         for p in procs:
             p.send_signal(signal.SIGKILL)
             p.wait(10)
+
+
+def test_renewal_makes_a_new_key_when_the_certificate_ends_within_the_window(aws, pki, tmp_path):
+    """`request --renew-before` (what a renewal timer would run): a 1-day certificate is renewed with a 2-day
+    window, with a new key; the old pair stays in place until the new one is complete."""
+    iid, ip = aws.launch()
+    tls_dir = str(tmp_path / "w")
+    first = request(aws, pki, tls_dir, iid, ip)
+    wait_for_parameter(aws, path("csr", iid))
+    assert issue(aws, pki, "--no-check-writer", "--days", "1").returncode == 0
+    assert first.wait(30) == 0, first.stderr.read()
+    old_key = text("pkey", "-in", os.path.join(tls_dir, "node.key"), "-pubout")
+    renew = request(aws, pki, tls_dir, iid, ip)  # default window: 2 days > 1 day left
+    wait_for_parameter(aws, path("csr", iid))
+    # While the new certificate is pending, the running node's pair is untouched.
+    assert text("pkey", "-in", os.path.join(tls_dir, "node.key"), "-pubout") == old_key
+    assert issue(aws, pki, "--no-check-writer").returncode == 0
+    dummy, err = renew.communicate(timeout=30)
+    assert renew.returncode == 0, err
+    new_key = text("pkey", "-in", os.path.join(tls_dir, "node.key"), "-pubout")
+    assert new_key != old_key
+    with open(os.path.join(tls_dir, "node.pem")) as f:
+        leaf = f.read()
+    assert text("x509", "-noout", "-pubkey", data=leaf) == new_key
+    assert sorted(os.listdir(tls_dir)) == ["node.key", "node.pem"]
