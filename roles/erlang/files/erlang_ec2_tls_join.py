@@ -605,10 +605,13 @@ def user_data_settings(text):
 
 
 def identity(args, imds):
-    """(cluster, node name, instance id, ip, region) from the options, else from IMDS and the user data."""
+    """(cluster, node name, instance id, ip, region) from the options, else from IMDS and the user data;
+    None when the user data names another role than worker."""
     settings = {}
     if not (args.cluster and args.node_name):
         settings = user_data_settings(imds.get("/latest/user-data"))
+        if settings.get("ERLANG_ROLE") != ROLE_WORKER:
+            return None  # as the bootstrap: self-join is for workers
     cluster = args.cluster or settings.get("ERLANG_CLUSTER")
     name = args.node_name or settings.get("ERLANG_NODE_NAME")
     iid = args.instance_id or (imds.get("/latest/meta-data/instance-id") or "").strip()
@@ -687,7 +690,11 @@ def wait_for_cert(aws, args, paths, csr_pem, pubkey, ip):
 
 def cmd_request(args):
     imds = Imds(args.imds_url)
-    cluster, name, iid, ip, region = identity(args, imds)
+    who = identity(args, imds)
+    if who is None:
+        log(6, "the user data names no worker: nothing to ask")
+        return 0
+    cluster, name, iid, ip, region = who
     if current_ok(args, ip):
         log(6, "node.key and node.pem are valid for %s beyond %d s: nothing to ask" % (ip, args.renew_before))
         return 0

@@ -1,7 +1,9 @@
 """The moto SSM + EC2 endpoint of the TLS self-join tests: a cluster's fake instances, fake credentials."""
 
 import os
+import shutil
 import sys
+import tempfile
 
 import boto3
 import pytest
@@ -12,7 +14,7 @@ from aws_endpoint import FAKE_CREDENTIALS  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tls_join_env import CLUSTER, REGION  # noqa: E402
+from tls_join_env import CLUSTER, REGION, make_ca  # noqa: E402
 
 
 @pytest.fixture
@@ -44,3 +46,16 @@ def aws(clean_aws):
     a.env = dict(os.environ, **env)
     a.env.pop("AWS_CONFIG_FILE", None)
     return a
+
+
+@pytest.fixture(scope="module")
+def pki():
+    d = tempfile.mkdtemp(prefix="tls-join-pki-")
+    os.chmod(d, 0o700)
+    make_ca(d, "root")
+    make_ca(d, "issuer", signer="root", pathlen0=True)
+    make_ca(d, "otherroot")
+    make_ca(d, "otherissuer", signer="otherroot", pathlen0=True)
+    os.chmod(os.path.join(d, "issuer.key"), 0o400)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

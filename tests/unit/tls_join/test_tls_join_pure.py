@@ -254,3 +254,12 @@ def test_until_retries_transient_errors_only(tj):
 
     with pytest.raises(tj.AwsError, match="Unreachable"):
         tj.until(0, 0, down)  # past the deadline: the error, not a hang
+
+
+def test_user_data_settings(tj):
+    got = tj.user_data_settings("# erlang-ec2 user-data v1\n# comment\nERLANG_CLUSTER=c1\nERLANG_NODE_NAME=worker\n"
+                                "ERLANG_ROLE=worker\n\n")
+    assert got == {"ERLANG_CLUSTER": "c1", "ERLANG_NODE_NAME": "worker", "ERLANG_ROLE": "worker"}
+    for foreign in ("#!/bin/sh\necho hi\n", "", None):
+        with pytest.raises(tj.Failure, match="not erlang-ec2 user data"):
+            tj.user_data_settings(foreign)
