@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import local_erl  # noqa: E402
 import playbook_runner  # noqa: E402
 import test_tls_join as tj  # noqa: E402
+from tls_join_env import make_ca  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -122,7 +123,7 @@ def test_role_made_issuer_signs_and_the_worker_joins_a_role_configured_node(role
 def test_a_pathlen0_cluster_ca_is_refused_before_any_change(tmp_path):
     """A CA made before self-join (pathlen 0) cannot sign an issuer: the role says so and writes nothing."""
     base = str(tmp_path)
-    tj.make_ca(base, "old", pathlen0=True)
+    make_ca(base, "old", pathlen0=True)
     boot = os.path.join(base, "boot")
     os.makedirs(boot)
     proc = run_role(base, ["tls_issuer"], boot, {"erlang_tls_ca_cert_file": os.path.join(base, "old.pem"),
