@@ -6,16 +6,15 @@
   request  (on a worker, at boot): key (0400) -> CSR in SSM -> poll for the certificate -> node.pem
   issue    (on a boot server, from a timer): each CSR in SSM -> EC2 DescribeInstances -> sign or refuse
 
-Python 3 standard library and the openssl command only: the hosts have no AWS SDK, so requests are signed
-here (AWS SigV4). Credentials: the environment (AWS_ACCESS_KEY_ID, ...) or the instance role through IMDSv2.
+Python 3, boto3 (Debian's python3-boto3) and the openssl command. Credentials: botocore's default chain (the
+environment, else the instance role through IMDS). The endpoint is given (--endpoint-url): the boto3 of Debian
+bookworm does not read AWS_ENDPOINT_URL itself.
 Exit 0 done, 1 failed (one "<3>... FAILED: cause" line), 2 usage.
 """
 
 import argparse
 import datetime
 import hashlib
-import hmac
-import json
 import os
 import re
 import secrets
@@ -24,9 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
-import xml.etree.ElementTree as ET
 
 PROG = "erlang-ec2-tls-join"
 
@@ -173,67 +170,6 @@ def extensions_text(ip):
             "authorityKeyIdentifier = keyid\n") % (ip, ip)
 
 
-def parse_describe_instances(xml_text):
-    """EC2 DescribeInstances' XML -> [{InstanceId, State: {Name}, PrivateIpAddress, Tags: [{Key, Value}]}]."""
-    root = ET.fromstring(xml_text)
-    ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-    out = []
-    for res in root.iter(ns + "reservationSet"):
-        for item in res.findall(ns + "item"):
-            for inst in item.iter(ns + "instancesSet"):
-                for i in inst.findall(ns + "item"):
-                    tags = [{"Key": t.findtext(ns + "key"), "Value": t.findtext(ns + "value")}
-                            for ts in i.findall(ns + "tagSet") for t in ts.findall(ns + "item")]
-                    out.append({"InstanceId": i.findtext(ns + "instanceId"),
-                                "State": {"Name": i.findtext(ns + "instanceState/" + ns + "name")},
-                                "PrivateIpAddress": i.findtext(ns + "privateIpAddress"),
-                                "Tags": tags})
-    return out
-
-
-def ec2_error_code(xml_text):
-    try:
-        root = ET.fromstring(xml_text)
-    except ET.ParseError:
-        return None
-    for el in root.iter():
-        if el.tag.endswith("Code"):
-            return el.text
-    return None
-
-
-def sigv4_headers(method, url, body, creds, region, service, amz_date, extra_headers=None):
-    """The headers of an AWS SigV4-signed request (creds: access_key, secret_key, token or None)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.netloc
-    path = urllib.parse.quote(parts.path or "/", safe="/~")
-    query = "&".join("%s=%s" % (urllib.parse.quote(k, safe="-_.~"), urllib.parse.quote(v, safe="-_.~"))
-                     for k, v in sorted(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)))
-    payload_hash = hashlib.sha256(body).hexdigest()
-    headers = {"host": host, "x-amz-date": amz_date}
-    if creds.get("token"):
-        headers["x-amz-security-token"] = creds["token"]
-    for k, v in (extra_headers or {}).items():
-        headers[k.lower()] = v
-    signed = sorted(headers)
-    canonical_headers = "".join("%s:%s\n" % (k, " ".join(str(headers[k]).split())) for k in signed)
-    signed_headers = ";".join(signed)
-    canonical = "\n".join([method, path, query, canonical_headers, signed_headers, payload_hash])
-    day = amz_date[:8]
-    scope = "%s/%s/%s/aws4_request" % (day, region, service)
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-
-    def _h(key, msg):
-        return hmac.new(key, msg.encode(), hashlib.sha256).digest()
-
-    key = _h(_h(_h(_h(("AWS4" + creds["secret_key"]).encode(), day), region), service), "aws4_request")
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    out = dict(headers)
-    out["authorization"] = "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s" % (
-        creds["access_key"], scope, signed_headers, signature)
-    return out
-
-
 def cert_acceptable(cert, own_pubkey_pem, ip):
     """The worker's check of a certificate from SSM: (True, "") or (False, why).
 
@@ -259,6 +195,8 @@ def log(priority, msg):
 # ------------------------------------------------------------------ IMDSv2 and credentials
 
 class Imds:
+    """The instance's own facts (id, address, region, user data) over IMDSv2. Credentials are botocore's."""
+
     def __init__(self, url):
         self.url = url.rstrip("/")
         self.token = None
@@ -287,34 +225,7 @@ class Imds:
         raise Failure("IMDS refused the token twice for %s" % path)
 
 
-class Credentials:
-    """The environment's AWS credentials, else the instance role's (IMDSv2), refreshed before they end."""
-
-    def __init__(self, imds):
-        self.imds = imds
-        self.cached = None
-        self.expires = 0
-
-    def get(self):
-        if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-            return {"access_key": os.environ["AWS_ACCESS_KEY_ID"], "secret_key": os.environ["AWS_SECRET_ACCESS_KEY"],
-                    "token": os.environ.get("AWS_SESSION_TOKEN") or None}
-        if self.cached is None or time.time() > self.expires - 300:
-            base = "/latest/meta-data/iam/security-credentials/"
-            roles = (self.imds.get(base) or "").split()
-            if not roles:
-                raise Failure("this instance has no instance role (IMDS %s is empty): launch it with the instance "
-                              "profile whose role may use SSM and EC2 as docs/tls.md says" % base)
-            doc = json.loads(self.imds.get(base + roles[0]) or "{}")
-            self.cached = {"access_key": doc["AccessKeyId"], "secret_key": doc["SecretAccessKey"],
-                           "token": doc.get("Token")}
-            exp = doc.get("Expiration")
-            self.expires = (datetime.datetime.strptime(exp, "%Y-%m-%dT%H:%M:%SZ").replace(
-                tzinfo=datetime.timezone.utc).timestamp() if exp else time.time() + 3600)
-        return self.cached
-
-
-# ------------------------------------------------------------------ AWS (SigV4, SSM JSON and EC2 Query)
+# ------------------------------------------------------------------ AWS (boto3)
 
 class AwsError(Exception):
     def __init__(self, code, message):
@@ -322,63 +233,66 @@ class AwsError(Exception):
         self.code = code
 
 
+def boto3_session(region, imds_url):
+    """A boto3 session whose credentials are botocore's default chain: the environment, else the instance role
+    through IMDS at imds_url (botocore reads IMDS itself). Failure when there are none."""
+    try:
+        import boto3
+        import botocore.session
+    except ImportError:
+        raise Failure("boto3 is not installed (the erlang role installs python3-boto3 with tls self-join)")
+    core = botocore.session.get_session()
+    core.set_config_variable("ec2_metadata_service_endpoint", imds_url.rstrip("/") + "/")
+    if core.get_credentials() is None:
+        raise Failure("this instance has no instance role (no credentials in the environment nor in IMDS "
+                      "iam/security-credentials/): launch it with the instance profile whose role may use SSM and EC2 "
+                      "as docs/tls.md says")
+    return boto3.session.Session(botocore_session=core, region_name=region)
+
+
 class Aws:
-    def __init__(self, region, endpoint_url, creds):
-        self.region = region
-        self.endpoint_url = endpoint_url
-        self.creds = creds
+    """The SSM and EC2 calls of docs/tls.md's IAM statements, boto3's errors turned into AwsError(code)."""
 
-    def _url(self, service):
-        return self.endpoint_url or "https://%s.%s.amazonaws.com/" % (service, self.region)
+    def __init__(self, session, endpoint_url):
+        from botocore.config import Config
+        # botocore retries throttling and 5xx itself; the callers retry what remains until their deadline.
+        config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 3})
+        self.ssm = session.client("ssm", endpoint_url=endpoint_url or None, config=config)
+        self.ec2 = session.client("ec2", endpoint_url=endpoint_url or None, config=config)
 
-    def _post(self, service, body, headers):
-        url = self._url(service)
-        amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        signed = sigv4_headers("POST", url, body, self.creds.get(), self.region, service, amz_date, headers)
-        signed.pop("host", None)
-        req = urllib.request.Request(url, data=body, method="POST", headers=signed)
+    @staticmethod
+    def _call(fn, **kwargs):
+        import botocore.exceptions
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode(errors="replace")
-        except (urllib.error.URLError, OSError) as exc:
-            raise AwsError("Unreachable", "%s: %s" % (url, getattr(exc, "reason", exc)))
-
-    def ssm(self, action, payload):
-        out = self._post("ssm", json.dumps(payload).encode(), {
-            "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "AmazonSSM." + action})
-        if isinstance(out, tuple):
-            try:
-                err = json.loads(out[1])
-            except ValueError:
-                err = {}
-            code = (err.get("__type") or "HTTP%d" % out[0]).split("#")[-1]
-            raise AwsError(code, err.get("message") or err.get("Message") or out[1][:200])
-        return json.loads(out or "{}")
-
-    def ec2(self, params):
-        body = urllib.parse.urlencode(dict(params, Version="2016-11-15")).encode()
-        out = self._post("ec2", body, {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
-        if isinstance(out, tuple):
-            raise AwsError(ec2_error_code(out[1]) or "HTTP%d" % out[0], out[1][:200])
-        return out
+            return fn(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            err = exc.response.get("Error") or {}
+            status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0
+            code = err.get("Code") or "HTTP%d" % status
+            if status >= 500 and not code.startswith("HTTP5"):
+                code = "HTTP%d %s" % (status, code)
+            raise AwsError(code, err.get("Message") or str(exc))
+        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
+                botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError) as exc:
+            raise AwsError("Unreachable", str(exc))
+        except botocore.exceptions.NoCredentialsError as exc:
+            raise AwsError("NoCredentials", str(exc))
 
     def get_parameter(self, name):
         """The value, or None when the parameter does not exist."""
         try:
-            return self.ssm("GetParameter", {"Name": name})["Parameter"]["Value"]
+            return self._call(self.ssm.get_parameter, Name=name)["Parameter"]["Value"]
         except AwsError as exc:
             if exc.code == "ParameterNotFound":
                 return None
             raise
 
     def put_parameter(self, name, value):
-        self.ssm("PutParameter", {"Name": name, "Value": value, "Type": "String", "Overwrite": True})
+        self._call(self.ssm.put_parameter, Name=name, Value=value, Type="String", Overwrite=True)
 
     def delete_parameter(self, name):
         try:
-            self.ssm("DeleteParameter", {"Name": name})
+            self._call(self.ssm.delete_parameter, Name=name)
         except AwsError as exc:
             if exc.code != "ParameterNotFound":
                 raise
@@ -387,10 +301,10 @@ class Aws:
         """[{Name, LastModifiedUser, LastModifiedDate}] one level under path."""
         out, token = [], None
         while True:
-            payload = {"ParameterFilters": [{"Key": "Path", "Option": "OneLevel", "Values": [path]}], "MaxResults": 50}
+            kwargs = {"ParameterFilters": [{"Key": "Path", "Option": "OneLevel", "Values": [path]}], "MaxResults": 50}
             if token:
-                payload["NextToken"] = token
-            page = self.ssm("DescribeParameters", payload)
+                kwargs["NextToken"] = token
+            page = self._call(self.ssm.describe_parameters, **kwargs)
             out.extend(page.get("Parameters") or [])
             token = page.get("NextToken")
             if not token:
@@ -400,10 +314,18 @@ class Aws:
         """{instance id: DescribeInstances dict} of those EC2 knows (a filter: unknown ids are simply absent)."""
         if not instance_ids:
             return {}
-        params = {"Filter.1.Name": "instance-id"}
-        for n, iid in enumerate(sorted(instance_ids), 1):
-            params["Filter.1.Value.%d" % n] = iid
-        return {i["InstanceId"]: i for i in parse_describe_instances(self.ec2(dict(params, Action="DescribeInstances")))}
+        out, token = {}, None
+        while True:
+            kwargs = {"Filters": [{"Name": "instance-id", "Values": sorted(instance_ids)}]}
+            if token:
+                kwargs["NextToken"] = token
+            page = self._call(self.ec2.describe_instances, **kwargs)
+            for res in page.get("Reservations") or []:
+                for inst in res.get("Instances") or []:
+                    out[inst["InstanceId"]] = inst
+            token = page.get("NextToken")
+            if not token:
+                return out
 
 
 # ------------------------------------------------------------------ openssl
@@ -530,7 +452,10 @@ def sign(csr_pem, ip, args):
 
 
 def age_of(param, now):
+    """Seconds since the CSR was written (boto3 gives a datetime; 0 when unknown)."""
     when = param.get("LastModifiedDate")
+    if isinstance(when, datetime.datetime):
+        when = when.timestamp()
     try:
         return max(0.0, now - float(when))
     except (TypeError, ValueError):
@@ -572,16 +497,19 @@ def issue_once(aws, args, now=None):
 
 
 def cmd_issue(args):
-    aws = Aws(args.region or region_from(Imds(args.imds_url)), args.endpoint_url, Credentials(Imds(args.imds_url)))
     for path in (args.issuer_cert, args.issuer_key):
         if not os.access(path, os.R_OK):
             raise Failure("cannot read %s (the boot_server role installs the intermediate with tls self-join)" % path)
+    region = args.region or region_from(Imds(args.imds_url))
+    aws = Aws(boto3_session(region, args.imds_url), args.endpoint_url)
     end = time.time() + args.loop
     while True:
         try:
             issue_once(aws, args)
         except AwsError as exc:
-            raise Failure("SSM/EC2: %s" % exc)
+            if not transient(exc):
+                raise Failure("SSM/EC2: %s" % exc)
+            log(4, "SSM/EC2: %s; next round in %g s" % (exc, args.interval))
         if time.time() + args.interval > end:
             return 0
         time.sleep(args.interval)
@@ -698,7 +626,7 @@ def cmd_request(args):
     if current_ok(args, ip):
         log(6, "node.key and node.pem are valid for %s beyond %d s: nothing to ask" % (ip, args.renew_before))
         return 0
-    aws = Aws(region, args.endpoint_url, Credentials(imds))
+    aws = Aws(boto3_session(region, args.imds_url), args.endpoint_url)
     paths = {k: ssm_path(args.prefix, cluster, k, iid) for k in KINDS}
     new_key = os.path.join(args.tls_dir, "node.key.new")
     generate_key(new_key, args.owner, args.group)

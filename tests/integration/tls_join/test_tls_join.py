@@ -21,11 +21,11 @@ import local_erl  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tls_join_env import CLUSTER, PREFIX, REGION, make_leaf  # noqa: E402
+from tls_join_env import CLUSTER, PREFIX, REGION, SCRIPT_PYTHON, make_leaf  # noqa: E402
 
 
 def script(aws, *args):
-    return [sys.executable, SCRIPT, "--endpoint-url", aws.url, "--region", REGION, "--prefix", PREFIX,
+    return [SCRIPT_PYTHON, SCRIPT, "--endpoint-url", aws.url, "--region", REGION, "--prefix", PREFIX,
             "--interval", "0.3"] + list(args)
 
 

@@ -14,7 +14,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import test_tls_join as tj  # noqa: E402
-from tls_join_env import CLUSTER, PREFIX  # noqa: E402
+from tls_join_env import CLUSTER, PREFIX, SCRIPT_PYTHON  # noqa: E402
 
 USER_DATA = "# erlang-ec2 user-data v1\nERLANG_CLUSTER=%s\nERLANG_ROLE=%s\nERLANG_NODE_NAME=tjimds\n"
 
@@ -49,7 +49,7 @@ def imds_host(aws):
 
 def request_from_imds(aws, pki, tls_dir, imds_url, env=None):
     os.makedirs(tls_dir, exist_ok=True)
-    argv = [sys.executable, tj.SCRIPT, "--endpoint-url", aws.url, "--prefix", PREFIX, "--interval", "0.3",
+    argv = [SCRIPT_PYTHON, tj.SCRIPT, "--endpoint-url", aws.url, "--prefix", PREFIX, "--interval", "0.3",
             "--imds-url", imds_url, "request", "--tls-dir", tls_dir, "--ca-file", os.path.join(pki, "root.pem"),
             "--deadline", "20"]
     environ = dict(env if env is not None else aws.env)

@@ -2,8 +2,11 @@
 
 import os
 import subprocess
+import sys
 
 REGION = "eu-west-1"
+# The interpreter that runs the script: this one, or (TLS_JOIN_PYTHON) one with the hosts' boto3 (Debian's 1.26).
+SCRIPT_PYTHON = os.environ.get("TLS_JOIN_PYTHON") or sys.executable
 CLUSTER = "tj1"
 PREFIX = "/erlang-ec2"
 

@@ -1,6 +1,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The pure parts of the self-join TLS script: SSM paths, CSR subject, the issuer's decision table, SigV4,
-the DescribeInstances XML reader, the worker's check of a certificate (docs/tls.md, design B)."""
+"""The pure parts of the self-join TLS script: SSM paths, CSR subject, the issuer's decision table, boto3's
+errors as the script sees them, the worker's check of a certificate (docs/tls.md, design B)."""
 import datetime
 
 import pytest
@@ -160,74 +160,47 @@ def test_cert_acceptable(tj, cert, ok, why):
     assert got[0] is ok and why in got[1]
 
 
-# ------------------------------------------------------------ EC2 XML
+# ------------------------------------------------------------ boto3's errors as the script sees them
 
-XML = """<?xml version="1.0" encoding="UTF-8"?>
-<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
- <requestId>r</requestId>
- <reservationSet><item><reservationId>r-1</reservationId>
-  <instancesSet><item>
-   <instanceId>i-0123456789abcdef0</instanceId>
-   <instanceState><code>16</code><name>running</name></instanceState>
-   <privateIpAddress>10.0.1.5</privateIpAddress>
-   <networkInterfaceSet><item><privateIpAddress>10.9.9.9</privateIpAddress></item></networkInterfaceSet>
-   <tagSet><item><key>erlang-cluster</key><value>c1</value></item>
-           <item><key>erlang-role</key><value>worker</value></item></tagSet>
-  </item></instancesSet></item></reservationSet>
-</DescribeInstancesResponse>"""
+def client_error(code, status):
+    exceptions = pytest.importorskip("botocore.exceptions")
+    return exceptions.ClientError({"Error": {"Code": code, "Message": "m"},
+                                   "ResponseMetadata": {"HTTPStatusCode": status}}, "GetParameter")
 
 
-def test_parse_describe_instances(tj):
-    assert tj.parse_describe_instances(XML) == [{
-        "InstanceId": IID, "State": {"Name": "running"}, "PrivateIpAddress": "10.0.1.5",
-        "Tags": [{"Key": "erlang-cluster", "Value": "c1"}, {"Key": "erlang-role", "Value": "worker"}]}]
-    assert tj.parse_describe_instances(
-        '<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><reservationSet/>'
-        '</DescribeInstancesResponse>') == []
-
-
-def test_ec2_error_code(tj):
-    assert tj.ec2_error_code("<Response><Errors><Error><Code>InvalidInstanceID.NotFound</Code>"
-                             "</Error></Errors></Response>") == "InvalidInstanceID.NotFound"
-    assert tj.ec2_error_code("not xml") is None
-
-
-# ------------------------------------------------------------ SigV4 against botocore's signer
-
-@pytest.mark.parametrize("service, url, body, headers, token", [
-    ("ssm", "https://ssm.eu-west-1.amazonaws.com/", b'{"Name": "/erlang-ec2/c1/tls/csr/x"}',
-     {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "AmazonSSM.GetParameter"}, "tok/en+="),
-    ("ec2", "https://ec2.eu-west-1.amazonaws.com/", b"Action=DescribeInstances&Version=2016-11-15&InstanceId.1=i-1",
-     {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}, None),
-    ("ssm", "http://127.0.0.1:5000/", b"{}", {"X-Amz-Target": "AmazonSSM.PutParameter"}, None),
+@pytest.mark.parametrize("raised, code, is_transient", [
+    (("ParameterNotFound", 400), "ParameterNotFound", False),
+    (("AccessDeniedException", 400), "AccessDeniedException", False),
+    (("ThrottlingException", 400), "ThrottlingException", True),
+    (("InternalServerError", 500), "HTTP500 InternalServerError", True),
 ])
-def test_sigv4_matches_botocore(tj, service, url, body, headers, token):
-    botocore = pytest.importorskip("botocore")
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-    from unittest import mock
-    when = datetime.datetime(2026, 11, 30, 21, 0, 5)
-    amz_date = when.strftime("%Y%m%dT%H%M%SZ")
-    req = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
-    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=when):
-        SigV4Auth(creds, service, "eu-west-1").add_auth(req)
-    assert req.headers["X-Amz-Date"] == amz_date, botocore.__version__
-    ours = tj.sigv4_headers("POST", url, body, {"access_key": "AKIDEXAMPLE",
-                                                "secret_key": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-                                                "token": token},
-                            "eu-west-1", service, amz_date, headers)
-    assert ours["authorization"] == req.headers["Authorization"]
+def test_client_errors_become_aws_errors(tj, raised, code, is_transient):
+    exc = client_error(*raised)
+
+    def call(**kwargs):
+        raise exc
+
+    with pytest.raises(tj.AwsError) as info:
+        tj.Aws._call(call)
+    assert info.value.code == code and tj.transient(info.value) is is_transient
 
 
-def test_sigv4_changes_with_every_input(tj):
-    creds = {"access_key": "A", "secret_key": "S", "token": None}
-    base = tj.sigv4_headers("POST", "https://h/", b"x", creds, "r", "ssm", "20261130T000000Z")["authorization"]
-    assert tj.sigv4_headers("POST", "https://h/", b"y", creds, "r", "ssm", "20261130T000000Z")["authorization"] != base
-    assert tj.sigv4_headers("POST", "https://h/", b"x", dict(creds, secret_key="T"), "r", "ssm",
-                            "20261130T000000Z")["authorization"] != base
-    assert tj.sigv4_headers("POST", "https://h/", b"x", creds, "r2", "ssm", "20261130T000000Z")["authorization"] != base
+def test_an_unreachable_endpoint_is_transient(tj):
+    exceptions = pytest.importorskip("botocore.exceptions")
+
+    def call(**kwargs):
+        raise exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+    with pytest.raises(tj.AwsError) as info:
+        tj.Aws._call(call)
+    assert info.value.code == "Unreachable" and tj.transient(info.value)
+
+
+def test_age_of_reads_boto3_datetimes(tj):
+    now = datetime.datetime(2026, 12, 1, 0, 0, 0, tzinfo=datetime.timezone.utc)
+    assert tj.age_of({"LastModifiedDate": now - datetime.timedelta(seconds=90)}, now.timestamp()) == 90.0
+    assert tj.age_of({"LastModifiedDate": now + datetime.timedelta(seconds=5)}, now.timestamp()) == 0.0
+    assert tj.age_of({}, now.timestamp()) == 0.0
 
 
 # ------------------------------------------------------------ transient AWS errors
