@@ -59,7 +59,7 @@ build: bootstrap ## build the Galaxy tarball into build/
 # themselves), then every other suite in parallel streams (scripts/test-streams; TEST_STREAMS=1 runs them one
 # after another). Every suite of TEST_TARGETS is in exactly one of these lists, else `make test` stops first.
 TEST_ALONE    := test-localcloud
-TEST_STREAM_1 := test-failures test-releases test-examples test-push test-tls-cluster test-tls test-erlang-modules \
+TEST_STREAM_1 := test-failures test-releases test-examples test-push test-tls-cluster test-tls test-tls-join test-self-join-tls test-erlang-modules \
                  test-inventory test-awx-objects
 TEST_STREAM_2 := test-self-join test-cluster-instances test-e2e test-molecule test-boot-servers test-awx-run test-ee \
                  test-status test-matrix
