@@ -131,3 +131,15 @@ def test_a_pathlen0_cluster_ca_is_refused_before_any_change(tmp_path):
     assert proc.rc != 0
     assert "has pathlen:0: it cannot sign the boot servers' issuers" in proc.stdout, proc.tail()
     assert os.listdir(boot) == []
+
+
+@pytest.mark.parametrize("source", [{"erlang_tls_ca_cert_ssm_parameter": "/c/ca", "erlang_tls_ca_key_ssm_parameter": "/c/key"},
+                                    {"erlang_tls_ca_secret": "c-ca"}])
+def test_a_cluster_ca_from_aws_is_refused_by_the_issuer_before_any_change(tmp_path, source):
+    """Signing the intermediate with a CA held in memory is not built: said before anything is read or written."""
+    boot = str(tmp_path / "boot")
+    os.makedirs(boot)
+    proc = run_role(str(tmp_path), ["tls_issuer"], boot, source)
+    assert proc.rc != 0
+    assert "a CA from SSM or Secrets Manager cannot sign the boot servers' issuers yet" in proc.stdout, proc.tail()
+    assert os.listdir(boot) == [] and not os.path.exists(str(tmp_path / "ca"))
