@@ -239,8 +239,8 @@ def boto3_session(region, imds_url):
     try:
         import boto3
         import botocore.session
-    except ImportError:
-        raise Failure("boto3 is not installed (the erlang role installs python3-boto3 with tls self-join)")
+    except ImportError as exc:
+        raise Failure("boto3 is not installed (the erlang role installs python3-boto3 with tls self-join)") from exc
     core = botocore.session.get_session()
     core.set_config_variable("ec2_metadata_service_endpoint", imds_url.rstrip("/") + "/")
     if core.get_credentials() is None:
@@ -271,12 +271,12 @@ class Aws:
             code = err.get("Code") or "HTTP%d" % status
             if status >= 500 and not code.startswith("HTTP5"):
                 code = "HTTP%d %s" % (status, code)
-            raise AwsError(code, err.get("Message") or str(exc))
+            raise AwsError(code, err.get("Message") or str(exc)) from exc
         except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
                 botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError) as exc:
-            raise AwsError("Unreachable", str(exc))
+            raise AwsError("Unreachable", str(exc)) from exc
         except botocore.exceptions.NoCredentialsError as exc:
-            raise AwsError("NoCredentials", str(exc))
+            raise AwsError("NoCredentials", str(exc)) from exc
 
     def get_parameter(self, name):
         """The value, or None when the parameter does not exist."""
