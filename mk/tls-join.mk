@@ -9,7 +9,7 @@ test-tls-join: bootstrap ## TLS self-join: key + CSR in SSM, issuer checks EC2 a
 	$(PYTHON) -m pytest -v -p no:cacheprovider -p no:xdist tests/integration/tls_join
 
 # The same on localcloud: a TLS cluster whose boot server runs the issuer, a node image, workers launched by the
-# EC2 API with an instance profile (IMDS role credentials, the API for hosts). One cluster, about 6-8 minutes.
+# EC2 API with an instance profile (IMDS role credentials, the API for hosts). One cluster, 3-8 minutes.
 TEST_TARGETS += test-self-join-tls
 
 .PHONY: test-self-join-tls

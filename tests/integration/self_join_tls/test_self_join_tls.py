@@ -255,3 +255,45 @@ def test_a_worker_tagged_for_another_cluster_is_refused_with_the_issuers_reason(
     for name in ("node.pem", "node.key", "node.key.new"):
         assert c.ssh(ip, "sudo test -e %s/%s" % (TLS_DIR, name), check=False).returncode != 0, name
     assert unit_state(c, ip, LAYOUT["bootstrap_unit"]) == "inactive", journal(c, ip, LAYOUT["bootstrap_unit"])
+
+
+def served_serial(c, ip):
+    """The serial of the certificate the worker's distribution listener serves to a new connection (its own pair
+    as the client's, so the handshake is complete)."""
+    port = re.search(r"name worker at port (\d+)", c.ssh(ip, "epmd -names", check=False).stdout)
+    if not port:
+        return ""  # no worker node (yet)
+    proc = c.ssh(ip, "echo | sudo openssl s_client -connect %s:%s -cert %s/node.pem -key %s/node.key 2>/dev/null"
+                     " | openssl x509 -noout -serial" % (ip, port.group(1), TLS_DIR, TLS_DIR), check=False)
+    return proc.stdout.strip()
+
+
+def file_serial(c, ip):
+    return c.ssh(ip, "sudo openssl x509 -noout -serial -in %s/node.pem" % TLS_DIR).stdout.strip()
+
+
+def test_renewal_on_the_running_worker(cluster):
+    """The image's renewal unit asks nothing while the certificate has more than 2 days; the same command with a
+    longer --renew-before gets a new key and certificate in place, and the running node serves them to new
+    connections (OTP's PEM cache) while it stays in the cluster."""
+    c = cluster
+    iid, ip = c.good
+    wait_for("the certificate of %s" % ip, lambda: unit_state(c, ip, JOIN_UNIT) == "active" and served_serial(c, ip).startswith("serial="))
+    assert c.ssh(ip, "systemctl is-enabled erlang-ec2-tls-renew.timer").stdout.strip() == "enabled"
+    c.ssh(ip, "sudo systemctl start erlang-ec2-tls-renew.service", timeout=120)
+    assert "beyond 172800 s: nothing to ask" in journal(c, ip, "erlang-ec2-tls-renew")
+    before, key_before = file_serial(c, ip), c.ssh(ip, "sudo openssl pkey -pubout -in %s/node.key" % TLS_DIR).stdout
+    assert served_serial(c, ip) == before
+    # The renewal unit's own command line, asking 14 days before the end (the certificate lives 7): a renewal now.
+    exec_start = c.ssh(ip, "systemctl show -p ExecStart --value erlang-ec2-tls-renew.service").stdout
+    argv = re.search(r"argv\[\]=(.*?) ;", exec_start).group(1).replace("--renew-before 172800", "--renew-before 1209600")
+    proc = c.ssh(ip, "sudo %s" % argv, check=False, timeout=180)
+    assert proc.returncode == 0 and "certificate for worker@%s installed" % ip in proc.stderr, proc.stderr
+    after = file_serial(c, ip)
+    assert after != before
+    assert c.ssh(ip, "sudo openssl pkey -pubout -in %s/node.key" % TLS_DIR).stdout != key_before
+    started = time.monotonic()
+    wait_for("the new certificate served by %s" % ip, lambda: served_serial(c, ip) == after, bound=200, interval=5)
+    timing("renewed pair served to new connections after", time.monotonic() - started)
+    out = node_eval(c, ip, "lists:member('boot@%s', nodes())." % c.boot_ip)
+    assert out == "true", out
