@@ -93,7 +93,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 nodes:
-  description: One row per node, the boot server first, then the other boot servers in the order of O(boot_servers), then the workers in the order of O(workers).
+  description:
+    - One row per node, the boot server first, then the other boot servers in the order of O(boot_servers), then the
+      workers in the order of O(workers).
   returned: always
   type: list
   elements: dict

@@ -244,3 +244,15 @@ def test_check_mode_before_the_ca_exists_reports_and_creates_nothing(issued):
     assert issued.issue("fresh", ca="not-yet").rc == 0
     again = issued.issue("fresh2", ca="not-yet", check=True)
     assert again.rc == 0 and again.changed > 0 and not os.path.exists(issued.node_dir("fresh2")), again.tail()
+
+
+def test_the_created_ca_is_never_remade_when_its_inputs_change(issued):
+    """A run that names the cluster otherwise (bake_image once ran without erlang_cluster) keeps the CA as made: the
+    same certificate, so every certificate it signed still chains to it, and nothing changes."""
+    path = os.path.join(issued.ca_dir("cluster"), "ca.pem")
+    with open(path) as handle:
+        before = handle.read()
+    proc = issued.issue("a", extra_vars={"erlang_cluster": "another-name"})
+    assert proc.rc == 0 and proc.changed == 0, proc.tail()
+    with open(path) as handle:
+        assert handle.read() == before
