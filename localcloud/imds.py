@@ -125,24 +125,15 @@ class _Server(http.server.ThreadingHTTPServer):
         log.debug("IMDS request from %s failed", client_address[0], exc_info=True)  # e.g. a client gone mid-request
 
 
-class Imds:
+class Imds(netns.ServedSocket):
     def __init__(self, reconciler, network=config.NETWORK_NAME, address=config.IMDS_ADDRESS, port=config.IMDS_PORT):
         self.reconciler = reconciler
         self.network = network  # the network whose hosts this listener answers
         self._tokens = {}  # token -> (source ip, expiry)
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"imds": self})
-        with netns.entered(None if network == config.NETWORK_NAME else network):  # the socket lives in that network
-            self.server = _Server((address, port), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="imds-%s" % network, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(None if network == config.NETWORK_NAME else network, lambda: _Server((address, port), handler),
+                         "imds-%s" % network)
 
     def new_token(self, ip, ttl):
         token = secrets.token_urlsafe(42)

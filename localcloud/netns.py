@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import os
 import socket
+import threading
 
 from localcloud.errors import LocalcloudError
 
@@ -67,3 +68,21 @@ def create_connection(name, address, timeout=None):
         sock.close()
         raise
     return sock
+
+
+class ServedSocket:
+    """A server made by `make()` inside namespace `name` (None: this one), served by a daemon thread; the base of
+    the listeners the daemon puts in each network (IMDS, the API for hosts)."""
+
+    def __init__(self, name, make, thread_name):
+        with entered(name):  # the socket lives in that namespace
+            self.server = make()
+        self.thread = threading.Thread(target=self.server.serve_forever, name=thread_name, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -133,22 +133,14 @@ def restore_state(path, listeners):
     return sum(len(list(b.reservations)) for accounts in state["services"].get("ec2", {}).values() for b in accounts.values())
 
 
-class HostApi:
+class HostApi(netns.ServedSocket):
     """The API `app` on IMDS_ADDRESS:HOST_API_PORT in `network` (the socket lives in that network's namespace),
     for the hosts: localcloud's stand-in for VPC interface endpoints (hosts do not reach this machine's loopback)."""
 
     def __init__(self, app, network=config.NETWORK_NAME, address=config.IMDS_ADDRESS, port=config.HOST_API_PORT):
-        with netns.entered(None if network == config.NETWORK_NAME else network):
-            self.server = make_server(address, port, app, threaded=True, request_handler=_QuietHandler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="host-api-%s" % network, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(None if network == config.NETWORK_NAME else network,
+                         lambda: make_server(address, port, app, threaded=True, request_handler=_QuietHandler),
+                         "host-api-%s" % network)
 
 
 def serve(paths, port, restore=False):

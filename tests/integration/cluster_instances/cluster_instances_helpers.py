@@ -33,3 +33,12 @@ def members(ec2, cluster, role=None, states=("pending", "running", "stopping", "
         for reservation in page["Reservations"]:
             found.extend(reservation["Instances"])
     return found
+
+
+def node_image(ec2):
+    """An AMI tagged as bake_image tags a node image (the builder is an instance of moto's stock AMI)."""
+    builder = ec2.run_instances(ImageId=IMAGE_ID, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]
+    image_id = ec2.create_image(InstanceId=builder["InstanceId"], Name="node-%s" % builder["InstanceId"])["ImageId"]
+    ec2.terminate_instances(InstanceIds=[builder["InstanceId"]])
+    ec2.create_tags(Resources=[image_id], Tags=[{"Key": "erlang-ec2-image", "Value": "node"}])
+    return image_id

@@ -10,7 +10,7 @@ import pytest
 
 import playbook_runner
 from aws_endpoint import client_env
-from cluster_instances_helpers import IMAGE_ID, REGION
+from cluster_instances_helpers import IMAGE_ID, REGION, node_image
 
 CLUSTER = "profmoto"
 ROLE_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
@@ -75,14 +75,6 @@ def test_without_it_no_node_has_a_profile(clean_aws):
     run = provision(clean_aws, {"provision_worker_count": 1})
     assert run.returncode == 0 or failed_tasks(run) == ["Provision | Wait for SSH on every node"], (failed_tasks(run), run)
     assert profiles_by_role(clean_aws) == {"boot_server": [None], "worker": [None]}
-
-
-def node_image(ec2):
-    builder = ec2.run_instances(ImageId=IMAGE_ID, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]
-    image_id = ec2.create_image(InstanceId=builder["InstanceId"], Name="node-%s" % builder["InstanceId"])["ImageId"]
-    ec2.terminate_instances(InstanceIds=[builder["InstanceId"]])
-    ec2.create_tags(Resources=[image_id], Tags=[{"Key": "erlang-ec2-image", "Value": "node"}])
-    return image_id
 
 
 def test_the_launch_template_carries_the_profile(clean_aws):

@@ -17,7 +17,7 @@ import yaml
 
 import playbook_runner
 from aws_endpoint import client_env
-from cluster_instances_helpers import IMAGE_ID, REGION, ROOT
+from cluster_instances_helpers import IMAGE_ID, REGION, ROOT, node_image
 
 DOC = pathlib.Path(ROOT) / "docs" / "security.md"
 LOCALCLOUD_IMAGE_ID = os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a")  # localcloud's Debian 12 + Erlang image
@@ -336,15 +336,6 @@ def test_a_bad_distribution_range_is_refused_before_any_request(clean_aws):
 def moto_client(clean_aws, service="ec2"):
     return boto3.client(service, region_name=REGION, endpoint_url=clean_aws.url, aws_access_key_id="testing",
                         aws_secret_access_key="testing")
-
-
-def node_image(ec2):
-    """An AMI tagged as bake_image tags a node image (the builder is an instance of moto's stock AMI)."""
-    builder = ec2.run_instances(ImageId=IMAGE_ID, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]
-    image_id = ec2.create_image(InstanceId=builder["InstanceId"], Name="node-%s" % builder["InstanceId"])["ImageId"]
-    ec2.terminate_instances(InstanceIds=[builder["InstanceId"]])
-    ec2.create_tags(Resources=[image_id], Tags=[{"Key": "erlang-ec2-image", "Value": "node"}])
-    return image_id
 
 
 def failed_tasks(run):

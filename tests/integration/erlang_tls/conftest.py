@@ -2,6 +2,7 @@
 tasks (roles/erlang/tasks/tls.yml, run through ansible-playbook), nodes started as the worker/boot-server units
 start them (-proto_dist inet_tls -ssl_dist_optfile), called through module_utils/erlang_node.py."""
 
+import json
 import os
 import shutil
 import signal
@@ -164,3 +165,19 @@ def nodes(issued):
     manager = Nodes(issued)
     yield manager
     manager.stop_all()
+
+
+def node_info_play(tls, node, optfile, name="info"):
+    """The node_info module through ansible-playbook on localhost with distribution tls and `optfile`: (the run, the
+    task's result). The output is kept in tls.outputs (checked for keys and cookies)."""
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"name": "info", "skunkworks.erlang_ec2.node_info": {
+        "node": node, "cookie_file": tls.cookie_file, "distribution": "tls", "ssl_dist_optfile": optfile}}]}]
+    path = playbook_runner.write_play(os.path.join(tls.base, name + ".yml"), play)
+    env = playbook_runner.ansible_env(ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+                                      ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    proc = playbook_runner.run_playbook(path, "-c", "local", inventory="localhost,",
+                                        extra_vars={"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                                        env=env, timeout=300, merge_stderr=True)
+    tls.outputs.append(proc.stdout)
+    assert proc.rc == 0, proc.tail()
+    return proc, json.loads(proc.out[proc.out.find("{"):])["plays"][0]["tasks"][0]["hosts"]["localhost"]

@@ -4,7 +4,6 @@ client; a timeout, a killed or a wedged client, and a target node restarted betw
 call; every failure kind and message as erl_call's; no erl left after close(), at exit, or when the module
 process is killed."""
 
-import json
 import os
 import shutil
 import signal
@@ -15,10 +14,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import playbook_runner
 import pytest
 
-from conftest import HOST, ROOT, name_of, node_of
+from conftest import HOST, ROOT, name_of, node_info_play, node_of
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_node, erlang_tls_client
 
 ErlangNodeError = erlang_node.ErlangNodeError
@@ -334,17 +332,7 @@ def test_a_module_leaves_no_erl_behind(nodes, issued):
     a = nodes.start("a")
     optfile = os.path.join(issued.base, "module-run-%d.conf" % os.getpid())     # marks this run's client node
     shutil.copy(issued.optfile("b"), optfile)
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"name": "info", "skunkworks.erlang_ec2.node_info": {
-        "node": a, "cookie_file": issued.cookie_file, "distribution": "tls", "ssl_dist_optfile": optfile}}]}]
-    path = playbook_runner.write_play(os.path.join(issued.base, "info-client.yml"), play)
-    env = playbook_runner.ansible_env(ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-                                      ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
-    proc = playbook_runner.run_playbook(path, "-c", "local", inventory="localhost,",
-                                        extra_vars={"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-                                        env=env, timeout=300, merge_stderr=True)
-    issued.outputs.append(proc.stdout)
-    assert proc.rc == 0, proc.tail()
-    result = json.loads(proc.out[proc.out.find("{"):])["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    _proc, result = node_info_play(issued, a, optfile, "info-client")
     assert result["reachable"] is True and result["node"] == a, result
     assert processes_with(optfile) == []
 

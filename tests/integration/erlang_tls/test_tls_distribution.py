@@ -1,7 +1,6 @@
 """TLS distribution: role-issued certificates, nodes that form a cluster, the control layer over TLS, and
 refusals (another CA, plain TCP, another cookie)."""
 
-import json
 import os
 import stat
 import subprocess
@@ -9,7 +8,7 @@ import subprocess
 import playbook_runner
 import pytest
 
-from conftest import HOST, node_of, run_command
+from conftest import HOST, node_info_play, node_of, run_command
 from ansible_collections.skunkworks.erlang_ec2.plugins.module_utils import erlang_node
 
 
@@ -170,17 +169,7 @@ def test_a_wrong_cookie_is_refused_over_tls(nodes, issued):
 def test_node_info_module_over_tls(nodes, issued):
     """A module (node_info) through Ansible with distribution tls: the one switch in erlang_node.py."""
     a = nodes.start("a")
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"name": "info", "skunkworks.erlang_ec2.node_info": {
-        "node": a, "cookie_file": issued.cookie_file, "distribution": "tls", "ssl_dist_optfile": issued.optfile("b")}}]}]
-    path = playbook_runner.write_play(os.path.join(issued.base, "info.yml"), play)
-    env = playbook_runner.ansible_env(ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-                                      ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
-    proc = playbook_runner.run_playbook(path, "-c", "local", inventory="localhost,",
-                                        extra_vars={"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-                                        env=env, timeout=300, merge_stderr=True)
-    issued.outputs.append(proc.stdout)
-    assert proc.rc == 0, proc.tail()
-    result = json.loads(proc.out[proc.out.find("{"):])["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    proc, result = node_info_play(issued, a, issued.optfile("b"))
     assert result["reachable"] is True and result["node"] == a and result["otp_release"], result
     assert issued.cookie not in proc.out
 
