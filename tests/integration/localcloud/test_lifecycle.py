@@ -85,9 +85,11 @@ def test_second_up_reuses_the_running_cloud(cloud):
 
 
 def test_daemon_listens_only_on_loopback_and_the_imds_address(cloud):
+    """The API on loopback; on the IMDS address, IMDS and the API for hosts (docs/localcloud.md). Nothing else."""
     pid = cli.daemon_pid(cloud.paths)
     port = cli.daemon_info(cloud.paths)["port"]
-    assert listening(pid) == {"127.0.0.1:%d" % port, "%s:%d" % (config.IMDS_ADDRESS, config.IMDS_PORT)}
+    assert listening(pid) == {"127.0.0.1:%d" % port, "%s:%d" % (config.IMDS_ADDRESS, config.IMDS_PORT),
+                              "%s:%d" % (config.IMDS_ADDRESS, config.HOST_API_PORT)}
 
 
 def test_env_exports_what_clients_need(cloud):
