@@ -21,8 +21,8 @@ SHIPPED = {"FILES.json", "MANIFEST.json", "README.md", "changelogs", "docs", "ex
 @pytest.fixture(scope="module")
 def tarball(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("galaxy-build"))
-    subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-galaxy"), "collection", "build", "--output-path", out, ROOT], check=True, capture_output=True,
-                   timeout=300)
+    galaxy = os.path.join(os.path.dirname(sys.executable), "ansible-galaxy")
+    subprocess.run([galaxy, "collection", "build", "--output-path", out, ROOT], check=True, capture_output=True, timeout=300)
     found = [name for name in os.listdir(out) if name.endswith(".tar.gz")]
     assert len(found) == 1, found
     with tarfile.open(os.path.join(out, found[0])) as archive:
