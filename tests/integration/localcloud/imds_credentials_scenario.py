@@ -17,8 +17,10 @@ from localcloud import config, credentials, ec2
 from localcloud.imds import Imds
 from localcloud.serve import HostApi
 
+# The trust policy's principal: moto does not evaluate it, and tests name no AWS host (on AWS it is EC2's
+# service principal, docs/tls.md "IAM").
 ROLE_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
-    {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+    {"Effect": "Allow", "Principal": {"Service": "ec2.localcloud.invalid"}, "Action": "sts:AssumeRole"}]})
 
 
 class Reconciler:
