@@ -1,7 +1,10 @@
 """Constants and helpers shared by the cluster_instances tests (a unique module name, unlike conftest)."""
 
 import os
+import re
 import sys
+
+import boto3
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 # The collection's module_utils (the user-data contract) for checks made by the tests themselves.
@@ -42,3 +45,20 @@ def node_image(ec2):
     ec2.terminate_instances(InstanceIds=[builder["InstanceId"]])
     ec2.create_tags(Resources=[image_id], Tags=[{"Key": "erlang-ec2-image", "Value": "node"}])
     return image_id
+
+
+def moto_client(clean_aws, service="ec2"):
+    """A boto3 client on the suite's moto endpoint, with fake credentials."""
+    return boto3.client(service, region_name=REGION, endpoint_url=clean_aws.url, aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
+def failed_tasks(run):
+    """The names of the tasks that failed, from ansible-playbook's output."""
+    failed, task = [], None
+    for line in run.out.splitlines():
+        match = re.match(r"TASK \[(.+)\] \*+$", line)
+        task = match.group(1) if match else task
+        if line.startswith(("fatal: ", "failed: ")) and task not in failed:
+            failed.append(task)
+    return failed

@@ -3,14 +3,12 @@ profile; a bad value is refused before any request. On the suite's plain moto en
 instances never answer SSH, so a run may fail at its last step, the wait for SSH, and nowhere else)."""
 
 import json
-import re
 
-import boto3
 import pytest
 
 import playbook_runner
 from aws_endpoint import client_env
-from cluster_instances_helpers import IMAGE_ID, REGION, node_image
+from cluster_instances_helpers import IMAGE_ID, REGION, failed_tasks, moto_client as client, node_image
 
 CLUSTER = "profmoto"
 # The trust policy's principal: moto does not evaluate it, and tests name no AWS host (on AWS it is EC2's
@@ -29,19 +27,6 @@ def provision(clean_aws, extra_vars):
                                                          "ansible_python_interpreter": "{{ ansible_playbook_python }}"}, **extra_vars))
 
 
-def client(clean_aws, service):
-    return boto3.client(service, region_name=REGION, endpoint_url=clean_aws.url, aws_access_key_id="testing",
-                        aws_secret_access_key="testing")
-
-
-def failed_tasks(run):
-    failed, task = [], None
-    for line in run.out.splitlines():
-        match = re.match(r"TASK \[(.+)\] \*+$", line)
-        task = match.group(1) if match else task
-        if line.startswith(("fatal: ", "failed: ")) and task not in failed:
-            failed.append(task)
-    return failed
 
 
 def make_profile(clean_aws):

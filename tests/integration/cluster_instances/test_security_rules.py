@@ -17,7 +17,7 @@ import yaml
 
 import playbook_runner
 from aws_endpoint import client_env
-from cluster_instances_helpers import IMAGE_ID, REGION, ROOT, node_image
+from cluster_instances_helpers import IMAGE_ID, REGION, ROOT, failed_tasks, moto_client, node_image
 
 DOC = pathlib.Path(ROOT) / "docs" / "security.md"
 LOCALCLOUD_IMAGE_ID = os.environ.get("E2E_IMAGE_ID", "ami-0deb120000000e71a")  # localcloud's Debian 12 + Erlang image
@@ -331,22 +331,6 @@ def test_a_bad_distribution_range_is_refused_before_any_request(clean_aws):
                          % (values["erlang_dist_port_min"], values["erlang_dist_port_max"]), " ".join(run.out.split())), run
         assert "Nothing was changed." in run.out
     assert sum(clean_aws.counts().values()) == 0
-
-
-def moto_client(clean_aws, service="ec2"):
-    return boto3.client(service, region_name=REGION, endpoint_url=clean_aws.url, aws_access_key_id="testing",
-                        aws_secret_access_key="testing")
-
-
-def failed_tasks(run):
-    """The names of the tasks that failed, from ansible-playbook's output."""
-    failed, task = [], None
-    for line in run.out.splitlines():
-        match = re.match(r"TASK \[(.+)\] \*+$", line)
-        task = match.group(1) if match else task
-        if line.startswith(("fatal: ", "failed: ")) and task not in failed:
-            failed.append(task)
-    return failed
 
 
 @pytest.mark.parametrize("autoscaling", [False, True], ids=["cluster_instances join=self", "Auto Scaling launch template"])
