@@ -27,8 +27,6 @@ def provision(clean_aws, extra_vars):
                                                          "ansible_python_interpreter": "{{ ansible_playbook_python }}"}, **extra_vars))
 
 
-
-
 def make_profile(clean_aws):
     iam = client(clean_aws, "iam")
     iam.create_role(RoleName="erlang-node", AssumeRolePolicyDocument=ROLE_POLICY)
