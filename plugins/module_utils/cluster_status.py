@@ -197,20 +197,9 @@ def append_rollout(path, record, group=None):
     return line
 
 
-def served_release(current_link):
-    """(release name, version) of the release `current` points at on the boot server, or None without one.
-
-    The version is the release directory's name (releases/<vsn>), the name that of its <rel>.rel file.
-    """
-    if not current_link or not os.path.islink(current_link):
-        return None
-    target = os.path.realpath(current_link)
-    names = sorted(entry[:-4] for entry in os.listdir(target) if entry.endswith(".rel")) if os.path.isdir(target) else []
-    return (names[0] if names else None), os.path.basename(target)
-
-
-def remote_served_release(facts):
-    """(release name, version) that a boot server's facts say its `current` points at, or None."""
+def served_release(facts):
+    """(release name, version) that a boot server's facts say its `current` link points at (`served`, read by the
+    node itself: its release directory releases/<vsn> and the name of its <rel>.rel file), or None without one."""
     served = facts.get("served")
     if not isinstance(served, dict):
         return None

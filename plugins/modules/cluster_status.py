@@ -232,9 +232,8 @@ def main():
                                               params["current_link"])
     except ErlangNodeError as exc:
         module.fail_json_node(exc)
-    nodes[via.node] = cluster_status.with_served_release(nodes[via.node], cluster_status.served_release(params["current_link"]))
-    for node in boot_servers:
-        nodes[node] = cluster_status.with_served_release(nodes[node], cluster_status.remote_served_release(nodes[node]))
+    for node in [via.node] + boot_servers:
+        nodes[node] = cluster_status.with_served_release(nodes[node], cluster_status.served_release(nodes[node]))
     records = read_log(module)
     shown = records[-params["rollouts"]:] if params["rollouts"] else []
     rows = cluster_status.status_rows(via.node, "boot_server", workers, nodes, records, boot_servers)
